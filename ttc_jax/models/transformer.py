@@ -1,0 +1,253 @@
+"""Flax NNX decoder-only transformer (Llama/Qwen2 style) with a plain KV cache.
+
+Contract (DESIGN.md §4):
+  model(tokens[B,T], positions[B,T], cache=None, attention_mask=None,
+        segment_ids=None) -> (logits[B,T,V] float32, cache)
+
+Without a cache (training): causal attention, restricted to equal non-zero
+`segment_ids` when given (packed rows), and to `attention_mask[B,T]` keys.
+
+With a cache (sampling/search): `cache` is a plain pytree
+  {"index": int32[B], "layers": ({"k": [B,S,Kh,D], "v": [B,S,Kh,D]}, ...)}
+`tokens` are written at slots index[b] + t; slot s is visible to query t of
+sequence b iff s <= index[b] + t. Inputs are right-padded; the returned
+index advances by the number of real tokens (attention_mask.sum(-1), or T).
+Slots past a sequence's index hold stale values that are never attended to
+before being overwritten, so beams can be reordered by gathering every leaf
+on its leading axis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ttc_jax import parallel
+from ttc_jax.models.config import ModelConfig, to_dtype
+
+Cache = dict[str, Any]
+_NEG_INF = -1e30
+
+
+def _param(rngs: nnx.Rngs, init, shape, axes, dtype) -> nnx.Param:
+  return nnx.Param(init(rngs.params(), shape, dtype), logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+  """RMS normalisation with a learned scale, computed in float32."""
+
+  def __init__(self, dim: int, eps: float, param_dtype, *, rngs: nnx.Rngs):
+    del rngs
+    self.scale = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=("norm",))
+    self.eps = eps
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
+  """Rotary embedding (rotate-half convention). x: [B,T,H,D], positions: [B,T]."""
+  d = x.shape[-1]
+  freq = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)        # [D/2]
+  ang = positions[..., None].astype(jnp.float32) * freq                 # [B,T,D/2]
+  cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = xf[..., : d // 2], xf[..., d // 2:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with RoPE and an optional per-sequence KV cache."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pd = to_dtype(cfg.param_dtype)
+    init = nnx.initializers.normal(cfg.embed_dim ** -0.5)
+    d, h, kv, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    self.q = _param(rngs, init, (d, h, hd), ("embed", "heads", "head_dim"), pd)
+    self.k = _param(rngs, init, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd)
+    self.v = _param(rngs, init, (d, kv, hd), ("embed", "kv_heads", "head_dim"), pd)
+    out_init = nnx.initializers.normal((h * hd) ** -0.5 / (2 * cfg.num_layers) ** 0.5)
+    self.o = _param(rngs, out_init, (h, hd, d), ("heads", "head_dim", "embed"), pd)
+    if cfg.qkv_bias:
+      z = nnx.initializers.zeros
+      self.q_bias = _param(rngs, z, (h, hd), ("heads", "head_dim"), pd)
+      self.k_bias = _param(rngs, z, (kv, hd), ("kv_heads", "head_dim"), pd)
+      self.v_bias = _param(rngs, z, (kv, hd), ("kv_heads", "head_dim"), pd)
+    self.cfg = cfg
+
+  def __call__(self, x, positions, mask, layer_cache, write_index):
+    """x: [B,T,d]; mask: [B,T,S] bool; layer_cache: {"k","v": [B,S,Kh,D]} or None."""
+    cfg, dt = self.cfg, to_dtype(self.cfg.dtype)
+    q = jnp.einsum("btd,dhk->bthk", x, self.q[...].astype(dt))
+    k = jnp.einsum("btd,dhk->bthk", x, self.k[...].astype(dt))
+    v = jnp.einsum("btd,dhk->bthk", x, self.v[...].astype(dt))
+    if cfg.qkv_bias:
+      q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
+                 v + self.v_bias[...].astype(dt))
+    q = parallel.constrain(rope(q, positions, cfg.rope_theta),
+                           ("batch", "length", "act_heads", None))
+    k = rope(k, positions, cfg.rope_theta)
+    if layer_cache is not None:
+      write = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (i, 0, 0)))
+      k_all = write(layer_cache["k"], k.astype(layer_cache["k"].dtype), write_index)
+      v_all = write(layer_cache["v"], v.astype(layer_cache["v"].dtype), write_index)
+      layer_cache = {"k": k_all, "v": v_all}
+      k, v = k_all.astype(dt), v_all.astype(dt)
+    b, t, h, hd = q.shape
+    kvh = k.shape[2]
+    qg = q.reshape(b, t, kvh, h // kvh, hd)
+    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k).astype(jnp.float32) * hd ** -0.5
+    logits = jnp.where(mask[:, None, None], logits, _NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd)
+    out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(dt))
+    return out, layer_cache
+
+
+class MLP(nnx.Module):
+  """SwiGLU feed-forward block."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pd = to_dtype(cfg.param_dtype)
+    init = nnx.initializers.normal(cfg.embed_dim ** -0.5)
+    self.gate = _param(rngs, init, (cfg.embed_dim, cfg.mlp_dim), ("embed", "mlp"), pd)
+    self.up = _param(rngs, init, (cfg.embed_dim, cfg.mlp_dim), ("embed", "mlp"), pd)
+    down_init = nnx.initializers.normal(cfg.mlp_dim ** -0.5 / (2 * cfg.num_layers) ** 0.5)
+    self.down = _param(rngs, down_init, (cfg.mlp_dim, cfg.embed_dim), ("mlp", "embed"), pd)
+    self.dtype = to_dtype(cfg.dtype)
+
+  def __call__(self, x):
+    dt = self.dtype
+    g = x @ self.gate[...].astype(dt)
+    u = x @ self.up[...].astype(dt)
+    hdn = parallel.constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
+    return hdn @ self.down[...].astype(dt)
+
+
+class Block(nnx.Module):
+  """Pre-norm transformer block."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pd = to_dtype(cfg.param_dtype)
+    self.attn_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs=rngs)
+    self.attn = Attention(cfg, rngs=rngs)
+    self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs=rngs)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x, positions, mask, layer_cache, write_index):
+    a, layer_cache = self.attn(self.attn_norm(x), positions, mask, layer_cache, write_index)
+    x = x + a
+    x = x + self.mlp(self.mlp_norm(x))
+    return parallel.constrain(x, ("batch", "length", "act_embed")), layer_cache
+
+
+def _training_mask(tokens, attention_mask, segment_ids):
+  """[B,T,T] causal mask, optionally restricted to same segment / real keys."""
+  t = tokens.shape[1]
+  mask = jnp.tril(jnp.ones((t, t), bool))[None]
+  if segment_ids is not None:
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    mask = mask & same & (segment_ids[:, None, :] > 0)
+  if attention_mask is not None:
+    mask = mask & attention_mask[:, None, :].astype(bool)
+  return mask
+
+
+class Transformer(nnx.Module):
+  """Decoder-only transformer; see the module docstring for the call contract."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    pd = to_dtype(cfg.param_dtype)
+    self.cfg = cfg
+    self.embed = _param(rngs, nnx.initializers.normal(cfg.embed_dim ** -0.5), (cfg.vocab_size, cfg.embed_dim),
+                        ("vocab", "embed"), pd)
+    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+    self.final_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs=rngs)
+    if not cfg.tie_embeddings:
+      self.lm_head = _param(rngs, nnx.initializers.normal(cfg.embed_dim ** -0.5),
+                            (cfg.embed_dim, cfg.vocab_size), ("embed", "vocab"), pd)
+
+  def init_cache(self, batch: int, max_len: int | None = None, dtype=None) -> Cache:
+    """Empty cache for `batch` sequences of up to `max_len` tokens."""
+    return init_cache(self.cfg, batch, max_len, dtype)
+
+  def hidden(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
+             segment_ids=None) -> tuple[jax.Array, Cache | None]:
+    """Final-norm hidden states [B,T,d] (for value heads) and the updated cache."""
+    cfg = self.cfg
+    x = jnp.take(self.embed[...], tokens, axis=0).astype(to_dtype(cfg.dtype))
+    x = parallel.constrain(x, ("batch", "length", "act_embed"))
+    if cache is None:
+      mask, index = _training_mask(tokens, attention_mask, segment_ids), None
+    else:
+      index = cache["index"]
+      s = cache["layers"][0]["k"].shape[1]
+      q_pos = index[:, None] + jnp.arange(tokens.shape[1])[None]        # [B,T]
+      mask = jnp.arange(s)[None, None, :] <= q_pos[:, :, None]          # [B,T,S]
+    new_layers = []
+    for i, block in enumerate(self.blocks):
+      lc = None if cache is None else cache["layers"][i]
+      x, lc = block(x, positions, mask, lc, index)
+      new_layers.append(lc)
+    x = self.final_norm(x)
+    if cache is not None:
+      n_new = (tokens.shape[1] if attention_mask is None
+               else attention_mask.astype(jnp.int32).sum(-1))
+      cache = {"index": index + n_new, "layers": tuple(new_layers)}
+    return x, cache
+
+  def logits(self, h: jax.Array) -> jax.Array:
+    """Vocabulary logits [B,T,V] in float32 from hidden states [B,T,d]."""
+    dt = to_dtype(self.cfg.dtype)
+    w = self.embed[...].T if self.cfg.tie_embeddings else self.lm_head[...]
+    out = (h @ w.astype(dt)).astype(jnp.float32)
+    return parallel.constrain(out, ("batch", "length", "act_vocab"))
+
+  def __call__(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
+               segment_ids=None) -> tuple[jax.Array, Cache | None]:
+    h, cache = self.hidden(tokens, positions, cache, attention_mask, segment_ids)
+    return self.logits(h), cache
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int | None = None, dtype=None) -> Cache:
+  """Zero KV cache pytree with `index` at 0 for every sequence."""
+  max_len = cfg.max_len if max_len is None else max_len
+  dtype = to_dtype(cfg.dtype) if dtype is None else to_dtype(dtype)
+  shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  layers = tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+                 for _ in range(cfg.num_layers))
+  return {"index": jnp.zeros((batch,), jnp.int32), "layers": layers}
+
+
+def cache_shardings(cache: Cache, mesh) -> Any:
+  """Cache sharding: sequences over the batch axes, KV heads over `tensor`."""
+  from jax.sharding import NamedSharding
+  def one(x):
+    axes = ("cache_batch",) if x.ndim == 1 else ("cache_batch", "cache_length", "kv_heads", None)
+    return NamedSharding(mesh, parallel.logical_to_spec(axes, x.shape, mesh))
+  return jax.tree.map(one, cache)
+
+
+def create_model(cfg: ModelConfig, seed: int = 0, mesh=None) -> Transformer:
+  """Builds a Transformer and, when `mesh` is given, shards it by logical axes.
+
+  Parameters are created inside a jit with sharded outputs, so a model larger
+  than one device's memory is never materialised whole.
+  """
+  if mesh is None:
+    return Transformer(cfg, rngs=nnx.Rngs(seed))
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(seed)))
+  graphdef, abs_state = nnx.split(abstract)
+  shardings = parallel.state_shardings(abs_state, mesh)
+
+  @jax.jit
+  def make():
+    return nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))
+
+  state = jax.jit(make, out_shardings=shardings)()
+  return nnx.merge(graphdef, state)

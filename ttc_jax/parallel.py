@@ -1,0 +1,228 @@
+"""Device mesh, logical-axis sharding rules and multi-host initialisation.
+
+Every parameter carries a `logical_axes` tuple of names (`vocab`, `embed`,
+`heads`, `kv_heads`, `head_dim`, `mlp`, `norm`) and key activations are
+constrained with (`batch`, `length`, `act_embed`, ...). A rules table maps
+logical names to mesh axes (`data`, `fsdp`, `tensor`); GSPMD partitions the
+jitted computations from there. The same code runs on 1 CPU (no mesh: every
+helper is the identity), 8 fake CPU devices, a GPU or a TPU pod slice.
+
+A mesh axis is only used for a dimension it divides: e.g. two KV heads on a
+`tensor` axis of 8 stay replicated (logged once) rather than failing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from typing import Any, Iterator, Mapping, Sequence
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical name -> mesh axis name(s) (None: replicated). First match wins.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("norm", None),
+    ("cache_batch", ("data", "fsdp")),
+    ("cache_length", None),
+)
+
+_log = logging.getLogger(__name__)
+_CURRENT: list[tuple[Mesh | None, tuple]] = [(None, DEFAULT_RULES)]
+
+
+def make_mesh(shape: Sequence[int], devices: Sequence[Any] | None = None) -> Mesh:
+  """Builds a (`data`, `fsdp`, `tensor`) mesh with Auto axis types.
+
+  `shape` may contain one -1, filled in from the device count. Raises
+  ValueError naming the shape and the device count when they disagree.
+  """
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = list(shape)
+  if len(shape) != 3:
+    raise ValueError(f"mesh shape must have 3 entries (data, fsdp, tensor), got {shape}")
+  if shape.count(-1) > 1:
+    raise ValueError(f"mesh shape {shape} has more than one -1")
+  if -1 in shape:
+    known = int(np.prod([s for s in shape if s != -1]))
+    if known <= 0 or len(devices) % known:
+      raise ValueError(f"mesh shape {shape} does not fit {len(devices)} devices")
+    shape[shape.index(-1)] = len(devices) // known
+  if any(s <= 0 for s in shape) or int(np.prod(shape)) != len(devices):
+    raise ValueError(
+        f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, but "
+        f"{len(devices)} are available ({jax.default_backend()})")
+  return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+@contextlib.contextmanager
+def use_mesh(mesh: Mesh | None, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+             ) -> Iterator[Mesh | None]:
+  """Activates `mesh` (also as jax's current mesh) and the logical rules."""
+  _CURRENT.append((mesh, tuple(rules)))
+  try:
+    if mesh is None:
+      yield None
+    else:
+      with jax.set_mesh(mesh):
+        yield mesh
+  finally:
+    _CURRENT.pop()
+
+
+def current_mesh() -> Mesh | None:
+  return _CURRENT[-1][0]
+
+
+def current_rules() -> tuple:
+  return _CURRENT[-1][1]
+
+
+def _axis_size(mesh: Mesh, axes) -> int:
+  if axes is None:
+    return 1
+  axes = (axes,) if isinstance(axes, str) else tuple(axes)
+  return int(np.prod([mesh.shape[a] for a in axes]))
+
+
+def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,
+                    mesh: Mesh | None = None, rules: Sequence | None = None) -> P:
+  """Maps logical axis names to a PartitionSpec under `rules`.
+
+  A mesh axis is used at most once per spec, and (when `shape` and `mesh` are
+  given) only for dimensions it divides; size-1 mesh axes are dropped.
+  """
+  rules = dict(current_rules() if rules is None else rules)
+  used: set[str] = set()
+  out = []
+  for i, name in enumerate(logical_axes):
+    axes = rules.get(name) if name is not None else None
+    if axes is not None:
+      axes = (axes,) if isinstance(axes, str) else tuple(axes)
+      axes = tuple(a for a in axes if a not in used)
+      if mesh is not None:
+        axes = tuple(a for a in axes if mesh.shape[a] > 1)
+        if shape is not None and axes and shape[i] % _axis_size(mesh, axes):
+          _log.info("dim %d (%s, size %d) not divisible by mesh axes %s: replicated",
+                    i, name, shape[i], axes)
+          axes = ()
+      used.update(axes)
+      axes = axes[0] if len(axes) == 1 else (axes or None)
+    out.append(axes)
+  return P(*out)
+
+
+def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:
+  """`with_sharding_constraint` by logical names under the active mesh."""
+  mesh = current_mesh()
+  if mesh is None:
+    return x
+  spec = logical_to_spec(logical_axes, x.shape, mesh)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def _var_logical_axes(v: Any) -> tuple | None:
+  if isinstance(v, nnx.Variable):
+    return v.get_metadata().get("logical_axes")
+  return None
+
+
+def state_shardings(state: Any, mesh: Mesh, rules: Sequence | None = None) -> Any:
+  """NamedShardings for an nnx State (or pytree of Variables) from logical axes.
+
+  Variables without `logical_axes` (e.g. optimizer step counters) are replicated.
+  """
+  def one(v):
+    if isinstance(v, nnx.Variable):
+      axes = _var_logical_axes(v)
+      value = v.get_value() if hasattr(v, "get_value") else v[...]
+      shape = getattr(value, "shape", ())
+      spec = P() if axes is None else logical_to_spec(axes, shape, mesh, rules)
+      return v.replace(NamedSharding(mesh, spec))
+    shape = getattr(v, "shape", ())
+    return NamedSharding(mesh, P())
+  return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def shard_state(state: Any, mesh: Mesh | None, rules: Sequence | None = None) -> Any:
+  """Places every array of `state` according to its logical axes (no-op without a mesh)."""
+  if mesh is None:
+    return state
+  shardings = state_shardings(state, mesh, rules)
+  return jax.device_put(state, shardings)
+
+
+def shard_module(module: nnx.Module, mesh: Mesh | None, rules: Sequence | None = None):
+  """Shards an NNX module's state in place (params, optimizer moments, ...)."""
+  if mesh is None:
+    return module
+  state = nnx.state(module)
+  nnx.update(module, shard_state(state, mesh, rules))
+  return module
+
+
+def data_sharding(mesh: Mesh | None, ndim: int = 2) -> NamedSharding | None:
+  """Sharding for a `[batch, ...]` host batch: batch over (`data`, `fsdp`)."""
+  if mesh is None:
+    return None
+  return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1)))
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None) -> dict:
+  """Moves a host batch (dict of `[batch, ...]` arrays) onto the mesh.
+
+  Single-process: a plain device_put. Multi-process: each host passes its
+  local slice and a global array is assembled.
+  """
+  if mesh is None:
+    return {k: jax.numpy.asarray(v) for k, v in batch.items()}
+  out = {}
+  for k, v in batch.items():
+    sh = NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (v.ndim - 1),
+                                             v.shape, mesh))
+    if jax.process_count() == 1:
+      out[k] = jax.device_put(v, sh)
+    else:
+      out[k] = jax.make_array_from_process_local_data(sh, v)
+  return out
+
+
+def maybe_initialize_distributed() -> bool:
+  """Calls `jax.distributed.initialize()` when launched on several hosts.
+
+  Triggered by TTC_JAX_DISTRIBUTED=1, or the coordinator variables that
+  launchers set (JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES/
+  JAX_PROCESS_ID); TPU VM slices auto-detect. Returns True when initialised.
+  """
+  env = os.environ
+  explicit = env.get("TTC_JAX_DISTRIBUTED", "") == "1"
+  coord = env.get("JAX_COORDINATOR_ADDRESS")
+  if not explicit and not coord:
+    return False
+  kwargs = {}
+  if coord:
+    kwargs = dict(coordinator_address=coord,
+                  num_processes=int(env["JAX_NUM_PROCESSES"]),
+                  process_id=int(env["JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**kwargs)
+  _log.info("jax.distributed initialised: process %d of %d",
+            jax.process_index(), jax.process_count())
+  return True
