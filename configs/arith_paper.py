@@ -1,0 +1,27 @@
+"""Accelerator-sized config: larger policy, 1..8 operations with up to 3-digit operands.
+
+Budgets reach 256 samples per question. Meant for a GPU or TPU slice; mesh
+(-1, 1, 1) puts all devices on the data axis, e.g. `--config.mesh.shape=(1,-1,1)`
+for FSDP instead.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import arith_quick  # noqa: E402
+
+
+def get_config():
+  c = arith_quick.get_config()
+  c.name = "arith_paper"
+  c.task.levels = "ops=1-8,digits=1-2"
+  c.task.train_per_level = 200000
+  c.task.test_per_level = 100
+  c.model.update(embed_dim=512, num_layers=12, num_heads=8, num_kv_heads=4, head_dim=64,
+                 mlp_dim=2048, max_len=256, param_dtype="float32", dtype="bfloat16")
+  c.train.update(steps=20000, batch_size=256, seq_len=256, lr=1e-3, warmup_steps=1000,
+                 eval_every=2000, checkpoint_every=2000, log_every=100)
+  c.eval.update(questions_per_level=100, max_new_tokens=200, num_samples=256,
+                majority_ns=(1, 2, 4, 8, 16, 32, 64, 128, 256), max_batch=16384)
+  return c

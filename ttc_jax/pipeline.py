@@ -1,0 +1,196 @@
+"""The main job as resumable stages writing artifacts into one run directory.
+
+  <workdir>/config.json              the resolved config
+  <workdir>/tfds/                    stage `data`: the arith TFDS dataset (array_record)
+  <workdir>/policy/                  stage `policy`: checkpoints/, model/, metrics.jsonl
+  <workdir>/eval/                    stage `eval_policy`: policy_eval.json, samples.jsonl
+  <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
+  <workdir>/report.json, report.md, plots/*.png
+
+A stage whose marker exists with the same config hash is skipped; one with a
+different hash stops the run with an error naming the stage and directory
+(use a new --workdir): finished work is never silently mixed with a new
+config. An interrupted `policy` stage resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from ttc_jax import config as config_lib
+from ttc_jax import evaluation, io_utils, parallel, report
+from ttc_jax.models.config import ModelConfig
+from ttc_jax.models.transformer import create_model
+from ttc_jax.tasks import arith
+from ttc_jax.tokenizers import CharTokenizer, check_compatible
+from ttc_jax.train import loop, optim
+from ttc_jax.train.checkpoint import Checkpointer
+from ttc_jax.train.trainer import Trainer
+
+
+class StageMismatchError(RuntimeError):
+  """A finished stage in the work directory was produced by another config."""
+
+
+class Pipeline:
+  """Runs the stages for `cfg` in `workdir`; see the module docstring."""
+
+  def __init__(self, cfg: ml_collections.ConfigDict, workdir: str, progress: bool = True):
+    config_lib.validate(cfg)
+    self.cfg, self.workdir, self.progress = cfg, os.path.abspath(workdir), progress
+    self.tokenizer = CharTokenizer()
+    self.model_cfg = ModelConfig.from_dict(cfg.model.to_dict())
+    check_compatible(self.tokenizer, self.model_cfg.vocab_size)
+    self.mesh = parallel.make_mesh(tuple(cfg.mesh.shape))
+    self.levels = [lv.name for lv in arith.parse_levels(cfg.task.levels)]
+    self.wall: dict[str, float] = {}
+    os.makedirs(self.workdir, exist_ok=True)
+    io_utils.atomic_write_json(self.path("config.json"), cfg.to_dict())
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.workdir, *parts)
+
+  # --- stage bookkeeping ----------------------------------------------------
+
+  def _stage(self, name: str, sections: dict, fn: Callable[[], dict]) -> dict:
+    """Runs `fn` unless the stage finished before with the same config hash."""
+    marker = self.path("stages", f"{name}.json")
+    h = config_lib.config_hash(sections)
+    if os.path.exists(marker):
+      done = io_utils.read_json(marker)
+      if done.get("hash") == h:
+        self.wall[name] = done.get("wall_seconds", 0.0)
+        print(f"[{name}] done before ({done.get('wall_seconds', 0):.1f}s); skipped")
+        return done["outputs"]
+      raise StageMismatchError(
+          f"stage {name!r} in {self.workdir} was run with another config "
+          f"(hash {done.get('hash')} != {h}); use a new --workdir or delete {marker}")
+    t0 = time.perf_counter()
+    print(f"[{name}] running")
+    outputs = fn()
+    dt = time.perf_counter() - t0
+    self.wall[name] = dt
+    io_utils.atomic_write_json(marker, dict(hash=h, wall_seconds=dt, outputs=outputs))
+    print(f"[{name}] finished in {dt:.1f}s")
+    return outputs
+
+  # --- stages -----------------------------------------------------------------
+
+  def data_spec(self) -> dict:
+    t = self.cfg.task
+    return dict(levels=t.levels, train_per_level=t.train_per_level,
+                test_per_level=t.test_per_level, seed=t.data_seed)
+
+  def builder(self):
+    from ttc_jax.data import arith_tfds  # tfds is only needed here
+    return arith_tfds.build_arith_dataset(self.path("tfds"), **self.data_spec())
+
+  def stage_data(self) -> dict:
+    def run():
+      b = self.builder()
+      return dict(data_dir=os.fspath(b.data_dir),
+                  num_train=int(b.info.splits["train"].num_examples),
+                  num_test=int(b.info.splits["test"].num_examples))
+    return self._stage("data", dict(task=self.cfg.task.to_dict()), run)
+
+  def _policy_sections(self) -> dict:
+    c = self.cfg
+    return dict(task=c.task.to_dict(), model=c.model.to_dict(), train=c.train.to_dict(),
+                seed=c.seed)
+
+  def stage_policy(self) -> dict:
+    return self._stage("policy", self._policy_sections(), self._train_policy)
+
+  def _train_policy(self) -> dict:
+    from ttc_jax.data import packing, pipeline as data_pipeline
+    c, t = self.cfg, self.cfg.train
+    builder = self.builder()
+    with parallel.use_mesh(self.mesh):
+      model = create_model(self.model_cfg, c.seed, self.mesh)
+    tx = optim.make_optimizer(t.lr, t.steps, t.warmup_steps, t.weight_decay, t.clip_norm,
+                              t.b1, t.b2, t.final_lr_fraction)
+    trainer = Trainer(model, tx, mesh=self.mesh)
+    data = data_pipeline.make_train_iterator(
+        builder, self.tokenizer, t.batch_size, t.seq_len, seed=c.seed,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    test = data_pipeline.load_test_problems(builder)
+    eval_examples = [packing.tokenize_example(self.tokenizer, p["prompt"], p["solution"])
+                     for p in test]
+    eval_rows = packing.pack_examples(eval_examples, t.seq_len)
+    n_rows = min(len(eval_rows["inputs"]) // t.batch_size, t.eval_batches) * t.batch_size
+    if n_rows == 0:
+      raise ValueError(f"test split has too few examples for one eval batch of {t.batch_size}")
+    eval_batches = lambda: ({k: v[i:i + t.batch_size] for k, v in eval_rows.items()}
+                            for i in range(0, n_rows, t.batch_size))
+    tokens = t.batch_size * t.seq_len
+    meta = dict(tokenizer=self.tokenizer.fingerprint(),
+                config_hash=config_lib.config_hash(self._policy_sections()))
+    ck = Checkpointer(self.path("policy", "checkpoints"), max_to_keep=2)
+    last = loop.fit(trainer, data, steps=t.steps, checkpointer=ck,
+                    checkpoint_every=t.checkpoint_every, eval_batches=eval_batches,
+                    eval_every=t.eval_every, log_every=t.log_every,
+                    metrics_path=self.path("policy", "metrics.jsonl"),
+                    flops_per_step=self.model_cfg.train_flops_per_token(t.seq_len) * tokens,
+                    tokens_per_step=tokens,
+                    lr_schedule=optim.make_schedule(t.lr, t.steps, t.warmup_steps,
+                                                    t.final_lr_fraction),
+                    meta=meta, desc="policy", progress=self.progress)
+    ck.close()
+    from flax import nnx
+    model_ck = Checkpointer(self.path("policy", "model"), max_to_keep=1, async_save=False)
+    model_ck.save(t.steps, nnx.state(trainer.model), meta, force=True)
+    model_ck.close()
+    return dict(final_metrics=last, num_params=self.model_cfg.num_params)
+
+  def load_policy(self):
+    """The trained policy model, restored onto this run's mesh."""
+    from flax import nnx
+    ck = Checkpointer(self.path("policy", "model"), async_save=False)
+    with parallel.use_mesh(self.mesh):
+      model = create_model(self.model_cfg, self.cfg.seed, self.mesh)
+    state, meta = ck.restore(nnx.state(model))
+    if meta.get("tokenizer") != self.tokenizer.fingerprint():
+      raise ValueError(f"policy checkpoint {ck.directory} was trained with tokenizer "
+                       f"{meta.get('tokenizer')}, this run uses {self.tokenizer.fingerprint()}")
+    nnx.update(model, state)
+    return model
+
+  def stage_eval_policy(self) -> dict:
+    sections = dict(self._policy_sections(), eval=self.cfg.eval.to_dict())
+    return self._stage("eval_policy", sections, self._eval_policy)
+
+  def _eval_policy(self) -> dict:
+    from ttc_jax.data import pipeline as data_pipeline
+    e = self.cfg.eval
+    model = self.load_policy()
+    test = data_pipeline.load_test_problems(self.builder())
+    chosen = []
+    for name in self.levels:
+      chosen += [p for p in test if p["level"] == name][:e.questions_per_level]
+    summary, records = evaluation.evaluate_policy(
+        model, self.tokenizer, chosen, self.levels, jax.random.key(self.cfg.seed + 1),
+        extract_answer=arith.extract_answer, equivalent=arith.equivalent,
+        num_samples=e.num_samples, majority_ns=tuple(e.majority_ns),
+        max_new_tokens=e.max_new_tokens, temperature=e.temperature, top_k=e.top_k,
+        top_p=e.top_p, max_batch=e.max_batch, mesh=self.mesh, progress=self.progress)
+    io_utils.atomic_write_jsonl(self.path("eval", "samples.jsonl"), records)
+    io_utils.atomic_write_json(self.path("eval", "policy_eval.json"), summary)
+    return summary
+
+  # --- everything ---------------------------------------------------------------
+
+  def run(self) -> dict:
+    t0 = time.perf_counter()
+    data = self.stage_data()
+    policy = self.stage_policy()
+    ev = self.stage_eval_policy()
+    rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
+                              time.perf_counter() - t0)
+    report.write_report(self.workdir, rep)
+    return rep

@@ -1,0 +1,105 @@
+"""report.json, report.md and plots for a run directory (schema: docs/results.md)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+
+from ttc_jax import io_utils
+
+SCHEMA_VERSION = 1
+
+
+def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
+                 total_seconds: float) -> dict:
+  """Assembles the report dict. Keys named in issues are a stable contract."""
+  overall, by_level = ev["overall"], ev["by_level"]
+  pass1 = {name: by_level[name]["pass_at_1_greedy"] for name in levels if name in by_level}
+  return {
+      "schema_version": SCHEMA_VERSION,
+      "config_name": cfg.name,
+      "machine": dict(backend=jax.default_backend(), device_count=jax.device_count(),
+                      device_kind=jax.devices()[0].device_kind, cpu_count=os.cpu_count()),
+      "levels": list(levels),
+      "data": data,
+      "policy": {
+          "num_params": policy["num_params"],
+          "final_train_metrics": policy["final_metrics"],
+          "pass_at_1_by_level": pass1,
+          "sampled_pass_at_1_by_level": {k: by_level[k]["pass_at_1_sampled"] for k in pass1},
+          "pass_at_n_by_level": {k: by_level[k]["pass_at_n"] for k in pass1},
+          "distinct_answers_by_level": {k: by_level[k]["distinct_answers"] for k in pass1},
+          "pass_at_1": overall["pass_at_1_greedy"],
+          "sampled_pass_at_1": overall["pass_at_1_sampled"],
+          "temperature": ev["sampling"]["temperature"],
+          "num_samples": ev["sampling"]["num_samples"],
+          "sampling_tokens_per_s": ev["sampling"]["sampled"]["tokens_per_s"],
+      },
+      "curves": {"majority": {str(n): v for n, v in overall["majority"].items()}},
+      "curves_by_level": {"majority": {k: {str(n): v for n, v in by_level[k]["majority"].items()}
+                                       for k in pass1}},
+      "wall_seconds": dict(wall, total=total_seconds),
+  }
+
+
+def _plot(workdir: str, rep: dict) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
+  paths = []
+  fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+  lv = rep["levels"]
+  p1 = rep["policy"]
+  ax[0].plot(lv, [p1["pass_at_1_by_level"].get(k) for k in lv], "o-", label="greedy pass@1")
+  ax[0].plot(lv, [p1["sampled_pass_at_1_by_level"].get(k) for k in lv], "s--",
+             label=f"sampled pass@1 (T={p1['temperature']})")
+  ax[0].plot(lv, [p1["pass_at_n_by_level"].get(k) for k in lv], "^:",
+             label=f"pass@{p1['num_samples']}")
+  ax[0].set_ylim(0, 1.02)
+  ax[0].set_title("policy by difficulty level")
+  ax[0].tick_params(axis="x", rotation=45)
+  ax[0].legend(fontsize=8)
+  for k, curve in rep["curves_by_level"]["majority"].items():
+    ns = sorted(curve, key=int)
+    ax[1].plot([int(n) for n in ns], [curve[n] for n in ns], "o-", label=k)
+  ax[1].set_xscale("log", base=2)
+  ax[1].set_ylim(0, 1.02)
+  ax[1].set_xlabel("samples (generation budget)")
+  ax[1].set_title("majority vote accuracy")
+  ax[1].legend(fontsize=7)
+  fig.tight_layout()
+  p = os.path.join(workdir, "plots", "policy.png")
+  fig.savefig(p + ".tmp.png", dpi=110)
+  os.replace(p + ".tmp.png", p)
+  plt.close(fig)
+  paths.append(os.path.relpath(p, workdir))
+  return paths
+
+
+def _markdown(rep: dict) -> str:
+  p = rep["policy"]
+  lines = [f"# ttc_jax report: {rep['config_name']}", "",
+           f"Machine: {rep['machine']['backend']} x{rep['machine']['device_count']} "
+           f"({rep['machine']['device_kind']}). Policy: {p['num_params']:,} parameters.", "",
+           "| level | greedy pass@1 | sampled pass@1 | pass@N | distinct answers |",
+           "|---|---|---|---|---|"]
+  for k in rep["levels"]:
+    if k in p["pass_at_1_by_level"]:
+      lines.append(f"| {k} | {p['pass_at_1_by_level'][k]:.3f} | "
+                   f"{p['sampled_pass_at_1_by_level'][k]:.3f} | "
+                   f"{p['pass_at_n_by_level'][k]:.3f} | {p['distinct_answers_by_level'][k]:.1f} |")
+  lines += ["", "Majority vote (all levels): " + ", ".join(
+      f"N={n}: {v:.3f}" for n, v in rep["curves"]["majority"].items()), "",
+      "Wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in rep["wall_seconds"].items()), ""]
+  lines += [f"![{os.path.basename(x)}]({x})" for x in rep.get("plots", [])]
+  return "\n".join(lines) + "\n"
+
+
+def write_report(workdir: str, rep: dict) -> None:
+  """Writes plots, report.json and report.md atomically."""
+  rep["plots"] = _plot(workdir, rep)
+  io_utils.atomic_write_json(os.path.join(workdir, "report.json"), rep)
+  io_utils.atomic_write_text(os.path.join(workdir, "report.md"), _markdown(rep))

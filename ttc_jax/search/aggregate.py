@@ -1,0 +1,72 @@
+"""Answer aggregation across samples: majority vote and budget curves.
+
+Answers are grouped by the task's equivalence (`equivalent(a, b)`), not by
+string identity, so `-0`/`0` or `12`/`+12` count as one answer.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+Equiv = Callable[[str | None, str | None], bool]
+
+
+def group_answers(answers: Sequence[str | None], equivalent: Equiv) -> list[list[int]]:
+  """Indices of `answers` grouped by equivalence, in order of first appearance.
+
+  None (unparsable) answers form no group.
+  """
+  groups: list[list[int]] = []
+  reps: list[str] = []
+  for i, a in enumerate(answers):
+    if a is None:
+      continue
+    for g, r in zip(groups, reps):
+      if equivalent(a, r):
+        g.append(i)
+        break
+    else:
+      groups.append([i])
+      reps.append(a)
+  return groups
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
+                  equivalent: Equiv) -> str | None:
+  """The answer whose equivalence group has the largest total weight.
+
+  Ties go to the group that appeared first. Returns None when no answer parses.
+  """
+  groups = group_answers(answers, equivalent)
+  if not groups:
+    return None
+  totals = [float(sum(weights[i] for i in g)) for g in groups]
+  return answers[groups[int(np.argmax(totals))][0]]
+
+
+def majority_vote(answers: Sequence[str | None], equivalent: Equiv) -> str | None:
+  """The most frequent answer (up to equivalence); ties to the first seen."""
+  return weighted_vote(answers, [1.0] * len(answers), equivalent)
+
+
+def majority_curve(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
+                   budgets: Sequence[int], equivalent: Equiv) -> dict[int, float]:
+  """Majority-vote accuracy by budget over disjoint groups of samples.
+
+  answers[q][s]: sample s's extracted answer for question q (S samples each).
+  For budget n the S samples are cut into S // n disjoint groups; each group
+  votes; accuracy is averaged over groups and questions.
+  """
+  out = {}
+  for n in budgets:
+    accs = []
+    for ans, tgt in zip(answers, targets):
+      k = len(ans) // n
+      if k == 0:
+        raise ValueError(f"budget {n} exceeds the {len(ans)} samples available")
+      accs.append(np.mean([equivalent(majority_vote(ans[j * n:(j + 1) * n], equivalent), tgt)
+                           for j in range(k)]))
+    out[int(n)] = float(np.mean(accs)) if accs else float("nan")
+  return out

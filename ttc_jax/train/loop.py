@@ -1,0 +1,119 @@
+"""The training loop: steps, periodic eval, JSONL metrics, progress bar, checkpoints.
+
+Host syncs happen only at logging/eval/checkpoint steps, so the device runs
+ahead of Python between them. A run resumes from the latest checkpoint in
+its directory (model, optimiser and step; the data iterator's state too when
+the iterator supports `get_state`/`set_state`, like grain's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ttc_jax.train.checkpoint import Checkpointer
+from ttc_jax.train.trainer import Trainer
+
+
+class MetricsWriter:
+  """Appends one JSON object per line to `path` (created with its directory)."""
+
+  def __init__(self, path: str | None):
+    self.path = path
+    if path:
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+  def write(self, record: dict) -> None:
+    if not self.path:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _host(metrics: dict) -> dict:
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
+
+
+def evaluate(trainer: Trainer, batches: Iterable[dict]) -> dict:
+  """Loss-token-weighted mean of eval metrics over `batches`."""
+  sums: dict[str, float] = {}
+  total = 0.0
+  for batch in batches:
+    m = _host(trainer.eval_step(batch))
+    w = m.get("loss_tokens", 1.0)
+    total += w
+    for k, v in m.items():
+      if k != "loss_tokens":
+        sums[k] = sums.get(k, 0.0) + v * w
+  if not total:
+    raise ValueError("evaluation got no batches (or no loss tokens)")
+  return {f"eval_{k}": v / total for k, v in sums.items()}
+
+
+def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
+        checkpointer: Checkpointer | None = None, checkpoint_every: int = 0,
+        eval_batches: Callable[[], Iterable[dict]] | None = None, eval_every: int = 0,
+        log_every: int = 50, metrics_path: str | None = None,
+        flops_per_step: float = 0.0, tokens_per_step: int = 0,
+        lr_schedule: Callable[[int], Any] | None = None, meta: dict | None = None,
+        desc: str = "train", progress: bool = True) -> dict:
+  """Trains `trainer` for `steps` optimiser steps in total (resuming if possible).
+
+  Returns the last logged metrics (with eval metrics when evaluated).
+  """
+  writer = MetricsWriter(metrics_path)
+  start = 0
+  if checkpointer is not None and checkpointer.latest_step() is not None:
+    trainer.state, ck_meta = checkpointer.restore(trainer.state)
+    start = int(ck_meta["step"])
+    if "data_state" in ck_meta and hasattr(data, "set_state"):
+      data.set_state(ck_meta["data_state"])
+  last: dict = {}
+  bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
+  t_last, step_last = time.perf_counter(), start
+  pending: list[dict] = []
+  for step in range(start + 1, steps + 1):
+    batch = next(data)
+    pending.append(trainer.train_step(batch))
+    bar.update(1)
+    is_log = step % max(log_every, 1) == 0 or step == steps
+    is_eval = eval_batches is not None and eval_every and (step % eval_every == 0 or step == steps)
+    is_ckpt = checkpointer is not None and (
+        (checkpoint_every and step % checkpoint_every == 0) or step == steps)
+    if not (is_log or is_eval or is_ckpt):
+      continue
+    rows = [_host(m) for m in pending]          # the only host sync in the loop
+    pending.clear()
+    now = time.perf_counter()
+    dt, n = now - t_last, step - step_last
+    t_last, step_last = now, step
+    last = {k: float(np.mean([r[k] for r in rows])) for k in rows[-1]}
+    if not all(np.isfinite(v) for v in last.values()):
+      raise FloatingPointError(f"{desc}: non-finite metrics at step {step}: {last}")
+    last.update(step=step, step_time_s=dt / max(n, 1))
+    if tokens_per_step:
+      last["tokens_per_s"] = tokens_per_step * n / dt
+    if flops_per_step:
+      last["flops_per_s"] = flops_per_step * n / dt
+    if lr_schedule is not None:
+      last["lr"] = float(lr_schedule(step))
+    if is_eval:
+      last.update(evaluate(trainer, eval_batches()))
+      t_last = time.perf_counter()               # eval time is not training time
+    bar.set_postfix(loss=f"{last['loss']:.3f}")
+    writer.write(last)
+    if is_ckpt:
+      ck_meta = dict(meta or {})
+      if hasattr(data, "get_state"):
+        ck_meta["data_state"] = data.get_state()
+      checkpointer.save(step, trainer.state, ck_meta, force=True)
+  bar.close()
+  if checkpointer is not None:
+    checkpointer.wait()
+  return last
