@@ -197,7 +197,7 @@ def _generate(graphdef, model_state, prompts, prompt_lengths, rng, params, *,
   return SampleOutput(tokens=take(state.tokens).reshape(shape),
                       lengths=gen_len.reshape(b, num_samples),
                       logprobs=take(state.logprobs).reshape(shape),
-                      finished=(stopped == eos_id).reshape(b, num_samples))
+                      finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples))
 
 
 def generate(model, prompts, prompt_lengths, rng, *, num_samples: int = 1,

@@ -72,7 +72,7 @@ class Trainer:
     grad_fn = nnx.value_and_grad(self.loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(model, batch)
     optimizer.update(model, grads)
-    metrics = dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
+    metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
     return nnx.state((model, optimizer)), metrics
 
   def _eval_step(self, state, batch):

@@ -1,0 +1,121 @@
+"""Sampler: cache vs recompute, stopping, determinism, traced knobs, filters."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from ttc_jax import sampling
+from ttc_jax.models.transformer import create_model
+
+CFG = tiny_config(max_len=40)
+
+
+@pytest.fixture(scope="module")
+def model():
+  return create_model(CFG, 7)
+
+
+def _greedy_recompute(model, prompt, n):
+  seq = list(prompt)
+  for _ in range(n):
+    lg, _ = model(jnp.array([seq]), jnp.arange(len(seq))[None])
+    seq.append(int(jnp.argmax(lg[0, -1])))
+  return seq[len(prompt):]
+
+
+PROMPTS = jnp.array([[1, 5, 9, 4, 0, 0], [1, 8, 3, 10, 11, 12]])
+LENS = jnp.array([4, 6])
+
+
+def test_greedy_with_cache_equals_recompute(model):
+  out = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), num_samples=2,
+                          max_new_tokens=10, eos_id=-1, temperature=0.0)
+  assert out.tokens.shape == (2, 2, 10)
+  for b in range(2):
+    ref = _greedy_recompute(model, PROMPTS[b, :LENS[b]].tolist(), 10)
+    assert out.tokens[b, 0].tolist() == ref
+    assert out.tokens[b, 1].tolist() == ref            # temperature 0: samples agree
+  assert out.lengths.tolist() == [[10, 10], [10, 10]]
+  assert not bool(out.finished.any())
+
+
+def test_stops_at_eos_and_delimiter(model):
+  ref = _greedy_recompute(model, PROMPTS[0, :4].tolist(), 10)
+  stop = ref[3]                                      # a token greedy decoding emits 4th
+  first = ref.index(stop)
+  out = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=10,
+                          eos_id=stop, temperature=0.0)
+  assert int(out.lengths[0, 0]) == first + 1
+  assert out.tokens[0, 0, :first + 1].tolist() == ref[:first + 1]
+  assert (np.asarray(out.tokens[0, 0, first + 1:]) == 0).all()
+  assert bool(out.finished[0, 0])
+  out2 = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=10,
+                           eos_id=-1, stop_ids=(stop,), temperature=0.0)
+  assert int(out2.lengths[0, 0]) == first + 1 and not bool(out2.finished[0, 0])
+
+
+def test_step_by_step_decode_resumes_where_it_paused(model):
+  """Decoding in delimiter-stopped segments gives the same tokens as one call."""
+  ref = _greedy_recompute(model, PROMPTS[1].tolist(), 12)
+  delim = ref[2]
+  params = sampling.SamplingParams.make(0.0)
+  state = sampling.prefill(model, PROMPTS[1:], LENS[1:], 6 + 12)
+  for _ in range(12):
+    state, _ = sampling.decode(model, state, jax.random.key(0), params, max_new_tokens=12,
+                               eos_id=-1, stop_ids=(delim,))
+    if int(state.length[0]) >= 18:
+      break
+  assert state.tokens[0, 6:].tolist() == ref
+
+
+def test_sampling_is_deterministic_for_a_seed_and_diverse(model):
+  kw = dict(num_samples=8, max_new_tokens=8, eos_id=-1, temperature=1.0)
+  a = sampling.generate(model, PROMPTS, LENS, jax.random.key(1), **kw)
+  b = sampling.generate(model, PROMPTS, LENS, jax.random.key(1), **kw)
+  c = sampling.generate(model, PROMPTS, LENS, jax.random.key(2), **kw)
+  assert (a.tokens == b.tokens).all()
+  assert not (a.tokens == c.tokens).all()
+  assert len({tuple(r) for r in np.asarray(a.tokens[0])}) > 1
+  assert np.isfinite(np.asarray(a.logprobs)).all() and (np.asarray(a.logprobs) <= 0).all()
+
+
+def test_knobs_are_traced_no_recompile(model):
+  kw = dict(num_samples=2, max_new_tokens=5, eos_id=-1)
+  sampling.generate(model, PROMPTS, LENS, jax.random.key(0), temperature=0.3, **kw)
+  n = sampling._generate._cache_size()
+  for t, k, p in [(0.0, 0, 1.0), (0.7, 5, 0.9), (1.3, 2, 0.5), (1.0, 0, 0.95)]:
+    sampling.generate(model, PROMPTS, LENS, jax.random.key(0), temperature=t, top_k=k,
+                      top_p=p, **kw)
+  assert sampling._generate._cache_size() == n
+
+
+def test_top_k_one_is_greedy(model):
+  g = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=6,
+                        eos_id=-1, temperature=0.0)
+  k1 = sampling.generate(model, PROMPTS, LENS, jax.random.key(3), max_new_tokens=6,
+                         eos_id=-1, temperature=1.0, top_k=1)
+  assert (g.tokens == k1.tokens).all()
+
+
+def test_filter_logits_top_k_and_top_p():
+  lg = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
+  k2 = sampling.filter_logits(lg, jnp.int32(2), jnp.float32(1.0))
+  assert np.isfinite(np.asarray(k2)).tolist() == [[True, True, False, False]]
+  p = sampling.filter_logits(lg, jnp.int32(0), jnp.float32(0.7))
+  assert np.isfinite(np.asarray(p)).tolist() == [[True, True, False, False]]
+  p = sampling.filter_logits(lg, jnp.int32(0), jnp.float32(0.4))
+  assert np.isfinite(np.asarray(p)).tolist() == [[True, False, False, False]]
+  same = sampling.filter_logits(lg, jnp.int32(0), jnp.float32(1.0))
+  assert (same == lg).all()
+
+
+def test_bad_inputs_raise_clear_errors(model):
+  with pytest.raises(ValueError, match="exceeds the model's max_len"):
+    sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=100, eos_id=2)
+  with pytest.raises(ValueError, match="bad sampling knobs"):
+    sampling.SamplingParams.make(temperature=-1.0)
+  with pytest.raises(ValueError, match="prompt_lengths shape"):
+    sampling.generate(model, PROMPTS, jnp.array([3]), jax.random.key(0), max_new_tokens=4,
+                      eos_id=2)
