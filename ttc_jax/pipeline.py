@@ -51,7 +51,6 @@ class Pipeline:
     self.levels = [lv.name for lv in arith.parse_levels(cfg.task.levels)]
     self.wall: dict[str, float] = {}
     os.makedirs(self.workdir, exist_ok=True)
-    io_utils.atomic_write_json(self.path("config.json"), cfg.to_dict())
 
   def path(self, *parts: str) -> str:
     return os.path.join(self.workdir, *parts)
@@ -192,5 +191,6 @@ class Pipeline:
     ev = self.stage_eval_policy()
     rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
                               time.perf_counter() - t0)
+    io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep

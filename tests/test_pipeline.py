@@ -1,0 +1,62 @@
+"""The main job end to end on the smoke config: report contract, resume, errors."""
+
+import json
+import os
+
+import pytest
+
+from ttc_jax import run
+from ttc_jax.pipeline import StageMismatchError
+
+SMOKE = "configs/arith_smoke.py"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("smoke"))
+  assert run.main(["--config", SMOKE, "--workdir", workdir, "--no_progress"]) == 0
+  return workdir
+
+
+def test_report_contract(smoke_run):
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  levels = rep["levels"]
+  assert levels == ["ops1_d1", "ops2_d1", "ops3_d1"]
+  p1 = rep["policy"]["pass_at_1_by_level"]
+  assert list(p1) == levels and all(0.0 <= v <= 1.0 for v in p1.values())
+  assert set(rep["curves"]["majority"]) == {"1", "2", "4"}
+  for k in ("data", "policy", "eval_policy", "total"):
+    assert rep["wall_seconds"][k] >= 0
+  for f in ("report.md", "config.json", "plots/policy.png", "policy/metrics.jsonl",
+            "eval/samples.jsonl"):
+    assert os.path.exists(os.path.join(smoke_run, f)), f
+  with open(os.path.join(smoke_run, "policy", "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert rows[-1]["step"] == 20 and "tokens_per_s" in rows[-1] and "eval_loss" in rows[-1]
+
+
+def test_rerun_skips_finished_stages(smoke_run, capsys):
+  mtime = os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json"))
+  assert run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress"]) == 0
+  out = capsys.readouterr().out
+  assert "[policy] done before" in out and "[eval_policy] done before" in out
+  assert os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json")) == mtime
+
+
+def test_changed_config_in_same_workdir_is_refused(smoke_run):
+  with pytest.raises(StageMismatchError, match="stage 'policy'"):
+    run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress",
+              "--config.train.lr=0.5"])
+  # nothing finished was overwritten
+  assert os.path.exists(os.path.join(smoke_run, "report.json"))
+  with open(os.path.join(smoke_run, "config.json")) as f:
+    assert json.load(f)["train"]["lr"] != 0.5
+
+
+def test_bad_config_exits_with_message(tmp_path, capsys):
+  assert run.main(["--config", SMOKE, "--workdir", str(tmp_path),
+                   "--config.train.stepz=1"]) == 2
+  assert "unknown config field 'train.stepz'" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    run.main(["--config", SMOKE, "--bogus"])
