@@ -41,6 +41,30 @@ def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5,
   return {"median_s": statistics.median(times), "min_s": min(times), "times": times}
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 5,
+                     blocks: dict[str, Callable[[Any], Any]] | None = None) -> dict[str, dict]:
+  """Like `time_fn` for several functions, alternating them call by call.
+
+  On a shared machine a burst of background load then hits every contender
+  alike instead of one of them. Returns {name: time_fn-style dict}.
+  """
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  blocks = blocks or {}
+  blk = {k: blocks.get(k, jax.block_until_ready) for k in fns}
+  for _ in range(warmup):
+    for k, fn in fns.items():
+      blk[k](fn())
+  times: dict[str, list[float]] = {k: [] for k in fns}
+  for _ in range(repeats):
+    for k, fn in fns.items():
+      t0 = time.perf_counter()
+      blk[k](fn())
+      times[k].append(time.perf_counter() - t0)
+  return {k: {"median_s": statistics.median(v), "min_s": min(v), "times": v}
+          for k, v in times.items()}
+
+
 def time_first_call(fn: Callable[[], Any]) -> tuple[float, Any]:
   """Wall time of one blocking call (e.g. the one that compiles) and its result."""
   t0 = time.perf_counter()
@@ -50,7 +74,7 @@ def time_first_call(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def default_matmul_n() -> int:
   """A square size that runs a few hundred ms per matmul on CPU, larger on accelerators."""
-  return 2048 if jax.default_backend() == "cpu" else 8192
+  return 3072 if jax.default_backend() == "cpu" else 8192
 
 
 def matmul_peak_flops(dtype: str = "float32", n: int | None = None, repeats: int = 5) -> dict:
@@ -79,6 +103,10 @@ def machine_info() -> dict:
       "device_count": len(devs),
       "os_cpu_count": os.cpu_count(),
   }
+  try:
+    info["load_avg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+  except (AttributeError, OSError):
+    pass
   try:
     info["sched_cpu_count"] = len(os.sched_getaffinity(0))
   except (AttributeError, OSError):

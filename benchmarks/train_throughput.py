@@ -37,9 +37,10 @@ try:  # shared helpers (timing, matmul peak, machine info, JSON output)
 except ImportError:  # pragma: no cover - run without the package on the path
   common = None
 
+from ttc_jax import parallel
 from ttc_jax.data.packing import pack_examples, tokenize_example
 from ttc_jax.models.config import ModelConfig
-from ttc_jax.models.transformer import Transformer
+from ttc_jax.models.transformer import Transformer, create_model
 from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
 from ttc_jax.train.optim import make_optimizer
@@ -50,11 +51,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # For the smoke test: seconds end to end.
     "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
                             num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=64),
-                 batch=4, seq_len=64, levels="ops=1-3,digits=1", per_level=16),
-    # The quick-config policy model and its training shape: the default.
+                 batch=4, seq_len=64, levels="ops=1-3,digits=1", per_level=16, lr=3e-3),
+    # The quick-config policy model and its training shape (configs/arith_quick.py):
+    # the default.
     "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
-                             num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=256),
-                  batch=64, seq_len=128, levels="ops=1-6,digits=1", per_level=200),
+                             num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=128),
+                  batch=64, seq_len=128, levels="ops=1-6,digits=1", per_level=200, lr=3e-3),
 }
 # Square matmul sizes tried for the peak (the best FLOP/s is the peak).
 DEFAULT_PEAK_SIZES = (1024, 2048, 3072)
@@ -166,13 +168,14 @@ def build_model(cfg: ModelConfig, seed: int) -> Transformer:
 
 def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None = None,
         levels: str | None = None, warmup: int = 2, repeats: int = 20,
-        num_batches: int = 4, seed: int = 0, lr: float = 1e-3, peak: bool = True,
+        num_batches: int = 4, seed: int = 0, lr: float | None = None, peak: bool = True,
         peak_sizes=DEFAULT_PEAK_SIZES, peak_repeats: int = 5,
-        model_overrides: dict | None = None) -> dict:
+        model_overrides: dict | None = None, mesh_shape=None) -> dict:
   p = PRESETS[preset]
   b = p["batch"] if batch is None else batch
   t = p["seq_len"] if seq_len is None else seq_len
   levels = p["levels"] if levels is None else levels
+  lr = p["lr"] if lr is None else lr
   mdict = dict(p["model"], **(model_overrides or {}))
   mdict["max_len"] = max(mdict.get("max_len", t), t)
   cfg = ModelConfig.from_dict(mdict)
@@ -180,15 +183,22 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   if tok.vocab_size > cfg.vocab_size:
     raise ValueError(f"vocab_size={cfg.vocab_size} < tokenizer vocabulary {tok.vocab_size}")
 
+  mesh = None if mesh_shape is None else parallel.make_mesh(tuple(mesh_shape))
   host_batches = packed_batches(b, t, levels, p["per_level"], max(1, num_batches), seed)
-  batches = [{k: jnp.asarray(v) for k, v in hb.items()} for hb in host_batches]
+  batches = [parallel.shard_batch(hb, mesh) for hb in host_batches]
   real = float(np.mean([(hb["segment_ids"] > 0).mean() for hb in host_batches]))
   loss_frac = float(np.mean([hb["loss_mask"].mean() for hb in host_batches]))
   _log(f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
        f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}")
 
-  model = build_model(cfg, seed)
-  trainer = Trainer(model, make_optimizer(lr, steps=10_000, warmup_steps=0))
+  if mesh is None:
+    model = build_model(cfg, seed)
+  else:
+    with parallel.use_mesh(mesh):
+      model = create_model(cfg, seed, mesh)
+  # AdamW + clipping as in training; a constant rate (no warm-up) so the timed
+  # steps do real updates.
+  trainer = Trainer(model, make_optimizer(lr, steps=10_000, warmup_steps=0), mesh=mesh)
   it = {"i": 0}
 
   def step():
@@ -212,7 +222,9 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       "config": {"preset": preset, "batch": b, "seq_len": t, "levels": levels,
                  "model": dict(mdict), "optimizer": "adamw+clip (make_optimizer)",
                  "warmup": warmup, "repeats": repeats, "num_batches": len(batches),
-                 "num_params": cfg.num_params, "dtype": cfg.dtype},
+                 "num_params": cfg.num_params, "dtype": cfg.dtype, "lr": lr,
+                 "mesh_shape": None if mesh is None else dict(mesh.shape),
+                 "devices": len(jax.devices())},
       "tokens_per_s": tokens / step_s,
       "non_pad_tokens_per_s": real * tokens / step_s,
       "non_pad_fraction": real,
@@ -259,8 +271,19 @@ def main(argv=None) -> dict:
                       help="comma-separated matmul sizes; the best is the peak "
                            f"(default {','.join(map(str, DEFAULT_PEAK_SIZES))}; tiny: 512)")
   parser.add_argument("--peak-repeats", type=int, default=5)
+  parser.add_argument("--mesh", default=None,
+                      help="train on a (data,fsdp,tensor) mesh, e.g. -1,1,1 (default: no mesh)")
+  parser.add_argument("--host-devices", type=int, default=None,
+                      help="split the CPU into this many XLA devices (sets "
+                           "--xla_force_host_platform_device_count; use with --mesh -1,1,1)")
   parser.add_argument("--out", default=None, help="also write the JSON object to this path")
   args = parser.parse_args(argv)
+  if args.host_devices:
+    import os  # noqa: PLC0415
+    if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+      raise RuntimeError("--host-devices must be set before JAX starts its backend")
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
+                               f"device_count={args.host_devices}").strip()
   if args.peak_sizes:
     sizes = tuple(int(s) for s in args.peak_sizes.split(","))
   else:
@@ -269,7 +292,8 @@ def main(argv=None) -> dict:
   res = run(args.preset, batch=args.batch, seq_len=args.seq_len, levels=args.levels,
             warmup=args.warmup, repeats=args.repeats, num_batches=args.num_batches,
             seed=args.seed, peak=args.peak, peak_sizes=sizes,
-            peak_repeats=args.peak_repeats, model_overrides=overrides)
+            peak_repeats=args.peak_repeats, model_overrides=overrides,
+            mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None)
   _emit(res, args.out)
   return res
 

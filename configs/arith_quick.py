@@ -1,6 +1,6 @@
 """The default main job: the embedded arithmetic task on a 2-core CPU in minutes.
 
-Difficulty ladder: 1..6 operations over 1-digit operands (DESIGN.md §7: a
+Difficulty ladder: 1..7 operations over 1-digit operands (DESIGN.md §7: a
 ~1M-parameter policy trained a few minutes half-solves it).
 """
 
@@ -13,19 +13,19 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.task = dict(
       name="arith",
-      levels="ops=1-6,digits=1",      # held-out difficulty levels, easiest first
-      train_per_level=12000,
+      levels="ops=1-7,digits=1",      # difficulty levels (train and held-out), easiest first
+      train_per_level=10000,
       test_per_level=100,
       data_seed=0,
   )
   c.model = dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4, num_kv_heads=2,
-                 head_dim=32, mlp_dim=512, max_len=128, rope_theta=10000.0,
+                 head_dim=32, mlp_dim=512, max_len=160, rope_theta=10000.0,
                  tie_embeddings=True, param_dtype="float32", dtype="float32")
   c.mesh = dict(shape=(-1, 1, 1))     # (data, fsdp, tensor); -1 = all devices
-  c.train = dict(steps=1500, batch_size=64, seq_len=128, lr=3e-3, warmup_steps=100,
+  c.train = dict(steps=400, batch_size=64, seq_len=128, lr=3e-3, warmup_steps=40,
                  weight_decay=0.1, clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.05,
-                 log_every=50, eval_every=500, eval_batches=4, checkpoint_every=500)
-  c.eval = dict(questions_per_level=50, max_new_tokens=100, temperature=0.7, top_k=0,
+                 log_every=50, eval_every=200, eval_batches=4, checkpoint_every=100)
+  c.eval = dict(questions_per_level=50, max_new_tokens=112, temperature=0.7, top_k=0,
                 top_p=1.0, num_samples=64, majority_ns=(1, 2, 4, 8, 16, 32, 64),
                 max_batch=2048)
   return c

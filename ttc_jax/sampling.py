@@ -81,11 +81,16 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 
 def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams) -> jax.Array:
   """Samples int32[B] from logits[B, V] (greedy when temperature <= 0)."""
-  greedy = jnp.argmax(logits, axis=-1)
-  scaled = logits / jnp.maximum(params.temperature, 1e-6)
-  scaled = filter_logits(scaled, params.top_k, params.top_p)
-  sampled = jax.random.categorical(rng, scaled, axis=-1)
-  return jnp.where(params.temperature > 0, sampled, greedy).astype(jnp.int32)
+  def sample(lg):
+    scaled = filter_logits(lg / jnp.maximum(params.temperature, 1e-6),
+                           params.top_k, params.top_p)
+    return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+
+  def greedy(lg):
+    return jnp.argmax(lg, axis=-1).astype(jnp.int32)
+
+  # A cond, not a where: greedy decoding skips the Gumbel noise and filters.
+  return jax.lax.cond(params.temperature > 0, sample, greedy, logits)
 
 
 def prefill(model, prompts: jax.Array, prompt_lengths: jax.Array, buffer_len: int,

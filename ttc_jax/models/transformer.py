@@ -101,10 +101,21 @@ class Attention(nnx.Module):
     b, t, h, hd = q.shape
     kvh = k.shape[2]
     qg = q.reshape(b, t, kvh, h // kvh, hd)
-    logits = jnp.einsum("btkgd,bskd->bkgts", qg, k).astype(jnp.float32) * hd ** -0.5
-    logits = jnp.where(mask[:, None, None], logits, _NEG_INF)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd)
+    if t == 1:
+      # One-token decode: a broadcast multiply-reduce over the cache in its
+      # stored [B,S,Kh,D] layout. The einsum form below makes XLA:CPU
+      # transpose every layer's whole K/V cache and run 2*B*Kh tiny batched
+      # matmuls per step, which dominated decode time.
+      logits = jnp.sum(qg[:, 0, None] * k[:, :, :, None, :], -1)       # [B,S,Kh,G]
+      logits = logits.astype(jnp.float32) * hd ** -0.5
+      logits = jnp.where(mask[:, 0, :, None, None], logits, _NEG_INF)
+      probs = jax.nn.softmax(logits, axis=1).astype(dt)
+      out = jnp.sum(probs[..., None] * v[:, :, :, None, :], 1).reshape(b, 1, h, hd)
+    else:
+      logits = jnp.einsum("btkgd,bskd->bkgts", qg, k).astype(jnp.float32) * hd ** -0.5
+      logits = jnp.where(mask[:, None, None], logits, _NEG_INF)
+      probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+      out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd)
     out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(dt))
     return out, layer_cache
 
