@@ -245,20 +245,17 @@ def cache_shardings(cache: Cache, mesh) -> Any:
 
 
 def create_model(cfg: ModelConfig, seed: int = 0, mesh=None) -> Transformer:
-  """Builds a Transformer and, when `mesh` is given, shards it by logical axes.
+  """Builds a Transformer, sharded by logical axes when `mesh` is given.
 
-  Parameters are created inside a jit with sharded outputs, so a model larger
+  Parameters are created inside one jit (with sharded outputs on a mesh), so
+  initialisation compiles once rather than per parameter, and a model larger
   than one device's memory is never materialised whole.
   """
-  if mesh is None:
-    return Transformer(cfg, rngs=nnx.Rngs(seed))
   abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(seed)))
   graphdef, abs_state = nnx.split(abstract)
-  shardings = parallel.state_shardings(abs_state, mesh)
-
-  @jax.jit
-  def make():
-    return nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))
-
-  state = jax.jit(make, out_shardings=shardings)()
+  make = lambda: nnx.state(Transformer(cfg, rngs=nnx.Rngs(seed)))
+  if mesh is None:
+    state = jax.jit(make)()
+  else:
+    state = jax.jit(make, out_shardings=parallel.state_shardings(abs_state, mesh))()
   return nnx.merge(graphdef, state)
