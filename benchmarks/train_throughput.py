@@ -28,15 +28,10 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-try:  # shared helpers (timing, matmul peak, machine info, JSON output)
-  from benchmarks import common
-except ImportError:  # pragma: no cover - run without the package on the path
-  common = None
-
+from benchmarks import common
 from ttc_jax import parallel
 from ttc_jax.data.packing import pack_examples, tokenize_example
 from ttc_jax.models.config import ModelConfig
@@ -56,72 +51,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # the default.
     "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
                              num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=128),
-                  batch=64, seq_len=128, levels="ops=1-6,digits=1", per_level=200, lr=3e-3),
+                  batch=64, seq_len=128, levels="ops=1-7,digits=1", per_level=200, lr=3e-3),
 }
 # Square matmul sizes tried for the peak (the best FLOP/s is the peak).
 DEFAULT_PEAK_SIZES = (1024, 2048, 3072)
 
 
-# --------------------------------------------------------------------------- helpers
-# `benchmarks.common` provides these; the fallbacks keep the script usable alone.
-
-def _log(*args) -> None:
-  if common is not None:
-    common.log(*args)
-  else:
-    print(*args, file=sys.stderr, flush=True)
-
-
-def _time_fn(fn, warmup: int, repeats: int, block) -> dict:
-  if common is not None:
-    return common.time_fn(fn, warmup=warmup, repeats=repeats, block=block)
-  import statistics, time  # noqa: E401, PLC0415
-  for _ in range(warmup):
-    block(fn())
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    block(fn())
-    times.append(time.perf_counter() - t0)
-  return {"median_s": statistics.median(times), "min_s": min(times), "times": times}
-
-
-def _matmul_peak(n: int, repeats: int) -> dict:
-  if common is not None:
-    return common.matmul_peak_flops("float32", n=n, repeats=repeats)
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
-  t = _time_fn(lambda: f(a, b), 1, repeats, jax.block_until_ready)
-  return {"dtype": "float32", "n": n, "median_s": t["median_s"],
-          "flops_per_s": 2.0 * n ** 3 / t["median_s"]}
-
-
-def _machine_info() -> dict:
-  if common is not None:
-    return common.machine_info()
-  import os, platform  # noqa: E401, PLC0415
-  return {"python": platform.python_version(), "platform": platform.platform(),
-          "jax_version": jax.__version__, "backend": jax.default_backend(),
-          "device_kinds": sorted({d.device_kind for d in jax.devices()}),
-          "os_cpu_count": os.cpu_count()}
-
-
-def _emit(obj: dict, out: str | None) -> None:
-  if common is not None:
-    common.emit(obj, out)
-    return
-  import json  # noqa: PLC0415
-  text = json.dumps(obj)
-  if out:
-    with open(out, "w") as f:
-      f.write(text + "\n")
-  print(text, flush=True)
+# --------------------------------------------------------------------------- peak
 
 
 def matmul_peak(sizes, repeats: int = 5) -> dict:
   """Best float32 square-matmul FLOP/s over `sizes`; every size's result is kept."""
-  runs = [_matmul_peak(int(n), repeats) for n in sizes]
+  runs = [common.matmul_peak_flops("float32", n=int(n), repeats=repeats) for n in sizes]
   best = max(runs, key=lambda r: r["flops_per_s"])
   return {"flops_per_s": best["flops_per_s"], "n": best["n"], "dtype": "float32",
           "median_s": best["median_s"],
@@ -188,7 +129,7 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   batches = [parallel.shard_batch(hb, mesh) for hb in host_batches]
   real = float(np.mean([(hb["segment_ids"] > 0).mean() for hb in host_batches]))
   loss_frac = float(np.mean([hb["loss_mask"].mean() for hb in host_batches]))
-  _log(f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
+  common.log(f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
        f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}")
 
   if mesh is None:
@@ -209,9 +150,9 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   def block(metrics):  # the loss and the whole new (donated) state
     jax.block_until_ready((metrics, trainer.state))
 
-  first = _time_fn(step, warmup=0, repeats=1, block=block)
+  first = common.time_fn(step, warmup=0, repeats=1, block=block)
   compile_s = first["median_s"]
-  timing = _time_fn(step, warmup=warmup, repeats=repeats, block=block)
+  timing = common.time_fn(step, warmup=warmup, repeats=repeats, block=block)
   step_s = timing["median_s"]
   loss = float(step()["loss"])
 
@@ -239,17 +180,17 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       "compile_s": compile_s,
       "final_loss": loss,
   }
-  _log(f"[train] compile+first step {compile_s:.2f} s, median step {step_s*1e3:.1f} ms, "
+  common.log(f"[train] compile+first step {compile_s:.2f} s, median step {step_s*1e3:.1f} ms, "
        f"{tokens / step_s:,.0f} tok/s, {flops_per_step / step_s / 1e9:.2f} GFLOP/s")
   if peak:
     pk = matmul_peak(peak_sizes, peak_repeats)
     result["matmul_peak_flops_per_s"] = pk["flops_per_s"]
     result["matmul_peak"] = pk
     result["fraction_of_peak"] = result["achieved_flops_per_s"] / pk["flops_per_s"]
-    _log(f"[peak] {pk['flops_per_s'] / 1e9:.1f} GFLOP/s at n={pk['n']} "
+    common.log(f"[peak] {pk['flops_per_s'] / 1e9:.1f} GFLOP/s at n={pk['n']} "
          f"(by n: { {k: round(v / 1e9, 1) for k, v in pk['by_n'].items()} }); "
          f"fraction {result['fraction_of_peak']:.3f}")
-  result["machine"] = _machine_info()
+  result["machine"] = common.machine_info()
   return result
 
 
@@ -259,7 +200,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
   parser.add_argument("--batch", type=int, default=None)
   parser.add_argument("--seq-len", type=int, default=None)
-  parser.add_argument("--levels", default=None, help="arith level spec, e.g. ops=1-6,digits=1")
+  parser.add_argument("--levels", default=None, help="arith level spec, e.g. ops=1-7,digits=1")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
   parser.add_argument("--repeats", type=int, default=20, help="timed steps (median reported)")
   parser.add_argument("--num-batches", type=int, default=4, help="distinct batches cycled")
@@ -294,7 +235,7 @@ def main(argv=None) -> dict:
             seed=args.seed, peak=args.peak, peak_sizes=sizes,
             peak_repeats=args.peak_repeats, model_overrides=overrides,
             mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None)
-  _emit(res, args.out)
+  common.emit(res, args.out)
   return res
 
 
