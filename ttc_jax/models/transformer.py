@@ -19,6 +19,7 @@ on its leading axis.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -48,6 +49,76 @@ class RMSNorm(nnx.Module):
     xf = x.astype(jnp.float32)
     y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
     return (y * self.scale[...].astype(jnp.float32)).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
+  """Contracts the last `n_in` axes of x[..., *in] with the first of w[*in, *out].
+
+  Same value as `jnp.tensordot(x, w, n_in)`; the custom VJP computes the weight
+  gradient as one contraction of x with dy over the leading axes. Autodiff's
+  own rule makes XLA:CPU transpose the (large) activation gradient, fused with
+  its elementwise producer, which made a training step ~1.4x slower.
+  """
+  return jnp.tensordot(x, w, n_in)
+
+
+def _dense_fwd(x, w, n_in):
+  return jnp.tensordot(x, w, n_in), (x, w)
+
+
+def _dense_bwd(n_in, res, dy):
+  x, w = res
+  lead = x.ndim - n_in
+  dx = jnp.tensordot(dy, w, axes=(tuple(range(lead, dy.ndim)), tuple(range(n_in, w.ndim))))
+  dw = jnp.tensordot(x, dy, axes=(tuple(range(lead)), tuple(range(lead))))
+  return dx, dw
+
+
+dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+def _attention_probs_out(q, k, v, mask, groups):
+  """q [B,Kh,G*T,D] (query heads of one KV head folded into rows), k/v [B,Kh,S,D],
+  mask [B,T,S] bool -> (out [B,Kh,G*T,D], probs [B,Kh,G*T,S]); softmax in float32."""
+  b, kvh, gt, hd = q.shape
+  t, s = gt // groups, k.shape[2]
+  logits = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32) * hd ** -0.5
+  logits = jnp.where(mask[:, None, None], logits.reshape(b, kvh, groups, t, s), _NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype).reshape(b, kvh, gt, s)
+  return jnp.einsum("bkqs,bksd->bkqd", probs, v), probs
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention_core(q, k, v, mask, groups):
+  """softmax(q k^T / sqrt(D) | mask) v in the head-major layout of `_attention_probs_out`.
+
+  The custom VJP is the textbook one with rowsum(dP * P) = rowsum(dO * O), so the
+  backward pass makes fewer passes over the [.., T, S] tensors than autodiff's.
+  """
+  return _attention_probs_out(q, k, v, mask, groups)[0]
+
+
+def _attention_fwd(q, k, v, mask, groups):
+  out, probs = _attention_probs_out(q, k, v, mask, groups)
+  return out, (q, k, v, mask, probs, out)
+
+
+def _attention_bwd(groups, res, dout):
+  q, k, v, mask, probs, out = res
+  f32 = jnp.float32
+  # dV and dK as (small^T @ big)^T: contracting the [.., Q, S] operand over Q
+  # directly sends XLA:CPU to a slower dot (2.3x on the quick model).
+  dv = jnp.einsum("bkqd,bkqs->bkds", dout, probs).swapaxes(-1, -2)
+  dprobs = jnp.einsum("bkqd,bksd->bkqs", dout, v).astype(f32)
+  rowsum = jnp.sum(dout.astype(f32) * out.astype(f32), axis=-1, keepdims=True)
+  dlogits = (probs.astype(f32) * (dprobs - rowsum) * q.shape[-1] ** -0.5).astype(q.dtype)
+  dq = jnp.einsum("bkqs,bksd->bkqd", dlogits, k)
+  dk = jnp.einsum("bkqd,bkqs->bkds", q, dlogits).swapaxes(-1, -2)
+  return dq, dk, dv, None
+
+
+attention_core.defvjp(_attention_fwd, _attention_bwd)
 
 
 def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
@@ -83,9 +154,9 @@ class Attention(nnx.Module):
   def __call__(self, x, positions, mask, layer_cache, write_index):
     """x: [B,T,d]; mask: [B,T,S] bool; layer_cache: {"k","v": [B,S,Kh,D]} or None."""
     cfg, dt = self.cfg, to_dtype(self.cfg.dtype)
-    q = jnp.einsum("btd,dhk->bthk", x, self.q[...].astype(dt))
-    k = jnp.einsum("btd,dhk->bthk", x, self.k[...].astype(dt))
-    v = jnp.einsum("btd,dhk->bthk", x, self.v[...].astype(dt))
+    q = dense(x, self.q[...].astype(dt))
+    k = dense(x, self.k[...].astype(dt))
+    v = dense(x, self.v[...].astype(dt))
     if cfg.qkv_bias:
       q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
                  v + self.v_bias[...].astype(dt))
@@ -100,8 +171,16 @@ class Attention(nnx.Module):
       k, v = k_all.astype(dt), v_all.astype(dt)
     b, t, h, hd = q.shape
     kvh = k.shape[2]
-    qg = q.reshape(b, t, kvh, h // kvh, hd)
-    if t == 1:
+    g = h // kvh
+    qg = q.reshape(b, t, kvh, g, hd)
+    if layer_cache is None:
+      # Training / cacheless forward: head-major layout (the query heads of one
+      # KV head folded into the rows) and a hand-written VJP; ~1.1x per train
+      # step on the quick model. Decoding keeps reading the cache in place.
+      qh = qg.transpose(0, 2, 3, 1, 4).reshape(b, kvh, g * t, hd)
+      out = attention_core(qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask, g)
+      out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
+    elif t == 1:
       # One-token decode: a broadcast multiply-reduce over the cache in its
       # stored [B,S,Kh,D] layout. The einsum form below makes XLA:CPU
       # transpose every layer's whole K/V cache and run 2*B*Kh tiny batched
@@ -116,7 +195,7 @@ class Attention(nnx.Module):
       logits = jnp.where(mask[:, None, None], logits, _NEG_INF)
       probs = jax.nn.softmax(logits, axis=-1).astype(dt)
       out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, hd)
-    out = jnp.einsum("bthk,hkd->btd", out, self.o[...].astype(dt))
+    out = dense(out, self.o[...].astype(dt), 2)
     return out, layer_cache
 
 
@@ -134,10 +213,10 @@ class MLP(nnx.Module):
 
   def __call__(self, x):
     dt = self.dtype
-    g = x @ self.gate[...].astype(dt)
-    u = x @ self.up[...].astype(dt)
+    g = dense(x, self.gate[...].astype(dt))
+    u = dense(x, self.up[...].astype(dt))
     hdn = parallel.constrain(jax.nn.silu(g) * u, ("batch", "length", "act_mlp"))
-    return hdn @ self.down[...].astype(dt)
+    return dense(hdn, self.down[...].astype(dt))
 
 
 class Block(nnx.Module):
