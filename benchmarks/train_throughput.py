@@ -130,7 +130,7 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   real = float(np.mean([(hb["segment_ids"] > 0).mean() for hb in host_batches]))
   loss_frac = float(np.mean([hb["loss_mask"].mean() for hb in host_batches]))
   common.log(f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
-       f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}")
+             f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}")
 
   if mesh is None:
     model = build_model(cfg, seed)
@@ -181,15 +181,15 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       "final_loss": loss,
   }
   common.log(f"[train] compile+first step {compile_s:.2f} s, median step {step_s*1e3:.1f} ms, "
-       f"{tokens / step_s:,.0f} tok/s, {flops_per_step / step_s / 1e9:.2f} GFLOP/s")
+             f"{tokens / step_s:,.0f} tok/s, {flops_per_step / step_s / 1e9:.2f} GFLOP/s")
   if peak:
     pk = matmul_peak(peak_sizes, peak_repeats)
     result["matmul_peak_flops_per_s"] = pk["flops_per_s"]
     result["matmul_peak"] = pk
     result["fraction_of_peak"] = result["achieved_flops_per_s"] / pk["flops_per_s"]
     common.log(f"[peak] {pk['flops_per_s'] / 1e9:.1f} GFLOP/s at n={pk['n']} "
-         f"(by n: { {k: round(v / 1e9, 1) for k, v in pk['by_n'].items()} }); "
-         f"fraction {result['fraction_of_peak']:.3f}")
+               f"(by n: { {k: round(v / 1e9, 1) for k, v in pk['by_n'].items()} }); "
+               f"fraction {result['fraction_of_peak']:.3f}")
   result["machine"] = common.machine_info()
   return result
 
@@ -221,7 +221,8 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.host_devices:
     import os  # noqa: PLC0415
-    if jax._src.xla_bridge.backends_are_initialized():  # noqa: SLF001
+    from jax._src import xla_bridge  # noqa: PLC0415
+    if xla_bridge.backends_are_initialized():
       raise RuntimeError("--host-devices must be set before JAX starts its backend")
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
                                f"device_count={args.host_devices}").strip()
