@@ -157,7 +157,6 @@ def state_shardings(state: Any, mesh: Mesh, rules: Sequence | None = None) -> An
       shape = getattr(value, "shape", ())
       spec = P() if axes is None else logical_to_spec(axes, shape, mesh, rules)
       return v.replace(NamedSharding(mesh, spec))
-    shape = getattr(v, "shape", ())
     return NamedSharding(mesh, P())
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 

@@ -54,16 +54,11 @@ class Trainer:
     self.loss_fn = loss_fn
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     self.graphdef, state = nnx.split((model, optimizer))
-    if mesh is None:
-      self.state = state
-      self._train = jax.jit(self._train_step, donate_argnums=0)
-      self._eval = jax.jit(self._eval_step)
-    else:
-      shardings = parallel.state_shardings(state, mesh)
-      self.state = jax.device_put(state, shardings)
-      self._train = jax.jit(self._train_step, donate_argnums=0,
-                            out_shardings=(shardings, None))
-      self._eval = jax.jit(self._eval_step)
+    shardings = None if mesh is None else parallel.state_shardings(state, mesh)
+    self.state = state if mesh is None else jax.device_put(state, shardings)
+    jit_kw = {} if mesh is None else dict(out_shardings=(shardings, None))
+    self._train = jax.jit(self._train_step, donate_argnums=0, **jit_kw)
+    self._eval = jax.jit(self._eval_step)
 
   # --- pure steps -----------------------------------------------------------
 
