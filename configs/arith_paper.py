@@ -24,4 +24,11 @@ def get_config():
                  eval_every=2000, checkpoint_every=2000, log_every=100)
   c.eval.update(questions_per_level=100, max_new_tokens=200, num_samples=256,
                 majority_ns=(1, 2, 4, 8, 16, 32, 64, 128, 256), max_batch=16384)
+  # The paper's labelling budget: 16 samples per question, 16 rollouts per step prefix.
+  c.labels.update(questions_per_level=2000, samples_per_question=16, rollouts=16,
+                  max_new_tokens=200, max_batch=16384, shard_questions=1024)
+  for sec in (c.prm, c.orm):
+    sec.update(steps=5000, batch_size=256, seq_len=256, lr=3e-4, warmup_steps=200,
+               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
+  c.verify.update(score_batch=2048)
   return c

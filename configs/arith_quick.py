@@ -28,4 +28,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval = dict(questions_per_level=50, max_new_tokens=112, temperature=0.7, top_k=0,
                 top_p=1.0, num_samples=64, majority_ns=(1, 2, 4, 8, 16, 32, 64),
                 max_batch=2048)
+  # Monte Carlo step labels on training questions (paper: 16 samples x 16 rollouts).
+  c.labels = dict(questions_per_level=40, samples_per_question=8, rollouts=8, temperature=0.7,
+                  top_k=0, top_p=1.0, max_new_tokens=112, max_batch=2048, shard_questions=70,
+                  seed=0)
+  value_train = dict(steps=240, batch_size=32, seq_len=128, lr=1e-3, warmup_steps=20,
+                     weight_decay=0.0, clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.1,
+                     log_every=40, eval_every=40, patience=3, heldout_fraction=0.1)
+  c.prm = dict(value_train, label="soft")   # PRM: soft MC labels at every step end
+  c.orm = dict(value_train)                  # ORM: final-answer correctness at the last step
+  # Verifier evaluation on the eval_policy samples (eval.num_samples per question).
+  c.verify = dict(aggregation="last", threshold=0.5, score_batch=256)
   return c

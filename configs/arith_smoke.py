@@ -15,8 +15,14 @@ def get_config():
   c.task.test_per_level = 20
   c.model.update(embed_dim=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
                  mlp_dim=64, max_len=64)
-  c.train.update(steps=20, batch_size=8, seq_len=64, warmup_steps=2, log_every=10,
-                 eval_every=20, eval_batches=1, checkpoint_every=10)
+  c.train.update(steps=300, batch_size=16, seq_len=64, warmup_steps=10, log_every=100,
+                 eval_every=300, eval_batches=1, checkpoint_every=150)
   c.eval.update(questions_per_level=4, max_new_tokens=40, num_samples=4,
                 majority_ns=(1, 2, 4), max_batch=64)
+  c.labels.update(questions_per_level=4, samples_per_question=2, rollouts=2, max_new_tokens=40,
+                  max_batch=64, shard_questions=6)
+  for sec in (c.prm, c.orm):
+    sec.update(steps=6, batch_size=4, seq_len=64, warmup_steps=1, log_every=3, eval_every=3,
+               patience=2, heldout_fraction=0.3)
+  c.verify.update(score_batch=16)
   return c

@@ -126,6 +126,41 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if any(n > e.num_samples or n <= 0 for n in e.majority_ns):
     raise ConfigError(f"config.eval.majority_ns {tuple(e.majority_ns)} must lie in "
                       f"1..num_samples={e.num_samples}")
+  validate_verifiers(cfg)
+
+
+VALUE_TRAIN_FIELDS = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",
+                      "clip_norm", "b1", "b2", "final_lr_fraction", "log_every", "eval_every",
+                      "patience", "heldout_fraction")
+
+
+def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
+  """Checks the optional PRM/ORM sections (`labels`, `prm`, `orm`, `verify`): all or none."""
+  present = [k for k in ("labels", "prm", "orm", "verify") if k in cfg]
+  if not present:
+    return
+  if len(present) != 4:
+    raise ConfigError(f"config has {present} but the verifier stages need all of "
+                      "labels, prm, orm and verify")
+  lb = cfg.labels
+  for f in ("questions_per_level", "samples_per_question", "rollouts", "max_new_tokens",
+            "max_batch", "shard_questions"):
+    if int(lb[f]) <= 0:
+      raise ConfigError(f"config.labels.{f} must be positive, got {lb[f]}")
+  for sec in ("prm", "orm"):
+    for f in VALUE_TRAIN_FIELDS:
+      if f not in cfg[sec]:
+        raise ConfigError(f"config.{sec} has no field {f!r}")
+    if cfg[sec].seq_len > cfg.model.max_len:
+      raise ConfigError(f"config.{sec}.seq_len={cfg[sec].seq_len} exceeds "
+                        f"model.max_len={cfg.model.max_len}")
+    if not 0 < cfg[sec].heldout_fraction < 1:
+      raise ConfigError(f"config.{sec}.heldout_fraction must lie in (0, 1)")
+  if cfg.prm.label not in ("soft", "hard"):
+    raise ConfigError(f"config.prm.label must be 'soft' or 'hard', got {cfg.prm.label!r}")
+  if cfg.verify.aggregation not in ("last", "min", "prod"):
+    raise ConfigError(f"config.verify.aggregation must be last, min or prod, "
+                      f"got {cfg.verify.aggregation!r}")
 
 
 def config_hash(section: Any) -> str:

@@ -26,12 +26,14 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   """Samples `num_samples` completions per prompt; returns texts [P][N] and stats.
 
   Prompts are encoded with BOS, right-padded to one length and processed in
-  equal-sized chunks (the last one padded with copies), so a whole sweep
-  compiles once. Stats: generated tokens, wall seconds, tokens/s.
+  chunks of `max_batch // num_samples` prompts; a shorter last chunk (or a
+  sweep with fewer prompts) is padded with copies up to a power of two, so
+  calls with varying prompt counts reuse a few compiled shapes. Stats:
+  generated tokens, wall seconds, tokens/s.
   """
   if not prompts:
     raise ValueError("sample_texts got no prompts")
-  chunk = max(1, min(len(prompts), max_batch // num_samples))
+  chunk = max(1, max_batch // num_samples)
   if mesh is not None:
     chunk = _round_up(chunk, mesh.shape["data"] * mesh.shape["fsdp"])
   enc_len = max(len(tokenizer.encode(p)) for p in prompts) + 1
@@ -47,7 +49,10 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
     part = list(prompts[s:s + chunk])
     real = len(part)
-    part += [part[-1]] * (chunk - real)
+    rows = min(chunk, 1 << (real - 1).bit_length())
+    if mesh is not None:
+      rows = _round_up(rows, mesh.shape["data"] * mesh.shape["fsdp"])
+    part += [part[-1]] * (rows - real)
     toks, lens = tokenizer.encode_batch(part, plen, add_bos=True)
     if mesh is not None:
       sh = parallel.data_sharding(mesh, 2)
@@ -89,10 +94,11 @@ def evaluate_policy(model, tokenizer, problems: Sequence[dict], level_names: Seq
   for p, tgt, g, ss in zip(problems, targets, greedy, samples):
     answers = [extract_answer(t) for t in ss]
     records.append(dict(
-        question=p.get("question", p["prompt"].strip()), level=p["level"], answer=tgt,
+        question=p.get("question", p["prompt"].strip()), prompt=p["prompt"], level=p["level"],
+        answer=tgt,
         greedy=g[0], greedy_answer=extract_answer(g[0]),
         greedy_correct=bool(equivalent(extract_answer(g[0]), tgt)),
-        sample_answers=answers,
+        samples=list(ss), sample_answers=answers,
         sample_correct=[bool(equivalent(a, tgt)) for a in answers]))
 
   def summarize(recs):

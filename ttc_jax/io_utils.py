@@ -7,6 +7,7 @@ previous version in place.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from typing import Any
@@ -28,8 +29,23 @@ def atomic_write_text(path: str, text: str) -> None:
     raise
 
 
+def strict(obj: Any) -> Any:
+  """A copy with non-finite floats (NaN, inf) replaced by None: strict JSON."""
+  if getattr(obj, "shape", None) == () and getattr(obj, "dtype", None) is not None:
+    obj = obj.item()                                   # numpy / jax scalars
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, dict):
+    return {k: strict(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict(v) for v in obj]
+  return obj
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
-  atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_default) + "\n")
+  """Writes strict JSON (NaN/inf become null, e.g. an AUROC with one class absent)."""
+  atomic_write_text(path, json.dumps(strict(obj), indent=2, sort_keys=False, default=_default,
+                                     allow_nan=False) + "\n")
 
 
 def atomic_write_jsonl(path: str, rows) -> None:
@@ -45,6 +61,20 @@ def read_json(path: str) -> Any:
     raise
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f"corrupt JSON file {path}: {e}") from e
+
+
+def read_jsonl(path: str) -> list:
+  """Reads a JSON-lines file, naming the file and line when one is corrupt."""
+  out = []
+  with open(path) as f:
+    for i, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        out.append(json.loads(line))
+      except json.JSONDecodeError as e:
+        raise ValueError(f"corrupt JSON line {i} in {path}: {e}") from e
+  return out
 
 
 def _default(o):

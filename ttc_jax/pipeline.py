@@ -4,6 +4,9 @@
   <workdir>/tfds/                    stage `data`: the arith TFDS dataset (array_record)
   <workdir>/policy/                  stage `policy`: checkpoints/, model/, metrics.jsonl
   <workdir>/eval/                    stage `eval_policy`: policy_eval.json, samples.jsonl
+  <workdir>/prm_labels/              stage `prm_labels`: labels-*.array_record (+ .json stats)
+  <workdir>/prm/, <workdir>/orm/     stages `prm`, `orm`: checkpoints/, best/, model/, metrics.jsonl
+  <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
   <workdir>/report.json, report.md, plots/*.png
 
@@ -182,6 +185,106 @@ class Pipeline:
     io_utils.atomic_write_json(self.path("eval", "policy_eval.json"), summary)
     return summary
 
+  # --- verifiers: Monte Carlo step labels, PRM, ORM, best-of-N ------------------
+
+  def _labels_sections(self) -> dict:
+    return dict(self._policy_sections(), labels=self.cfg.labels.to_dict())
+
+  def stage_prm_labels(self) -> dict:
+    return self._stage("prm_labels", self._labels_sections(), self._label_steps)
+
+  def _label_steps(self) -> dict:
+    from ttc_jax.data import arith_tfds
+    from ttc_jax.prm import labels
+    lb = self.cfg.labels
+    src = arith_tfds.load_split(self.builder(), "train")
+    per_level: dict[str, list] = {k: [] for k in self.levels}
+    for i in range(len(src)):
+      q = arith_tfds.decode_record(src[i])
+      bucket = per_level.get(q["level"])
+      if bucket is not None and len(bucket) < lb.questions_per_level:
+        bucket.append(q)
+      if all(len(v) >= lb.questions_per_level for v in per_level.values()):
+        break
+    problems = [q for k in self.levels for q in per_level[k]]
+    settings = labels.LabelSettings(
+        samples_per_question=lb.samples_per_question, rollouts=lb.rollouts,
+        temperature=lb.temperature, top_k=lb.top_k, top_p=lb.top_p,
+        max_new_tokens=lb.max_new_tokens, max_batch=lb.max_batch,
+        shard_questions=lb.shard_questions)
+    stats = labels.label_dataset(
+        self.load_policy(), self.tokenizer, problems, self.path("prm_labels"),
+        jax.random.key(lb.seed), settings, extract_answer=arith.extract_answer,
+        equivalent=arith.equivalent, check_solution=arith.check_solution, mesh=self.mesh,
+        progress=self.progress)
+    recs = labels.load_labels(self.path("prm_labels"))
+    return dict(stats, **labels.label_quality(recs), records=len(recs))
+
+  def _value_stage(self, kind: str) -> dict:
+    sections = dict(self._labels_sections(), **{kind: self.cfg[kind].to_dict()})
+
+    def run():
+      from flax import nnx
+      from ttc_jax.prm import labels, train as prm_train
+      sec = self.cfg[kind]
+      policy = self.load_policy()
+      return prm_train.train_value_model(
+          self.model_cfg, nnx.state(policy), self.tokenizer,
+          labels.load_labels(self.path("prm_labels")), self.path(kind), sec, kind=kind,
+          label=sec.get("label", "soft"), seed=self.cfg.seed, mesh=self.mesh,
+          meta=dict(tokenizer=self.tokenizer.fingerprint(),
+                    config_hash=config_lib.config_hash(sections)),
+          progress=self.progress)
+    return self._stage(kind, sections, run)
+
+  def stage_eval_verifiers(self) -> dict:
+    c = self.cfg
+    sections = dict(self._labels_sections(), eval=c.eval.to_dict(), prm=c.prm.to_dict(),
+                    orm=c.orm.to_dict(), verify=c.verify.to_dict())
+    return self._stage("eval_verifiers", sections, self._eval_verifiers)
+
+  def _eval_verifiers(self) -> dict:
+    from ttc_jax.prm import evaluate, train as prm_train
+    v, e = self.cfg.verify, self.cfg.eval
+    records = io_utils.read_jsonl(self.path("eval", "samples.jsonl"))
+    if records and "samples" not in records[0]:
+      raise ValueError(f"{self.path('eval', 'samples.jsonl')} has no sample texts (written by an "
+                       "older version); run in a new --workdir")
+    prompts = [r["prompt"] for r in records for _ in r["samples"]]
+    texts = [t for r in records for t in r["samples"]]
+    exact = [evaluate.exact_step_labels(r["question"], t, arith.check_solution)
+             for r in records for t in r["samples"]]
+    out: dict[str, Any] = {}
+    scores = {}
+    for kind in ("prm", "orm"):
+      model = prm_train.load_value_model(self.path(kind, "model"), self.model_cfg,
+                                         self.tokenizer, kind=kind, seed=self.cfg.seed,
+                                         mesh=self.mesh)
+      t0 = time.perf_counter()
+      scores[kind] = evaluate.score_solutions(model, self.tokenizer, prompts, texts,
+                                              batch_size=v.score_batch, mesh=self.mesh)
+      out[kind] = dict(evaluate.verifier_quality(scores[kind], exact, v.threshold),
+                       scoring_seconds=time.perf_counter() - t0)
+    ns = tuple(e.majority_ns)
+    curves = evaluate.selection_curves(records, scores, ns, arith.equivalent, v.aggregation)
+    by_level = {k: evaluate.selection_curves([r for r in records if r["level"] == k],
+                                             _subset(scores, records, k), ns,
+                                             arith.equivalent, v.aggregation)
+                for k in self.levels if any(r["level"] == k for r in records)}
+    top = max(ns)
+    out["aggregation"] = {
+        agg: evaluate.selection_curves(records, {"prm": scores["prm"]}, (top,),
+                                       arith.equivalent, agg)["prm_best_of_n_weighted"][top]
+        for agg in ("last", "min", "prod")}
+    out["curves"] = curves
+    out["curves_by_level"] = by_level
+    io_utils.atomic_write_jsonl(self.path("verifiers", "scores.jsonl"), [
+        dict(question=r["question"], prm=scores["prm"][i:i + len(r["samples"])],
+             orm=scores["orm"][i:i + len(r["samples"])])
+        for r, i in zip(records, np.cumsum([0] + [len(r["samples"]) for r in records]))])
+    io_utils.atomic_write_json(self.path("verifiers", "eval.json"), out)
+    return out
+
   # --- everything ---------------------------------------------------------------
 
   def run(self) -> dict:
@@ -189,8 +292,25 @@ class Pipeline:
     data = self.stage_data()
     policy = self.stage_policy()
     ev = self.stage_eval_policy()
+    verifiers = None
+    if "labels" in self.cfg:
+      verifiers = dict(labels=self.stage_prm_labels(), prm=self._value_stage("prm"),
+                       orm=self._value_stage("orm"), eval=self.stage_eval_verifiers())
     rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
-                              time.perf_counter() - t0)
+                              time.perf_counter() - t0, verifiers=verifiers)
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep
+
+
+def _subset(scores: dict[str, list], records: list[dict], level: str) -> dict[str, list]:
+  """The flat per-sample score lists restricted to one level's questions."""
+  out: dict[str, list] = {k: [] for k in scores}
+  pos = 0
+  for r in records:
+    n = len(r["samples"])
+    if r["level"] == level:
+      for k in scores:
+        out[k] += scores[k][pos:pos + n]
+    pos += n
+  return out

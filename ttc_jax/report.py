@@ -12,12 +12,47 @@ from ttc_jax import io_utils
 SCHEMA_VERSION = 1
 
 
+def _curve(c: dict) -> dict:
+  return {str(n): v for n, v in sorted(c.items(), key=lambda kv: int(kv[0]))}
+
+
+def _verifier_sections(verifiers: dict) -> tuple[dict, dict, dict]:
+  """report["prm"], report["orm"] and the extra curves from the verifier stages."""
+  lab, ev = verifiers["labels"], verifiers["eval"]
+  label_keys = ("questions", "solutions_sampled", "solutions_kept", "prefixes", "rollouts",
+                "rollout_tokens", "rollout_seconds", "rollouts_per_s", "rollout_tokens_per_s",
+                "rollouts_unparsable", "sample_tokens", "seconds", "shards", "steps",
+                "soft_label_auroc", "hard_label_auroc", "soft_label_mean",
+                "exact_positive_fraction", "answer_correct_fraction")
+  out = {}
+  for kind in ("prm", "orm"):
+    q, tr = ev[kind], verifiers[kind]
+    out[kind] = dict(
+        step_auroc=q["step_auroc"], first_error_accuracy=q["first_error_accuracy"],
+        first_error=q["first_error"], num_scored_solutions=q["num_solutions"],
+        num_scored_steps=q["num_steps"], exact_positive_fraction=q["positive_fraction"],
+        threshold=q["threshold"], scoring_seconds=q["scoring_seconds"],
+        train=dict(best_step=tr["best_step"], best_eval_loss=tr["best_eval_loss"],
+                   stopped_early=tr["stopped_early"], train_solutions=tr["train_solutions"],
+                   heldout_solutions=tr["heldout_solutions"], train_labels=tr["train_labels"],
+                   final_metrics=tr["final_metrics"]))
+  out["prm"]["labels"] = {k: lab[k] for k in label_keys if k in lab}
+  out["prm"]["aggregation_at_max_n"] = ev["aggregation"]
+  curves = {k: _curve(v) for k, v in ev["curves"].items() if k != "majority"}
+  by_level = {}
+  for lv, cs in ev["curves_by_level"].items():
+    for k, v in cs.items():
+      if k != "majority":
+        by_level.setdefault(k, {})[lv] = _curve(v)
+  return out, curves, by_level
+
+
 def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
-                 total_seconds: float) -> dict:
+                 total_seconds: float, verifiers: dict | None = None) -> dict:
   """Assembles the report dict. Keys named in issues are a stable contract."""
   overall, by_level = ev["overall"], ev["by_level"]
   pass1 = {name: by_level[name]["pass_at_1_greedy"] for name in levels if name in by_level}
-  return {
+  rep = {
       "schema_version": SCHEMA_VERSION,
       "config_name": cfg.name,
       "machine": dict(backend=jax.default_backend(), device_count=jax.device_count(),
@@ -42,6 +77,13 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
                                        for k in pass1}},
       "wall_seconds": dict(wall, total=total_seconds),
   }
+  if verifiers is not None:
+    sections, curves, by_level = _verifier_sections(verifiers)
+    rep.update(sections)
+    rep["curves"].update(curves)
+    rep["curves_by_level"].update(by_level)
+    rep["verify"] = dict(aggregation=cfg.verify.aggregation, label=cfg.prm.label)
+  return rep
 
 
 def _plot(workdir: str, rep: dict) -> list[str]:
@@ -76,7 +118,33 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   os.replace(p + ".tmp.png", p)
   plt.close(fig)
   paths.append(os.path.relpath(p, workdir))
+  if any(k != "majority" for k in rep["curves"]):
+    paths.append(_plot_curves(workdir, rep))
   return paths
+
+
+def _plot_curves(workdir: str, rep: dict) -> str:
+  """plots/verifiers.png: accuracy vs samples for every selection method, all levels."""
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  styles = {"majority": "o-", "prm_best_of_n_weighted": "s-", "orm_best_of_n_weighted": "^--",
+            "prm_best_of_n": "v:", "orm_best_of_n": "d:"}
+  for k, curve in rep["curves"].items():
+    ns = sorted(curve, key=int)
+    ax.plot([int(n) for n in ns], [curve[n] for n in ns], styles.get(k, "x-"), label=k)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("samples per question (generation budget)")
+  ax.set_ylabel("accuracy (held-out questions)")
+  if "prm" in rep:
+    ax.set_title(f"best-of-N with verifiers (PRM step AUROC {rep['prm']['step_auroc']:.3f})")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  p = os.path.join(workdir, "plots", "verifiers.png")
+  fig.savefig(p + ".tmp.png", dpi=110)
+  os.replace(p + ".tmp.png", p)
+  plt.close(fig)
+  return os.path.relpath(p, workdir)
 
 
 def _markdown(rep: dict) -> str:
@@ -91,8 +159,15 @@ def _markdown(rep: dict) -> str:
       lines.append(f"| {k} | {p['pass_at_1_by_level'][k]:.3f} | "
                    f"{p['sampled_pass_at_1_by_level'][k]:.3f} | "
                    f"{p['pass_at_n_by_level'][k]:.3f} | {p['distinct_answers_by_level'][k]:.1f} |")
-  lines += ["", "Majority vote (all levels): " + ", ".join(
-      f"N={n}: {v:.3f}" for n, v in rep["curves"]["majority"].items()), "",
+  lines += [""]
+  for k, curve in rep["curves"].items():
+    lines.append(f"{k} (all levels): " + ", ".join(f"N={n}: {v:.3f}" for n, v in curve.items()))
+  for kind in ("prm", "orm"):
+    if kind in rep:
+      q = rep[kind]
+      lines.append(f"{kind.upper()}: step AUROC {q['step_auroc']:.3f}, first-error accuracy "
+                   f"{q['first_error_accuracy']:.3f} over {q['num_scored_steps']} steps")
+  lines += ["",
       "Wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in rep["wall_seconds"].items()), ""]
   lines += [f"![{os.path.basename(x)}]({x})" for x in rep.get("plots", [])]
   return "\n".join(lines) + "\n"

@@ -143,7 +143,8 @@ def pack_examples(examples: Sequence[ExampleLike], seq_len: int,
 
   Returns:
     Batch dict of arrays [R, T] (R rows, R = N without packing); keys
-    ``BATCH_KEYS``.
+    ``BATCH_KEYS``, plus any other per-position key of the examples (e.g. a
+    value model's ``value_targets``), zero on padding, with its own dtype.
 
   Raises:
     ValueError: an example needs more than ``seq_len`` positions.
@@ -154,14 +155,16 @@ def pack_examples(examples: Sequence[ExampleLike], seq_len: int,
     check_length(n, seq_len, what=f"example {i}")
   assignment = _assign_rows(lengths, seq_len, pack, max_open_rows)
   out = empty_rows(len(assignment), seq_len)
+  extra = [k for k in (exs[0] if exs else {}) if k not in BATCH_KEYS]
+  for k in extra:
+    out[k] = np.zeros((len(assignment), seq_len), np.asarray(exs[0][k]).dtype)
   for r, members in enumerate(assignment):
     start = 0
     for seg, i in enumerate(members, start=1):
       ex, n = exs[i], lengths[i]
       sl = slice(start, start + n)
-      out["inputs"][r, sl] = ex["inputs"]
-      out["targets"][r, sl] = ex["targets"]
-      out["loss_mask"][r, sl] = ex["loss_mask"]
+      for k in ("inputs", "targets", "loss_mask", *extra):
+        out[k][r, sl] = ex[k]
       out["positions"][r, sl] = np.arange(n, dtype=np.int32)
       out["segment_ids"][r, sl] = seg
       start += n

@@ -62,16 +62,27 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
         log_every: int = 50, metrics_path: str | None = None,
         flops_per_step: float = 0.0, tokens_per_step: int = 0,
         lr_schedule: Callable[[int], Any] | None = None, meta: dict | None = None,
-        desc: str = "train", progress: bool = True) -> dict:
+        desc: str = "train", progress: bool = True, patience: int = 0,
+        select_metric: str = "eval_loss",
+        best_checkpointer: Checkpointer | None = None) -> dict:
   """Trains `trainer` for `steps` optimiser steps in total (resuming if possible).
 
-  Returns the last logged metrics (with eval metrics when evaluated).
+  Early stopping: at each eval the `select_metric` (lower is better) is
+  compared with the best so far; an improvement saves the state to
+  `best_checkpointer` (when given), and `patience` > 0 evals in a row
+  without one end training. The best-so-far record travels in checkpoint
+  meta, so a resumed run keeps counting.
+
+  Returns the last logged metrics (with eval metrics when evaluated), plus
+  `best_step`, `best_<select_metric>` and `stopped_early` when evaluating.
   """
   writer = MetricsWriter(metrics_path)
   start = 0
+  best = dict(step=None, value=float("inf"), bad=0)
   if checkpointer is not None and checkpointer.latest_step() is not None:
     trainer.state, ck_meta = checkpointer.restore(trainer.state)
     start = int(ck_meta["step"])
+    best = ck_meta.get("best", best)
     if "data_state" in ck_meta and hasattr(data, "set_state"):
       data.set_state(ck_meta["data_state"])
   last: dict = {}
@@ -103,16 +114,33 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
       last["flops_per_s"] = flops_per_step * n / dt
     if lr_schedule is not None:
       last["lr"] = float(lr_schedule(step))
+    stop = False
     if is_eval:
       last.update(evaluate(trainer, eval_batches()))
       t_last = time.perf_counter()               # eval time is not training time
+      if select_metric not in last:
+        raise KeyError(f"{desc}: select_metric {select_metric!r} not in eval metrics "
+                       f"{sorted(last)}")
+      if last[select_metric] < best["value"]:
+        best = dict(step=step, value=last[select_metric], bad=0)
+        if best_checkpointer is not None:
+          best_checkpointer.save(step, trainer.state, dict(meta or {}, best=best), force=True)
+      else:
+        best["bad"] += 1
+        stop = patience > 0 and best["bad"] >= patience
+      last.update(best_step=best["step"], stopped_early=stop,
+                  **{f"best_{select_metric}": best["value"]})
     bar.set_postfix(loss=f"{last['loss']:.3f}")
     writer.write(last)
-    if is_ckpt:
-      ck_meta = dict(meta or {})
+    if is_ckpt or (stop and checkpointer is not None):
+      ck_meta = dict(meta or {}, best=best)
       if hasattr(data, "get_state"):
         ck_meta["data_state"] = data.get_state()
       checkpointer.save(step, trainer.state, ck_meta, force=True)
+    if stop:
+      print(f"[{desc}] early stop at step {step}: {select_metric} has not improved on "
+            f"{best['value']:.4f} (step {best['step']}) for {patience} evals")
+      break
   bar.close()
   if checkpointer is not None:
     checkpointer.wait()

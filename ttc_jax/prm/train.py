@@ -1,0 +1,98 @@
+"""Training a PRM or ORM: a value head on the policy backbone, BCE at step ends.
+
+The paper fine-tunes the base model as the PRM; here the backbone starts from
+the policy checkpoint and the head from scratch. Held-out questions (a
+deterministic hash split) drive early stopping; the best state is saved with
+orbax, and the finished model is written (model only) for later stages.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from flax import nnx
+
+from ttc_jax import parallel
+from ttc_jax.data import packing
+from ttc_jax.models.config import ModelConfig
+from ttc_jax.models.reward import ValueModel, create_value_model, value_loss
+from ttc_jax.prm import data as prm_data
+from ttc_jax.train import loop, optim
+from ttc_jax.train.checkpoint import Checkpointer
+from ttc_jax.train.trainer import Trainer
+
+
+def _eval_batches(examples: Sequence[dict], batch_size: int, seq_len: int) -> list[dict]:
+  rows = packing.pack_examples(examples, seq_len)
+  n = rows["inputs"].shape[0]
+  pad = (-n) % batch_size
+  if pad:   # all-padding rows carry no labels, so they do not change the metrics
+    rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in rows.items()}
+  return [{k: v[i:i + batch_size] for k, v in rows.items()}
+          for i in range(0, n + pad, batch_size)]
+
+
+def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
+                      records: Sequence[dict], out_dir: str, settings: Any, *, kind: str,
+                      label: str = "soft", seed: int = 0, mesh=None, meta: dict | None = None,
+                      progress: bool = True) -> dict:
+  """Trains a `kind` ("prm" | "orm") value model on labelled solutions.
+
+  settings: steps, batch_size, seq_len, lr, warmup_steps, weight_decay,
+  clip_norm, b1, b2, final_lr_fraction, log_every, eval_every, patience,
+  heldout_fraction (a ConfigDict or anything with those attributes).
+  Writes out_dir/{checkpoints,best,model,metrics.jsonl}; returns a summary.
+  """
+  s = settings
+  train_recs, held_recs = prm_data.split_records(records, s.heldout_fraction)
+  train_ex = prm_data.examples_from_records(tokenizer, train_recs, kind, label)
+  held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label)
+  data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
+  held = _eval_batches(held_ex, s.batch_size, s.seq_len)
+  with parallel.use_mesh(mesh):
+    model = create_value_model(model_cfg, seed, mesh, backbone_state=policy_state)
+  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
+                            s.b1, s.b2, s.final_lr_fraction)
+  trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh)
+  meta = dict(meta or {}, kind=kind, label=label)
+  ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
+  best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)
+  tokens = s.batch_size * s.seq_len
+  last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
+                  checkpoint_every=s.eval_every, eval_batches=lambda: held,
+                  eval_every=s.eval_every, log_every=s.log_every,
+                  metrics_path=os.path.join(out_dir, "metrics.jsonl"),
+                  flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
+                  tokens_per_step=tokens, meta=meta, desc=kind, progress=progress,
+                  patience=s.patience, best_checkpointer=best_ck)
+  ck.close()
+  trainer.state, _ = best_ck.restore(trainer.state)
+  best_ck.close()
+  model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
+  model_ck.save(int(last["best_step"]), nnx.state(trainer.model), meta, force=True)
+  model_ck.close()
+  return dict(final_metrics=last, best_step=int(last["best_step"]),
+              best_eval_loss=float(last["best_eval_loss"]),
+              stopped_early=bool(last.get("stopped_early", False)),
+              train_solutions=len(train_recs), heldout_solutions=len(held_recs),
+              train_labels=int(sum(float(e["value_mask"].sum()) for e in train_ex)),
+              heldout_labels=int(sum(float(e["value_mask"].sum()) for e in held_ex)))
+
+
+def load_value_model(model_dir: str, model_cfg: ModelConfig, tokenizer, *, kind: str,
+                     seed: int = 0, mesh=None) -> ValueModel:
+  """Restores a trained value model, checking its kind and tokenizer."""
+  ck = Checkpointer(model_dir, async_save=False)
+  with parallel.use_mesh(mesh):
+    model = create_value_model(model_cfg, seed, mesh)
+  state, meta = ck.restore(nnx.state(model))
+  ck.close()
+  if meta.get("kind") != kind:
+    raise ValueError(f"value model in {model_dir} is a {meta.get('kind')!r}, expected {kind!r}")
+  if meta.get("tokenizer") != tokenizer.fingerprint():
+    raise ValueError(f"value model in {model_dir} was trained with tokenizer "
+                     f"{meta.get('tokenizer')}, this run uses {tokenizer.fingerprint()}")
+  nnx.update(model, state)
+  return model
