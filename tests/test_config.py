@@ -36,6 +36,11 @@ def test_overrides_are_typed():
     ("--config.model.num_kv_heads=3", "num_kv_heads"),
     ("--config.eval.majority_ns=(1,128)", "majority_ns"),
     ("--config.train.seq_len=4096", "exceeds model.max_len"),
+    ("--config.labels.rollouts=0", "labels.rollouts must be positive"),
+    ("--config.prm.label=soft-ish", "prm.label must be"),
+    ("--config.orm.heldout_fraction=1.5", "orm.heldout_fraction"),
+    ("--config.prm.seq_len=4096", "prm.seq_len=4096 exceeds"),
+    ("--config.verify.aggregation=mean", "verify.aggregation"),
 ])
 def test_bad_overrides_name_the_problem(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -64,3 +69,13 @@ def test_config_hash_is_stable_and_sensitive():
   b = config_lib.load_config(QUICK, ["--config.train.steps=3"])
   assert config_lib.config_hash(a.task) == config_lib.config_hash(b.task)
   assert config_lib.config_hash(a.train) != config_lib.config_hash(b.train)
+
+
+def test_verifier_sections_all_or_none():
+  cfg = config_lib.load_config(QUICK)
+  del cfg["orm"]
+  with pytest.raises(config_lib.ConfigError, match="need all of"):
+    config_lib.validate(cfg)
+  for k in ("labels", "prm", "verify"):
+    del cfg[k]
+  config_lib.validate(cfg)       # a policy-only config stays valid

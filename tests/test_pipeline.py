@@ -33,7 +33,29 @@ def test_report_contract(smoke_run):
     assert os.path.exists(os.path.join(smoke_run, f)), f
   with open(os.path.join(smoke_run, "policy", "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
-  assert rows[-1]["step"] == 20 and "tokens_per_s" in rows[-1] and "eval_loss" in rows[-1]
+  assert rows[-1]["step"] == 300 and "tokens_per_s" in rows[-1] and "eval_loss" in rows[-1]
+
+
+def test_verifier_report_contract(smoke_run):
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  for kind in ("prm", "orm"):
+    q = rep[kind]
+    assert q["step_auroc"] is None or 0.0 <= q["step_auroc"] <= 1.0
+    assert 0.0 <= q["first_error_accuracy"] <= 1.0 and q["num_scored_steps"] > 0
+  lab = rep["prm"]["labels"]
+  assert lab["rollouts"] > 0 and lab["rollouts_per_s"] > 0 and lab["rollout_tokens"] > 0
+  for m in ("majority", "prm_best_of_n_weighted", "orm_best_of_n_weighted", "prm_best_of_n"):
+    assert set(rep["curves"][m]) == {"1", "2", "4"}, m
+    assert all(0.0 <= v <= 1.0 for v in rep["curves"][m].values())
+    assert set(rep["curves_by_level"][m]) <= set(rep["levels"])
+  assert set(rep["prm"]["aggregation_at_max_n"]) == {"last", "min", "prod"}
+  for f in ("plots/verifiers.png", "prm/model", "orm/model", "prm/metrics.jsonl",
+            "prm_labels/labels-00000.array_record", "verifiers/eval.json",
+            "verifiers/scores.jsonl"):
+    assert os.path.exists(os.path.join(smoke_run, f)), f
+  for k in ("prm_labels", "prm", "orm", "eval_verifiers"):
+    assert rep["wall_seconds"][k] >= 0
 
 
 def test_rerun_skips_finished_stages(smoke_run, capsys):
@@ -41,6 +63,7 @@ def test_rerun_skips_finished_stages(smoke_run, capsys):
   assert run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress"]) == 0
   out = capsys.readouterr().out
   assert "[policy] done before" in out and "[eval_policy] done before" in out
+  assert "[prm_labels] done before" in out and "[eval_verifiers] done before" in out
   assert os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json")) == mtime
 
 
