@@ -133,3 +133,34 @@ def test_train_and_load_value_model(tmp_path):
   assert np.isfinite(np.asarray(h)).all()
   with pytest.raises(ValueError, match="expected 'orm'"):
     prm_train.load_value_model(str(tmp_path / "prm" / "model"), cfg, TOK, kind="orm")
+
+
+def test_calibrate_threshold_locates_first_errors():
+  # right steps score 0.35-0.4, wrong ones 0.1: any cut in (0.1, 0.35] is perfect; 0.5 is not
+  scores = [[0.4, 0.35, 0.1], [0.4, 0.4], [0.1, 0.05]]
+  exact = [[True, True, False], [True, True], [False, False]]
+  t = evaluate.calibrate_threshold(scores, exact)
+  assert 0.1 < t <= 0.35
+  from ttc_jax.prm import metrics
+  assert metrics.first_error_accuracy(scores, exact, t)["accuracy"] == 1.0
+  assert metrics.first_error_accuracy(scores, exact, 0.5)["accuracy"] < 1.0
+
+
+def test_rollouts_become_extra_rows():
+  from ttc_jax.prm import labels
+  rec = dict(_record("1+2*3", ["2*3=6", "1+6=7", "Answer: 7"], [0.5, 0.25, 1.0], True),
+             answer="7", rollouts=[["1+6=7\nAnswer: 7", "1+6=8\nAnswer: 8", "1+6="],
+                                   ["Answer: 7"]])
+  outcome = labels.outcome_fn(arith.extract_answer, arith.equivalent)
+  sols = prm_data.rollout_solutions(rec, outcome)
+  assert [(len(s), k, ok) for s, k, ok in sols] == [(3, 0, True), (3, 0, False), (3, 1, True)]
+  prm = prm_data.examples_from_records(TOK, [rec], "prm", outcome=outcome)
+  orm = prm_data.examples_from_records(TOK, [rec], "orm", outcome=outcome)
+  assert len(prm) == len(orm) == 4                  # the sample + 3 usable rollouts
+  _, ends = prm_data.solution_tokens(TOK, rec["prompt"], sols[1][0])
+  row = prm[2]                                      # rollout "1+6=8" from prefix 0
+  assert np.flatnonzero(row["value_mask"]).tolist() == [ends[0], ends[-1]]
+  assert row["value_targets"][[ends[0], ends[-1]]].tolist() == [0.5, 0.0]
+  assert np.flatnonzero(orm[2]["value_mask"]).tolist() == [ends[-1]]
+  short = prm_data.examples_from_records(TOK, [rec], "prm", outcome=outcome, max_tokens=20)
+  assert all(e["inputs"].shape[0] <= 20 for e in short) and len(short) < 4

@@ -131,7 +131,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
 
 VALUE_TRAIN_FIELDS = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",
                       "clip_norm", "b1", "b2", "final_lr_fraction", "log_every", "eval_every",
-                      "patience", "heldout_fraction")
+                      "patience", "heldout_fraction", "use_rollouts")
 
 
 def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
@@ -147,6 +147,9 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
             "max_batch", "shard_questions"):
     if int(lb[f]) <= 0:
       raise ConfigError(f"config.labels.{f} must be positive, got {lb[f]}")
+  for sec in ("prm", "orm"):
+    if cfg[sec].get("use_rollouts") and not lb.get("keep_rollouts"):
+      raise ConfigError(f"config.{sec}.use_rollouts needs config.labels.keep_rollouts=True")
   for sec in ("prm", "orm"):
     for f in VALUE_TRAIN_FIELDS:
       if f not in cfg[sec]:

@@ -211,7 +211,7 @@ class Pipeline:
         samples_per_question=lb.samples_per_question, rollouts=lb.rollouts,
         temperature=lb.temperature, top_k=lb.top_k, top_p=lb.top_p,
         max_new_tokens=lb.max_new_tokens, max_batch=lb.max_batch,
-        shard_questions=lb.shard_questions)
+        shard_questions=lb.shard_questions, keep_rollouts=lb.keep_rollouts)
     stats = labels.label_dataset(
         self.load_policy(), self.tokenizer, problems, self.path("prm_labels"),
         jax.random.key(lb.seed), settings, extract_answer=arith.extract_answer,
@@ -234,7 +234,9 @@ class Pipeline:
           label=sec.get("label", "soft"), seed=self.cfg.seed, mesh=self.mesh,
           meta=dict(tokenizer=self.tokenizer.fingerprint(),
                     config_hash=config_lib.config_hash(sections)),
-          progress=self.progress)
+          progress=self.progress,
+          outcome=(labels.outcome_fn(arith.extract_answer, arith.equivalent)
+                   if sec.use_rollouts else None))
     return self._stage(kind, sections, run)
 
   def stage_eval_verifiers(self) -> dict:
@@ -254,6 +256,9 @@ class Pipeline:
     texts = [t for r in records for t in r["samples"]]
     exact = [evaluate.exact_step_labels(r["question"], t, arith.check_solution)
              for r in records for t in r["samples"]]
+    from ttc_jax.prm import data as prm_data, labels
+    _, held = prm_data.split_records(labels.load_labels(self.path("prm_labels")),
+                                     self.cfg.prm.heldout_fraction)
     out: dict[str, Any] = {}
     scores = {}
     for kind in ("prm", "orm"):
@@ -263,8 +268,15 @@ class Pipeline:
       t0 = time.perf_counter()
       scores[kind] = evaluate.score_solutions(model, self.tokenizer, prompts, texts,
                                               batch_size=v.score_batch, mesh=self.mesh)
-      out[kind] = dict(evaluate.verifier_quality(scores[kind], exact, v.threshold),
-                       scoring_seconds=time.perf_counter() - t0)
+      dt = time.perf_counter() - t0
+      held_scores = evaluate.score_solutions(
+          model, self.tokenizer, [r["prompt"] for r in held], [r["solution"] for r in held],
+          batch_size=v.score_batch, mesh=self.mesh)
+      thr = evaluate.calibrate_threshold(held_scores, [r["exact"] for r in held])
+      fixed = evaluate.verifier_quality(scores[kind], exact, v.threshold)
+      out[kind] = dict(evaluate.verifier_quality(scores[kind], exact, thr),
+                       scoring_seconds=dt, first_error_accuracy_fixed=fixed["first_error_accuracy"],
+                       fixed_threshold=v.threshold)
     ns = tuple(e.majority_ns)
     curves = evaluate.selection_curves(records, scores, ns, arith.equivalent, v.aggregation)
     by_level = {k: evaluate.selection_curves([r for r in records if r["level"] == k],

@@ -32,6 +32,8 @@ def _verifier_sections(verifiers: dict) -> tuple[dict, dict, dict]:
         first_error=q["first_error"], num_scored_solutions=q["num_solutions"],
         num_scored_steps=q["num_steps"], exact_positive_fraction=q["positive_fraction"],
         threshold=q["threshold"], scoring_seconds=q["scoring_seconds"],
+        first_error_accuracy_fixed=q["first_error_accuracy_fixed"],
+        fixed_threshold=q["fixed_threshold"],
         train=dict(best_step=tr["best_step"], best_eval_loss=tr["best_eval_loss"],
                    stopped_early=tr["stopped_early"], train_solutions=tr["train_solutions"],
                    heldout_solutions=tr["heldout_solutions"], train_labels=tr["train_labels"],

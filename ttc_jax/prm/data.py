@@ -17,7 +17,7 @@ ORM only at the last one (whether the final answer is right).
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -55,22 +55,66 @@ def value_example(tokenizer, prompt: str, steps: Sequence[str], targets: Sequenc
           "loss_mask": np.zeros((n,), np.float32), "value_targets": vt, "value_mask": vm}
 
 
+def rollout_solutions(record: dict, outcome: Callable[[dict, str], bool | None]
+                      ) -> list[tuple[list[str], int, bool]]:
+  """The record's stored rollouts as complete solutions: (steps, k, correct).
+
+  Rollout j from step prefix k is `steps[:k+1]` followed by its own lines;
+  `outcome(record, text)` says whether its final answer is right (None:
+  unusable, e.g. no Answer line, and the rollout is skipped).
+  """
+  out = []
+  for k, conts in enumerate(record.get("rollouts") or []):
+    for c in conts or []:
+      lines = list(record["steps"][:k + 1]) + [ln for ln in c.split("\n")]
+      while lines and lines[-1] == "":
+        lines.pop()
+      ok = outcome(record, "\n".join(lines)) if len(lines) > k + 1 else None
+      if ok is not None:
+        out.append((lines, k, bool(ok)))
+  return out
+
+
 def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
-                          label: str = "soft") -> list[dict[str, np.ndarray]]:
-  """Training rows for a PRM (targets at every step) or an ORM (last step only)."""
+                          label: str = "soft", *, max_tokens: int | None = None,
+                          outcome: Callable[[dict, str], bool | None] | None = None
+                          ) -> list[dict[str, np.ndarray]]:
+  """Training rows for a PRM (targets at every step) or an ORM (last step only).
+
+  With `outcome` (see `rollout_solutions`), records' stored rollouts become
+  extra rows: a PRM gets the shared prefix's Monte Carlo labels on steps
+  0..k and the rollout's own outcome on its last step (steps in between are
+  unlabelled); an ORM gets the outcome on the last step. Rows longer than
+  `max_tokens` are dropped.
+  """
   if kind not in KINDS:
     raise ValueError(f"unknown value model kind {kind!r}; expected one of {KINDS}")
   if label not in LABELS:
     raise ValueError(f"unknown label type {label!r}; expected one of {LABELS}")
   out = []
+
+  def add(prompt, steps, targets, labelled):
+    ex = value_example(tokenizer, prompt, steps, targets, labelled)
+    if max_tokens is None or ex["inputs"].shape[0] <= max_tokens:
+      out.append(ex)
+
   for r in records:
     k = len(r["steps"])
     if kind == "prm":
-      out.append(value_example(tokenizer, r["prompt"], r["steps"], r[label]))
+      add(r["prompt"], r["steps"], r[label], None)
     else:
-      tgt = [0.0] * (k - 1) + [float(r["answer_correct"])]
-      out.append(value_example(tokenizer, r["prompt"], r["steps"], tgt,
-                               labelled=[False] * (k - 1) + [True]))
+      add(r["prompt"], r["steps"], [0.0] * (k - 1) + [float(r["answer_correct"])],
+          [False] * (k - 1) + [True])
+    if outcome is None:
+      continue
+    for lines, j, ok in rollout_solutions(r, outcome):
+      n = len(lines)
+      tgt = [0.0] * n
+      mask = [False] * n
+      if kind == "prm":
+        tgt[:j + 1], mask[:j + 1] = list(r[label][:j + 1]), [True] * (j + 1)
+      tgt[-1], mask[-1] = float(ok), True
+      add(r["prompt"], lines, tgt, mask)
   return out
 
 

@@ -114,6 +114,24 @@ def verifier_quality(step_scores: Sequence[Sequence[float]],
               threshold=threshold)
 
 
+def calibrate_threshold(step_scores: Sequence[Sequence[float]], exact: Sequence[list[bool]],
+                        grid: Sequence[float] = tuple(np.round(np.arange(0.02, 0.99, 0.02), 2))
+                        ) -> float:
+  """The score threshold that best locates first errors on labelled (non-test) solutions.
+
+  A PRM trained on Monte Carlo values predicts the chance of reaching the right
+  answer, which stays low on hard questions even when every step is right, so
+  0.5 is not a natural cut. The threshold is chosen on held-out *training*
+  questions (never on the evaluation questions); ties go to the smaller one.
+  """
+  best, best_acc = 0.5, -1.0
+  for t in grid:
+    acc = metrics.first_error_accuracy(step_scores, exact, float(t))["accuracy"]
+    if acc > best_acc + 1e-12:
+      best, best_acc = float(t), acc
+  return best
+
+
 def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]]],
                      budgets: Sequence[int], equivalent: Callable[[Any, Any], bool],
                      aggregation: str = "last") -> dict[str, dict[int, float]]:

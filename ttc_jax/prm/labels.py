@@ -48,6 +48,7 @@ class LabelSettings:
   max_new_tokens: int = 112
   max_batch: int = 2048
   shard_questions: int = 64
+  keep_rollouts: bool = False  # store rollout texts in the records (extra PRM/ORM data)
   budget_slack: float = 1.5   # rollout token cap: slack x the sampled rest + 16
 
   def __post_init__(self):
@@ -90,7 +91,7 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
                    targets: Sequence[str], rng: jax.Array, settings: LabelSettings, *,
                    extract_answer: Extract, equivalent: Equiv,
                    budgets: Sequence[int] | None = None, mesh=None,
-                   progress: bool = False) -> tuple[np.ndarray, dict]:
+                   progress: bool = False, keep: list | None = None) -> tuple[np.ndarray, dict]:
   """Fraction of `settings.rollouts` continuations of each prompt+prefix that are right.
 
   prompts[i] + prefixes[i] is fed to the policy; a rollout is right when the
@@ -103,7 +104,8 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
   does rather than the longest of all.
 
   Returns (values float64[P] in [0, 1], stats with rollouts, generated_tokens,
-  unparsable rollouts, seconds, calls).
+  unparsable rollouts, seconds, calls). When `keep` is a list, keep[i] is set
+  to prefix i's rollout continuations (texts) for later use as training data.
   """
   p = len(prompts)
   if not (len(prefixes) == len(targets) == p):
@@ -134,6 +136,8 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
         temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
         max_batch=settings.max_batch, mesh=mesh, progress=progress, desc=f"rollouts@{blen}")
     for i, conts in zip(idx, outs):
+      if keep is not None:
+        keep[i] = list(conts)
       answers = [extract_answer(prefixes[i] + c) for c in conts]
       values[i] = float(np.mean([equivalent(a, targets[i]) for a in answers]))
       stats["unparsable"] += sum(a is None for a in answers)
@@ -156,7 +160,8 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
 
   Returns (records, stats). One record per kept solution: question, prompt,
   answer, level, solution, steps[K], soft[K], hard[K], exact[K] (when a
-  checker is given), answer_correct.
+  checker is given), answer_correct, and with `settings.keep_rollouts`
+  rollouts[K-1][m] (the continuation texts sampled from each step prefix).
   """
   if not problems:
     raise ValueError("label_problems got no problems")
@@ -183,13 +188,18 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
       rest = len(tokenizer.encode("\n".join(lines[k + 1:]))) + 1
       r_budgets.append(int(rest * settings.budget_slack) + 16)
       owner.append((s, k))
+  kept_texts = [None] * len(r_prompts) if settings.keep_rollouts else None
   vals, r_stats = rollout_values(model, tokenizer, r_prompts, r_prefixes, r_targets,
                                  jax.random.fold_in(rng, 1), settings,
                                  extract_answer=extract_answer, equivalent=equivalent,
-                                 budgets=r_budgets, mesh=mesh, progress=progress)
+                                 budgets=r_budgets, mesh=mesh, progress=progress,
+                                 keep=kept_texts)
   soft = [[0.0] * len(lines) for _, _, lines in kept]
-  for (s, k), v in zip(owner, vals):
+  conts: list[list] = [[None] * (len(lines) - 1) for _, _, lines in kept]
+  for j, ((s, k), v) in enumerate(zip(owner, vals)):
     soft[s][k] = float(v)
+    if kept_texts is not None:
+      conts[s][k] = kept_texts[j]
   records = []
   for s, (q, text, lines) in enumerate(kept):
     tgt = str(q["answer"])
@@ -199,6 +209,8 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
     rec = dict(question=q.get("question", q["prompt"].strip()), prompt=q["prompt"],
                answer=tgt, level=q.get("level", ""), solution=text, steps=lines,
                soft=soft[s], hard=hard, answer_correct=correct)
+    if kept_texts is not None:
+      rec["rollouts"] = conts[s]      # [K-1][m] continuation texts from each step prefix
     if check_solution is not None:
       chk = check_solution(rec["question"], text)
       rec["exact"] = [bool(x) for x in chk.prefix_correct] + [bool(chk.all_correct)]
@@ -285,3 +297,12 @@ def label_quality(records: Sequence[dict]) -> dict:
               exact_positive_fraction=float(np.mean(ex)) if ex else float("nan"),
               answer_correct_fraction=float(np.mean([r["answer_correct"] for r in records]))
               if records else float("nan"))
+
+
+def outcome_fn(extract_answer: Extract, equivalent: Equiv) -> Callable[[dict, str], "bool | None"]:
+  """outcome(record, text): is a complete solution right (None if it has no usable answer)?"""
+  def outcome(record: dict, text: str):
+    if solution_lines(text, extract_answer) is None:
+      return None
+    return bool(equivalent(extract_answer(text), record["answer"]))
+  return outcome

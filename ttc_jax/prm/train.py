@@ -9,7 +9,7 @@ orbax, and the finished model is written (model only) for later stages.
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from flax import nnx
@@ -37,18 +37,24 @@ def _eval_batches(examples: Sequence[dict], batch_size: int, seq_len: int) -> li
 def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
                       records: Sequence[dict], out_dir: str, settings: Any, *, kind: str,
                       label: str = "soft", seed: int = 0, mesh=None, meta: dict | None = None,
-                      progress: bool = True) -> dict:
+                      progress: bool = True,
+                      outcome: Callable[[dict, str], bool | None] | None = None) -> dict:
   """Trains a `kind` ("prm" | "orm") value model on labelled solutions.
 
   settings: steps, batch_size, seq_len, lr, warmup_steps, weight_decay,
   clip_norm, b1, b2, final_lr_fraction, log_every, eval_every, patience,
   heldout_fraction (a ConfigDict or anything with those attributes).
+  outcome(record, text) -> right/wrong/None: when given, the records' stored rollouts
+  are extra training rows (`prm.data.examples_from_records`).
   Writes out_dir/{checkpoints,best,model,metrics.jsonl}; returns a summary.
   """
   s = settings
   train_recs, held_recs = prm_data.split_records(records, s.heldout_fraction)
-  train_ex = prm_data.examples_from_records(tokenizer, train_recs, kind, label)
-  held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label)
+  # Held-out loss is always on the sampled solutions alone (comparable across settings).
+  train_ex = prm_data.examples_from_records(tokenizer, train_recs, kind, label,
+                                            max_tokens=s.seq_len, outcome=outcome)
+  held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label,
+                                           max_tokens=s.seq_len)
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
   held = _eval_batches(held_ex, s.batch_size, s.seq_len)
   with parallel.use_mesh(mesh):
@@ -77,6 +83,7 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
               best_eval_loss=float(last["best_eval_loss"]),
               stopped_early=bool(last.get("stopped_early", False)),
               train_solutions=len(train_recs), heldout_solutions=len(held_recs),
+              train_rows=len(train_ex),
               train_labels=int(sum(float(e["value_mask"].sum()) for e in train_ex)),
               heldout_labels=int(sum(float(e["value_mask"].sum()) for e in held_ex)))
 
