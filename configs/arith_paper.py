@@ -31,4 +31,6 @@ def get_config():
     sec.update(steps=5000, batch_size=256, seq_len=256, lr=3e-4, warmup_steps=200,
                eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
   c.verify.update(score_batch=2048)
+  c.search.update(questions_per_level=100, budgets=(4, 16, 64, 256), max_rounds=40,
+                  max_step_tokens=24, max_new_tokens=200, max_beams=16384)
   return c

@@ -44,4 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.orm = dict(value_train)                  # ORM: final-answer correctness at the last step
   # Verifier evaluation on the eval_policy samples (eval.num_samples per question).
   c.verify = dict(aggregation="last", threshold=0.5, score_batch=256)
+  # Step-level search kernels on a subset of the held-out questions (ttc_jax/search/sweep.py).
+  c.search = dict(questions_per_level=10, budgets=(4, 16, 64),
+                  methods=("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"),
+                  max_rounds=12, max_step_tokens=16, max_new_tokens=112, temperature=0.7,
+                  top_k=0, top_p=1.0, max_beams=2048, seed=0)
   return c

@@ -25,4 +25,6 @@ def get_config():
     sec.update(steps=6, batch_size=4, seq_len=64, warmup_steps=1, log_every=3, eval_every=3,
                patience=2, heldout_fraction=0.3)
   c.verify.update(score_batch=16)
+  c.search.update(questions_per_level=2, budgets=(4,), max_rounds=4, max_new_tokens=40,
+                  max_beams=64)
   return c

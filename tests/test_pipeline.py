@@ -58,6 +58,25 @@ def test_verifier_report_contract(smoke_run):
     assert rep["wall_seconds"][k] >= 0
 
 
+def test_search_report_contract(smoke_run):
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  for m in ("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"):
+    assert set(rep["curves"][m]) == {"4"}, m                  # keyed by generation budget
+    assert 0.0 <= rep["curves"][m]["4"] <= 1.0
+    assert set(rep["curves_by_level"][m]) <= set(rep["levels"])
+  st = rep["search"]["stats"]
+  assert (st["lookahead_k1"]["4"]["n"], st["lookahead_k3"]["4"]["n"]) == (2, 1)
+  assert set(rep["search"]["baselines"]) == {"majority", "prm_best_of_n_weighted"}
+  with open(os.path.join(smoke_run, "search", "results.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert len(rows) == 5 * rep["search"]["questions"]
+  for r in rows:
+    assert r["generations"] == 4 and len(r["candidate_answers"]) == r["n"]
+    assert r["policy_flops"] > 0 and r["prm_flops"] > 0
+  assert os.path.exists(os.path.join(smoke_run, "plots", "search.png"))
+
+
 def test_rerun_skips_finished_stages(smoke_run, capsys):
   mtime = os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json"))
   assert run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress"]) == 0

@@ -161,6 +161,17 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{sec}.heldout_fraction must lie in (0, 1)")
   if cfg.prm.label not in ("soft", "hard"):
     raise ConfigError(f"config.prm.label must be 'soft' or 'hard', got {cfg.prm.label!r}")
+  if "search" in cfg:
+    from ttc_jax.search.sweep import METHODS
+    bad = [m for m in cfg.search.methods if m not in METHODS]
+    if bad:
+      raise ConfigError(f"config.search.methods: unknown {bad}; known: {METHODS}")
+    if not cfg.search.budgets or any(int(b) < 1 for b in cfg.search.budgets):
+      raise ConfigError(f"config.search.budgets must be positive, got {cfg.search.budgets}")
+    for f in ("questions_per_level", "max_rounds", "max_step_tokens", "max_new_tokens",
+              "max_beams"):
+      if int(cfg.search[f]) < 1:
+        raise ConfigError(f"config.search.{f} must be positive, got {cfg.search[f]}")
   if cfg.verify.aggregation not in ("last", "min", "prod"):
     raise ConfigError(f"config.verify.aggregation must be last, min or prod, "
                       f"got {cfg.verify.aggregation!r}")

@@ -7,6 +7,7 @@
   <workdir>/prm_labels/              stage `prm_labels`: labels-*.array_record (+ .json stats)
   <workdir>/prm/, <workdir>/orm/     stages `prm`, `orm`: checkpoints/, best/, model/, metrics.jsonl
   <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
+  <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
   <workdir>/report.json, report.md, plots/*.png
 
@@ -297,6 +298,64 @@ class Pipeline:
     io_utils.atomic_write_json(self.path("verifiers", "eval.json"), out)
     return out
 
+  # --- search kernels: beam, lookahead, DVTS over generation budgets -------------
+
+  def stage_eval_search(self) -> dict:
+    c = self.cfg
+    sections = dict(self._labels_sections(), eval=c.eval.to_dict(), prm=c.prm.to_dict(),
+                    search=c.search.to_dict())
+    return self._stage("eval_search", sections, self._eval_search)
+
+  def _eval_search(self) -> dict:
+    from ttc_jax.data import pipeline as data_pipeline
+    from ttc_jax.prm import train as prm_train
+    from ttc_jax.search import sweep
+    sc, e = self.cfg.search, self.cfg.eval
+    test = data_pipeline.load_test_problems(self.builder())
+    chosen = []
+    for name in self.levels:
+      chosen += [p for p in test if p["level"] == name][:sc.questions_per_level]
+    policy = self.load_policy()
+    prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
+                                     kind="prm", seed=self.cfg.seed, mesh=self.mesh)
+    records, stats = [], {}
+    for method in sc.methods:
+      for budget in sc.budgets:
+        out = sweep.run_method(
+            policy, prm, self.tokenizer, chosen, method, int(budget),
+            jax.random.fold_in(jax.random.fold_in(jax.random.key(sc.seed),
+                                                  sweep.METHODS.index(method)), int(budget)),
+            extract_answer=arith.extract_answer, equivalent=arith.equivalent,
+            max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
+            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_k=sc.top_k,
+            top_p=sc.top_p, max_beams=sc.max_beams, mesh=self.mesh)
+        if out is None:
+          print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
+          continue
+        recs, st = out
+        records += recs
+        stats.setdefault(method, {})[str(budget)] = st
+        acc = np.mean([r["correct"] for r in recs])
+        print(f"[eval_search] {method} @ {budget}: accuracy {acc:.3f} in {st['seconds']:.1f}s")
+    io_utils.atomic_write_jsonl(self.path("search", "results.jsonl"), records)
+    curves, by_level = sweep.curves(records, self.levels)
+    # Best-of-N baselines on the same questions, from the eval_policy samples.
+    from ttc_jax.prm import evaluate
+    wanted = {p["question"] for p in chosen}
+    samples = [r for r in io_utils.read_jsonl(self.path("eval", "samples.jsonl"))
+               if r["question"] in wanted]
+    scores = [s for s in io_utils.read_jsonl(self.path("verifiers", "scores.jsonl"))
+              if s["question"] in wanted]
+    budgets = tuple(int(b) for b in sc.budgets if int(b) <= e.num_samples)
+    flat = [v for s in scores for v in s["prm"]]
+    base = evaluate.selection_curves(samples, {"prm": flat}, budgets, arith.equivalent,
+                                     self.cfg.verify.aggregation)
+    out = dict(curves=curves, curves_by_level=by_level, stats=stats,
+               questions=len(chosen), baselines={k: base[k] for k in
+                                                 ("majority", "prm_best_of_n_weighted")})
+    io_utils.atomic_write_json(self.path("search", "eval.json"), out)
+    return out
+
   # --- everything ---------------------------------------------------------------
 
   def run(self) -> dict:
@@ -304,12 +363,13 @@ class Pipeline:
     data = self.stage_data()
     policy = self.stage_policy()
     ev = self.stage_eval_policy()
-    verifiers = None
+    verifiers = search = None
     if "labels" in self.cfg:
       verifiers = dict(labels=self.stage_prm_labels(), prm=self._value_stage("prm"),
                        orm=self._value_stage("orm"), eval=self.stage_eval_verifiers())
+    search = self.stage_eval_search() if "search" in self.cfg else None
     rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
-                              time.perf_counter() - t0, verifiers=verifiers)
+                              time.perf_counter() - t0, verifiers=verifiers, search=search)
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep

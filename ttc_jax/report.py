@@ -50,7 +50,8 @@ def _verifier_sections(verifiers: dict) -> tuple[dict, dict, dict]:
 
 
 def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
-                 total_seconds: float, verifiers: dict | None = None) -> dict:
+                 total_seconds: float, verifiers: dict | None = None,
+                 search: dict | None = None) -> dict:
   """Assembles the report dict. Keys named in issues are a stable contract."""
   overall, by_level = ev["overall"], ev["by_level"]
   pass1 = {name: by_level[name]["pass_at_1_greedy"] for name in levels if name in by_level}
@@ -85,6 +86,14 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
     rep["curves"].update(curves)
     rep["curves_by_level"].update(by_level)
     rep["verify"] = dict(aggregation=cfg.verify.aggregation, label=cfg.prm.label)
+  if search is not None:
+    for m, c in search["curves"].items():
+      rep["curves"][m] = _curve(c)
+    for lv, cs in search["curves_by_level"].items():
+      for m, c in cs.items():
+        rep["curves_by_level"].setdefault(m, {})[lv] = _curve(c)
+    rep["search"] = dict(questions=search["questions"], stats=search["stats"],
+                         baselines={k: _curve(v) for k, v in search["baselines"].items()})
   return rep
 
 
@@ -122,7 +131,32 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   paths.append(os.path.relpath(p, workdir))
   if any(k != "majority" for k in rep["curves"]):
     paths.append(_plot_curves(workdir, rep))
+  if "search" in rep:
+    paths.append(_plot_search(workdir, rep))
   return paths
+
+
+def _plot_search(workdir: str, rep: dict) -> str:
+  """plots/search.png: accuracy vs generation budget, search kernels and best-of-N baselines."""
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6.4, 4.2))
+  series = {f"{k} (same questions)": v for k, v in rep["search"]["baselines"].items()}
+  series.update({m: rep["curves"][m] for m in rep["search"]["stats"]})
+  for k, curve in series.items():
+    ns = sorted(curve, key=int)
+    ax.plot([int(n) for n in ns], [curve[n] for n in ns], "o--" if "same" in k else "s-", label=k)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("generation budget")
+  ax.set_ylabel(f"accuracy ({rep['search']['questions']} held-out questions)")
+  ax.set_title("search vs best-of-N")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  p = os.path.join(workdir, "plots", "search.png")
+  fig.savefig(p + ".tmp.png", dpi=110)
+  os.replace(p + ".tmp.png", p)
+  plt.close(fig)
+  return os.path.relpath(p, workdir)
 
 
 def _plot_curves(workdir: str, rep: dict) -> str:

@@ -1,0 +1,130 @@
+"""Running the search kernels over held-out questions at several generation budgets.
+
+Methods (Snell et al. 2024 §5.2, plus DVTS), keyed by the *generation budget*
+G (the paper's unit, comparable with best-of-N at N = G):
+
+  beam_m4        beam search, N = G beams, beam width M = 4
+  beam_sqrt      beam search, N = G, M = round(sqrt(G))
+  lookahead_k1   lookahead search with k = 1: N = G / 2 beams (each step also
+  lookahead_k3   costs k greedy rollout steps), k = 3: N = G / 4; M = min(4, N)
+  dvts           DVTS, N = G beams in G / 4 subtrees of M = 4
+
+A budget a method cannot fill (N < 1, or M not dividing N) is skipped. Each
+call searches many questions at once (`max_beams` rows); the last call is
+padded with copies up to a power of two of questions, so a sweep compiles a
+few shapes per method and budget. Answers are chosen with best-of-N weighted
+over the N final candidates (`state.select_answers`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from ttc_jax import parallel
+from ttc_jax.sampling import SamplingParams
+from ttc_jax.search import beam, dvts, lookahead
+from ttc_jax.search import state as search_state
+
+METHODS = ("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts")
+
+
+def plan(method: str, budget: int) -> dict | None:
+  """Kernel arguments (n, m, k) for `method` at generation budget G, or None."""
+  if method == "beam_m4":
+    n, m, k = budget, 4, 0
+  elif method == "beam_sqrt":
+    n, m, k = budget, max(1, int(round(math.sqrt(budget)))), 0
+  elif method in ("lookahead_k1", "lookahead_k3"):
+    k = int(method[-1])
+    n = budget // (k + 1)
+    m, k = min(4, n), k
+  elif method == "dvts":
+    n, m, k = budget, 4, 0
+  else:
+    raise ValueError(f"unknown search method {method!r}; expected one of {METHODS}")
+  if n < 1 or m < 1 or n % m or n * (k + 1) != budget:
+    return None
+  return dict(n=n, m=m, k=k)
+
+
+def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
+  if method.startswith("beam"):
+    return beam.beam_search(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
+  if method.startswith("lookahead"):
+    return lookahead.lookahead_search(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"],
+                                      k=spec["k"], **kw)
+  return dvts.dvts(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
+
+
+def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, budget: int,
+               rng: jax.Array, *, extract_answer: Callable[[str], Any],
+               equivalent: Callable[[Any, Any], bool], max_rounds: int, max_step_tokens: int,
+               max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
+               max_beams: int = 2048, mesh=None) -> tuple[list[dict], dict] | None:
+  """Searches every problem (dicts with prompt, answer) with `method` at `budget`.
+
+  Returns (per-question records, stats) or None when the budget does not fit
+  the method. A record: answer, correct, generations, generated_tokens,
+  policy_flops, prm_flops, candidate answers and scores.
+  """
+  spec = plan(method, budget)
+  if spec is None:
+    return None
+  n = spec["n"]
+  chunk = max(1, max_beams // n)
+  if mesh is not None:
+    d = mesh.shape["data"] * mesh.shape["fsdp"]
+    chunk = int(math.ceil(chunk / d) * d)
+  enc = max(len(tokenizer.encode(p["prompt"])) + 1 for p in problems)
+  plen = int(math.ceil(enc / 8) * 8)
+  max_new = min(max_new_tokens, policy.cfg.max_len - plen)
+  params = SamplingParams.make(temperature, top_k, top_p)
+  kw = dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens, max_new_tokens=max_new,
+            eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params)
+  records: list[dict] = []
+  t0 = time.perf_counter()
+  for i, s in enumerate(range(0, len(problems), chunk)):
+    part = list(problems[s:s + chunk])
+    real = len(part)
+    rows = min(chunk, 1 << (real - 1).bit_length())
+    if mesh is not None:
+      rows = int(math.ceil(rows / d) * d)
+    part += [part[-1]] * (rows - real)
+    toks, lens = tokenizer.encode_batch([p["prompt"] for p in part], plen, add_bos=True)
+    if mesh is not None:
+      toks = jax.device_put(toks, parallel.data_sharding(mesh, 2))
+      lens = jax.device_put(lens, parallel.data_sharding(mesh, 1))
+    with parallel.use_mesh(mesh):
+      res = _run_kernel(method, policy, prm, toks, lens, jax.random.fold_in(rng, i), spec, kw)
+    picked = search_state.select_answers(res, tokenizer, extract_answer, equivalent)
+    cost = jax.device_get(dict(generations=res.generations, generated_tokens=res.generated_tokens,
+                               policy_flops=res.policy_flops, prm_flops=res.prm_flops))
+    for b in range(real):
+      p, sel = part[b], picked[b]
+      records.append(dict(
+          question=p.get("question", p["prompt"].strip()), level=p.get("level", ""),
+          method=method, budget=budget, n=n, m=spec["m"], k=spec["k"],
+          answer=sel["answer"], target=str(p["answer"]),
+          correct=bool(equivalent(sel["answer"], str(p["answer"]))),
+          **{c: float(v[b]) for c, v in cost.items()},
+          candidate_answers=[c["answer"] for c in sel["candidates"]],
+          candidate_scores=[round(c["score"], 5) for c in sel["candidates"]]))
+  dt = time.perf_counter() - t0
+  return records, dict(seconds=dt, questions=len(records), **spec,
+                       generated_tokens=float(sum(r["generated_tokens"] for r in records)))
+
+
+def curves(records: Sequence[dict], levels: Sequence[str]) -> tuple[dict, dict]:
+  """Accuracy by method and budget, overall and per level: {method: {budget: acc}}."""
+  def acc(rs):
+    out: dict[str, dict[int, float]] = {}
+    for r in rs:
+      out.setdefault(r["method"], {}).setdefault(r["budget"], []).append(r["correct"])
+    return {m: {b: float(np.mean(v)) for b, v in sorted(d.items())} for m, d in out.items()}
+  return acc(records), {lv: acc([r for r in records if r["level"] == lv]) for lv in levels
+                        if any(r["level"] == lv for r in records)}
