@@ -119,3 +119,19 @@ def test_bad_inputs_raise_clear_errors(model):
   with pytest.raises(ValueError, match="prompt_lengths shape"):
     sampling.generate(model, PROMPTS, jnp.array([3]), jax.random.key(0), max_new_tokens=4,
                       eos_id=2)
+
+
+def test_vocab_limit_never_samples_padding_ids(tiny_cfg):
+  """A model with a padded vocabulary: ids >= vocab_limit are never sampled, greedy or not."""
+  from ttc_jax.models.transformer import create_model
+  from ttc_jax.sampling import SamplingParams, sample_token
+  logits = jnp.zeros((64, 32)).at[:, 30].set(5.0)          # padding id 30 is the favourite
+  for t in (0.0, 1.0):
+    out = sample_token(logits, jax.random.key(0), SamplingParams.make(t, vocab_limit=28))
+    assert int(out.max()) < 28
+  assert int(sample_token(logits, jax.random.key(0), SamplingParams.make(0.0))[0]) == 30
+  model = create_model(tiny_cfg, 0)
+  res = sampling.generate(model, jnp.ones((4, 3), jnp.int32), jnp.full((4,), 3), jax.random.key(1),
+                 num_samples=8, max_new_tokens=16, eos_id=99, temperature=1.5,
+                 params=SamplingParams.make(1.5, vocab_limit=10))
+  assert int(res.tokens.max()) < 10

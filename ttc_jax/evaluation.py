@@ -41,7 +41,8 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   if plen < enc_len:
     raise ValueError(f"prompts of {enc_len} tokens + max_new_tokens={max_new_tokens} do not "
                      f"fit the model's max_len={model.cfg.max_len}")
-  params = sampling.SamplingParams.make(temperature, top_k, top_p)
+  params = sampling.SamplingParams.make(temperature, top_k, top_p,
+                                       vocab_limit=tokenizer.vocab_size)
   out: list[list[str]] = []
   tokens_generated = 0
   t0 = time.perf_counter()

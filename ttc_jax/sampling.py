@@ -19,6 +19,7 @@ never recompiles. Temperature <= 0 means greedy.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Sequence
 
@@ -33,17 +34,25 @@ from ttc_jax.models.transformer import init_cache
 
 @flax.struct.dataclass
 class SamplingParams:
-  """Traced sampling knobs (scalars). top_k=0 and top_p=1 switch filters off."""
+  """Traced sampling knobs (scalars). top_k=0 and top_p=1 switch filters off.
+
+  vocab_limit > 0 never samples ids >= vocab_limit: a model whose embedding
+  table is padded past the tokenizer's vocabulary (e.g. 32 rows for 28
+  characters) must not emit the padding ids. 0 = no limit.
+  """
   temperature: jax.Array
   top_k: jax.Array
   top_p: jax.Array
+  vocab_limit: jax.Array = dataclasses.field(default_factory=lambda: jnp.int32(0))
 
   @classmethod
-  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
-    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           vocab_limit: int = 0):
+    if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or vocab_limit < 0:
       raise ValueError(f"bad sampling knobs: temperature={temperature}, "
-                       f"top_k={top_k}, top_p={top_p}")
-    return cls(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+                       f"top_k={top_k}, top_p={top_p}, vocab_limit={vocab_limit}")
+    return cls(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
+               jnp.int32(vocab_limit))
 
 
 @flax.struct.dataclass
@@ -81,6 +90,8 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 
 def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams) -> jax.Array:
   """Samples int32[B] from logits[B, V] (greedy when temperature <= 0)."""
+  ids = jnp.arange(logits.shape[-1])
+  logits = jnp.where((params.vocab_limit <= 0) | (ids < params.vocab_limit), logits, -jnp.inf)
   def sample(lg):
     scaled = filter_logits(lg / jnp.maximum(params.temperature, 1e-6),
                            params.top_k, params.top_p)

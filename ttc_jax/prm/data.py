@@ -85,7 +85,7 @@ def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
   extra rows: a PRM gets the shared prefix's Monte Carlo labels on steps
   0..k and the rollout's own outcome on its last step (steps in between are
   unlabelled); an ORM gets the outcome on the last step. Rows longer than
-  `max_tokens` are dropped.
+  `max_tokens`, and texts the tokenizer cannot encode, are dropped.
   """
   if kind not in KINDS:
     raise ValueError(f"unknown value model kind {kind!r}; expected one of {KINDS}")
@@ -94,7 +94,10 @@ def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
   out = []
 
   def add(prompt, steps, targets, labelled):
-    ex = value_example(tokenizer, prompt, steps, targets, labelled)
+    try:
+      ex = value_example(tokenizer, prompt, steps, targets, labelled)
+    except ValueError:    # text the tokenizer cannot encode (e.g. a sampled padding id)
+      return
     if max_tokens is None or ex["inputs"].shape[0] <= max_tokens:
       out.append(ex)
 

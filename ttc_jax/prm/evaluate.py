@@ -42,7 +42,7 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
 
   Sequences are grouped by length (rounded up to 32 tokens) and scored in
   fixed-size batches with one full forward each; a solution with no lines
-  gets no scores; a sequence longer than the model's max_len keeps the
+  (or text the tokenizer cannot encode) gets no scores; a sequence longer than the model's max_len keeps the
   step ends that fit.
   """
   if len(prompts) != len(texts):
@@ -54,7 +54,11 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
     if not steps:
       seqs.append(([], []))
       continue
-    ids, ends = prm_data.solution_tokens(tokenizer, p, steps)
+    try:
+      ids, ends = prm_data.solution_tokens(tokenizer, p, steps)
+    except ValueError:    # text the tokenizer cannot encode: left unscored
+      seqs.append(([], []))
+      continue
     seqs.append((ids[:max_len], [e for e in ends if e < max_len]))
   out: list[list[float]] = [[] for _ in seqs]
   groups: dict[int, list[int]] = {}

@@ -36,7 +36,7 @@ def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_valu
   roll out and keep `step_values`. Returns the values, the state and PRM
   cache as they were after the step (rollout discarded), and the budget.
   """
-  greedy = SamplingParams(jnp.float32(0.0), jnp.int32(0), jnp.float32(1.0))
+  greedy = SamplingParams.make(0.0)
   key = jax.random.key(0)                        # unused by greedy decoding
 
   def cond(carry):

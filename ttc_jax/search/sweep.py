@@ -83,7 +83,7 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
   enc = max(len(tokenizer.encode(p["prompt"])) + 1 for p in problems)
   plen = int(math.ceil(enc / 8) * 8)
   max_new = min(max_new_tokens, policy.cfg.max_len - plen)
-  params = SamplingParams.make(temperature, top_k, top_p)
+  params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
   kw = dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens, max_new_tokens=max_new,
             eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params)
   records: list[dict] = []
