@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import ml_collections
-import numpy as np
 
 from ttc_jax import config as config_lib
 from ttc_jax import evaluation, io_utils, parallel, report
@@ -36,13 +35,14 @@ from ttc_jax.tokenizers import CharTokenizer, check_compatible
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
+from ttc_jax.verifier_stages import VerifierStages
 
 
 class StageMismatchError(RuntimeError):
   """A finished stage in the work directory was produced by another config."""
 
 
-class Pipeline:
+class Pipeline(VerifierStages):
   """Runs the stages for `cfg` in `workdir`; see the module docstring."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str, progress: bool = True):
@@ -186,176 +186,6 @@ class Pipeline:
     io_utils.atomic_write_json(self.path("eval", "policy_eval.json"), summary)
     return summary
 
-  # --- verifiers: Monte Carlo step labels, PRM, ORM, best-of-N ------------------
-
-  def _labels_sections(self) -> dict:
-    return dict(self._policy_sections(), labels=self.cfg.labels.to_dict())
-
-  def stage_prm_labels(self) -> dict:
-    return self._stage("prm_labels", self._labels_sections(), self._label_steps)
-
-  def _label_steps(self) -> dict:
-    from ttc_jax.data import arith_tfds
-    from ttc_jax.prm import labels
-    lb = self.cfg.labels
-    src = arith_tfds.load_split(self.builder(), "train")
-    per_level: dict[str, list] = {k: [] for k in self.levels}
-    for i in range(len(src)):
-      q = arith_tfds.decode_record(src[i])
-      bucket = per_level.get(q["level"])
-      if bucket is not None and len(bucket) < lb.questions_per_level:
-        bucket.append(q)
-      if all(len(v) >= lb.questions_per_level for v in per_level.values()):
-        break
-    problems = [q for k in self.levels for q in per_level[k]]
-    settings = labels.LabelSettings(
-        samples_per_question=lb.samples_per_question, rollouts=lb.rollouts,
-        temperature=lb.temperature, top_k=lb.top_k, top_p=lb.top_p,
-        max_new_tokens=lb.max_new_tokens, max_batch=lb.max_batch,
-        shard_questions=lb.shard_questions, keep_rollouts=lb.keep_rollouts)
-    stats = labels.label_dataset(
-        self.load_policy(), self.tokenizer, problems, self.path("prm_labels"),
-        jax.random.key(lb.seed), settings, extract_answer=arith.extract_answer,
-        equivalent=arith.equivalent, check_solution=arith.check_solution, mesh=self.mesh,
-        progress=self.progress)
-    recs = labels.load_labels(self.path("prm_labels"))
-    return dict(stats, **labels.label_quality(recs), records=len(recs))
-
-  def _value_stage(self, kind: str) -> dict:
-    sections = dict(self._labels_sections(), **{kind: self.cfg[kind].to_dict()})
-
-    def run():
-      from flax import nnx
-      from ttc_jax.prm import labels, train as prm_train
-      sec = self.cfg[kind]
-      policy = self.load_policy()
-      return prm_train.train_value_model(
-          self.model_cfg, nnx.state(policy), self.tokenizer,
-          labels.load_labels(self.path("prm_labels")), self.path(kind), sec, kind=kind,
-          label=sec.get("label", "soft"), seed=self.cfg.seed, mesh=self.mesh,
-          meta=dict(tokenizer=self.tokenizer.fingerprint(),
-                    config_hash=config_lib.config_hash(sections)),
-          progress=self.progress,
-          outcome=(labels.outcome_fn(arith.extract_answer, arith.equivalent)
-                   if sec.use_rollouts else None))
-    return self._stage(kind, sections, run)
-
-  def stage_eval_verifiers(self) -> dict:
-    c = self.cfg
-    sections = dict(self._labels_sections(), eval=c.eval.to_dict(), prm=c.prm.to_dict(),
-                    orm=c.orm.to_dict(), verify=c.verify.to_dict())
-    return self._stage("eval_verifiers", sections, self._eval_verifiers)
-
-  def _eval_verifiers(self) -> dict:
-    from ttc_jax.prm import evaluate, train as prm_train
-    v, e = self.cfg.verify, self.cfg.eval
-    records = io_utils.read_jsonl(self.path("eval", "samples.jsonl"))
-    if records and "samples" not in records[0]:
-      raise ValueError(f"{self.path('eval', 'samples.jsonl')} has no sample texts (written by an "
-                       "older version); run in a new --workdir")
-    prompts = [r["prompt"] for r in records for _ in r["samples"]]
-    texts = [t for r in records for t in r["samples"]]
-    exact = [evaluate.exact_step_labels(r["question"], t, arith.check_solution)
-             for r in records for t in r["samples"]]
-    from ttc_jax.prm import data as prm_data, labels
-    _, held = prm_data.split_records(labels.load_labels(self.path("prm_labels")),
-                                     self.cfg.prm.heldout_fraction)
-    out: dict[str, Any] = {}
-    scores = {}
-    for kind in ("prm", "orm"):
-      model = prm_train.load_value_model(self.path(kind, "model"), self.model_cfg,
-                                         self.tokenizer, kind=kind, seed=self.cfg.seed,
-                                         mesh=self.mesh)
-      t0 = time.perf_counter()
-      scores[kind] = evaluate.score_solutions(model, self.tokenizer, prompts, texts,
-                                              batch_size=v.score_batch, mesh=self.mesh)
-      dt = time.perf_counter() - t0
-      held_scores = evaluate.score_solutions(
-          model, self.tokenizer, [r["prompt"] for r in held], [r["solution"] for r in held],
-          batch_size=v.score_batch, mesh=self.mesh)
-      thr = evaluate.calibrate_threshold(held_scores, [r["exact"] for r in held])
-      fixed = evaluate.verifier_quality(scores[kind], exact, v.threshold)
-      out[kind] = dict(evaluate.verifier_quality(scores[kind], exact, thr),
-                       scoring_seconds=dt, first_error_accuracy_fixed=fixed["first_error_accuracy"],
-                       fixed_threshold=v.threshold)
-    ns = tuple(e.majority_ns)
-    curves = evaluate.selection_curves(records, scores, ns, arith.equivalent, v.aggregation)
-    by_level = {k: evaluate.selection_curves([r for r in records if r["level"] == k],
-                                             _subset(scores, records, k), ns,
-                                             arith.equivalent, v.aggregation)
-                for k in self.levels if any(r["level"] == k for r in records)}
-    top = max(ns)
-    out["aggregation"] = {
-        agg: evaluate.selection_curves(records, {"prm": scores["prm"]}, (top,),
-                                       arith.equivalent, agg)["prm_best_of_n_weighted"][top]
-        for agg in ("last", "min", "prod")}
-    out["curves"] = curves
-    out["curves_by_level"] = by_level
-    io_utils.atomic_write_jsonl(self.path("verifiers", "scores.jsonl"), [
-        dict(question=r["question"], prm=scores["prm"][i:i + len(r["samples"])],
-             orm=scores["orm"][i:i + len(r["samples"])])
-        for r, i in zip(records, np.cumsum([0] + [len(r["samples"]) for r in records]))])
-    io_utils.atomic_write_json(self.path("verifiers", "eval.json"), out)
-    return out
-
-  # --- search kernels: beam, lookahead, DVTS over generation budgets -------------
-
-  def stage_eval_search(self) -> dict:
-    c = self.cfg
-    sections = dict(self._labels_sections(), eval=c.eval.to_dict(), prm=c.prm.to_dict(),
-                    search=c.search.to_dict())
-    return self._stage("eval_search", sections, self._eval_search)
-
-  def _eval_search(self) -> dict:
-    from ttc_jax.data import pipeline as data_pipeline
-    from ttc_jax.prm import train as prm_train
-    from ttc_jax.search import sweep
-    sc, e = self.cfg.search, self.cfg.eval
-    test = data_pipeline.load_test_problems(self.builder())
-    chosen = []
-    for name in self.levels:
-      chosen += [p for p in test if p["level"] == name][:sc.questions_per_level]
-    policy = self.load_policy()
-    prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
-                                     kind="prm", seed=self.cfg.seed, mesh=self.mesh)
-    records, stats = [], {}
-    for method in sc.methods:
-      for budget in sc.budgets:
-        out = sweep.run_method(
-            policy, prm, self.tokenizer, chosen, method, int(budget),
-            jax.random.fold_in(jax.random.fold_in(jax.random.key(sc.seed),
-                                                  sweep.METHODS.index(method)), int(budget)),
-            extract_answer=arith.extract_answer, equivalent=arith.equivalent,
-            max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
-            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_k=sc.top_k,
-            top_p=sc.top_p, max_beams=sc.max_beams, mesh=self.mesh)
-        if out is None:
-          print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
-          continue
-        recs, st = out
-        records += recs
-        stats.setdefault(method, {})[str(budget)] = st
-        acc = np.mean([r["correct"] for r in recs])
-        print(f"[eval_search] {method} @ {budget}: accuracy {acc:.3f} in {st['seconds']:.1f}s")
-    io_utils.atomic_write_jsonl(self.path("search", "results.jsonl"), records)
-    curves, by_level = sweep.curves(records, self.levels)
-    # Best-of-N baselines on the same questions, from the eval_policy samples.
-    from ttc_jax.prm import evaluate
-    wanted = {p["question"] for p in chosen}
-    samples = [r for r in io_utils.read_jsonl(self.path("eval", "samples.jsonl"))
-               if r["question"] in wanted]
-    scores = [s for s in io_utils.read_jsonl(self.path("verifiers", "scores.jsonl"))
-              if s["question"] in wanted]
-    budgets = tuple(int(b) for b in sc.budgets if int(b) <= e.num_samples)
-    flat = [v for s in scores for v in s["prm"]]
-    base = evaluate.selection_curves(samples, {"prm": flat}, budgets, arith.equivalent,
-                                     self.cfg.verify.aggregation)
-    out = dict(curves=curves, curves_by_level=by_level, stats=stats,
-               questions=len(chosen), baselines={k: base[k] for k in
-                                                 ("majority", "prm_best_of_n_weighted")})
-    io_utils.atomic_write_json(self.path("search", "eval.json"), out)
-    return out
-
   # --- everything ---------------------------------------------------------------
 
   def run(self) -> dict:
@@ -373,16 +203,3 @@ class Pipeline:
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep
-
-
-def _subset(scores: dict[str, list], records: list[dict], level: str) -> dict[str, list]:
-  """The flat per-sample score lists restricted to one level's questions."""
-  out: dict[str, list] = {k: [] for k in scores}
-  pos = 0
-  for r in records:
-    n = len(r["samples"])
-    if r["level"] == level:
-      for k in scores:
-        out[k] += scores[k][pos:pos + n]
-    pos += n
-  return out
