@@ -135,3 +135,11 @@ def test_vocab_limit_never_samples_padding_ids(tiny_cfg):
                  num_samples=8, max_new_tokens=16, eos_id=99, temperature=1.5,
                  params=SamplingParams.make(1.5, vocab_limit=10))
   assert int(res.tokens.max()) < 10
+
+
+def test_padded_rows_few_shapes_little_padding():
+  from ttc_jax.evaluation import padded_rows
+  shapes = {padded_rows(n, 256) for n in range(1, 257)}
+  assert shapes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
+  assert all(n <= padded_rows(n, 256) <= max(2 * n, n + 31) for n in range(1, 257))
+  assert padded_rows(5, 4) == 4 and padded_rows(1, 1) == 1

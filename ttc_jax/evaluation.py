@@ -18,6 +18,19 @@ def _round_up(n: int, m: int) -> int:
   return int(math.ceil(n / m) * m)
 
 
+def padded_rows(real: int, chunk: int) -> int:
+  """Rows to run for `real` prompts in calls of at most `chunk`: a small set of shapes.
+
+  Up to chunk/8 prompts: the next power of two; above: the next multiple of
+  chunk/8. So a sweep compiles at most log2(chunk/8) + 8 shapes, and pads at
+  most chunk/8 rows (or 2x for a handful of prompts).
+  """
+  step = max(1, chunk // 8)
+  if real <= step:
+    return min(chunk, 1 << (real - 1).bit_length())
+  return min(chunk, -(-real // step) * step)
+
+
 def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
                  num_samples: int, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, max_batch: int = 1024, mesh=None,
@@ -27,8 +40,8 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
 
   Prompts are encoded with BOS, right-padded to one length and processed in
   chunks of `max_batch // num_samples` prompts; a shorter last chunk (or a
-  sweep with fewer prompts) is padded with copies up to a power of two, so
-  calls with varying prompt counts reuse a few compiled shapes. Stats:
+  sweep with fewer prompts) is padded with copies (`padded_rows`), so calls
+  with varying prompt counts reuse a few compiled shapes. Stats:
   generated tokens, wall seconds, tokens/s.
   """
   if not prompts:
@@ -50,7 +63,7 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
     part = list(prompts[s:s + chunk])
     real = len(part)
-    rows = min(chunk, 1 << (real - 1).bit_length())
+    rows = padded_rows(real, chunk)
     if mesh is not None:
       rows = _round_up(rows, mesh.shape["data"] * mesh.shape["fsdp"])
     part += [part[-1]] * (rows - real)

@@ -11,8 +11,8 @@ G (the paper's unit, comparable with best-of-N at N = G):
 
 A budget a method cannot fill (N < 1, or M not dividing N) is skipped. Each
 call searches many questions at once (`max_beams` rows); the last call is
-padded with copies up to a power of two of questions, so a sweep compiles a
-few shapes per method and budget. Answers are chosen with best-of-N weighted
+padded with copies (`evaluation.padded_rows`), so a sweep compiles a few
+shapes per method and budget. Answers are chosen with best-of-N weighted
 over the N final candidates (`state.select_answers`).
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from ttc_jax import parallel
+from ttc_jax import evaluation, parallel
 from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import beam, dvts, lookahead
 from ttc_jax.search import state as search_state
@@ -91,7 +91,7 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
   for i, s in enumerate(range(0, len(problems), chunk)):
     part = list(problems[s:s + chunk])
     real = len(part)
-    rows = min(chunk, 1 << (real - 1).bit_length())
+    rows = evaluation.padded_rows(real, chunk)
     if mesh is not None:
       rows = int(math.ceil(rows / d) * d)
     part += [part[-1]] * (rows - real)
