@@ -118,7 +118,8 @@ class Pipeline(VerifierStages):
       model = create_model(self.model_cfg, c.seed, self.mesh)
     tx = optim.make_optimizer(t.lr, t.steps, t.warmup_steps, t.weight_decay, t.clip_norm,
                               t.b1, t.b2, t.final_lr_fraction)
-    trainer = Trainer(model, tx, mesh=self.mesh)
+    trainer = Trainer(model, tx, mesh=self.mesh,
+                      skip_nonfinite=bool(t.get("skip_nonfinite", False)))
     data = data_pipeline.make_train_iterator(
         builder, self.tokenizer, t.batch_size, t.seq_len, seed=c.seed,
         process_index=jax.process_index(), process_count=jax.process_count())

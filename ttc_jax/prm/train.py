@@ -61,7 +61,8 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
     model = create_value_model(model_cfg, seed, mesh, backbone_state=policy_state)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
                             s.b1, s.b2, s.final_lr_fraction)
-  trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh)
+  trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh,
+                    skip_nonfinite=bool(getattr(s, "skip_nonfinite", False)))
   meta = dict(meta or {}, kind=kind, label=label)
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
   best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)

@@ -89,6 +89,7 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
   bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
   t_last, step_last = time.perf_counter(), start
   pending: list[dict] = []
+  skipped = 0
   for step in range(start + 1, steps + 1):
     batch = next(data)
     pending.append(trainer.train_step(batch))
@@ -100,14 +101,26 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     if not (is_log or is_eval or is_ckpt):
       continue
     rows = [_host(m) for m in pending]          # the only host sync in the loop
+    first = step - len(rows) + 1
+    bad = [(first + i, [k for k, v in r.items() if not np.isfinite(v)] or ["nonfinite flag"])
+           for i, r in enumerate(rows) if r.get("nonfinite", 0.0) or
+           not all(np.isfinite(v) for v in r.values())]
     pending.clear()
+    if bad and not getattr(trainer, "skip_nonfinite", False):
+      s0, what = bad[0]
+      raise FloatingPointError(
+          f"{desc}: non-finite {', '.join(what)} at step {s0} (first of {len(bad)} bad steps "
+          f"up to step {step}); no checkpoint was written after it. "
+          "Lower the learning rate, or set skip_nonfinite to skip such steps")
+    skipped += len(bad)
+    if bad:
+      print(f"[{desc}] skipped {len(bad)} non-finite step(s): {[b[0] for b in bad]}")
+    rows = [r for i, r in enumerate(rows) if first + i not in {b[0] for b in bad}] or rows[-1:]
     now = time.perf_counter()
     dt, n = now - t_last, step - step_last
     t_last, step_last = now, step
     last = {k: float(np.mean([r[k] for r in rows])) for k in rows[-1]}
-    if not all(np.isfinite(v) for v in last.values()):
-      raise FloatingPointError(f"{desc}: non-finite metrics at step {step}: {last}")
-    last.update(step=step, step_time_s=dt / max(n, 1))
+    last.update(step=step, step_time_s=dt / max(n, 1), skipped_steps=skipped)
     if tokens_per_step:
       last["tokens_per_s"] = tokens_per_step * n / dt
     if flops_per_step:

@@ -49,9 +49,13 @@ class Trainer:
   """
 
   def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
-               loss_fn: LossFn = lm_loss, mesh=None):
+               loss_fn: LossFn = lm_loss, mesh=None, skip_nonfinite: bool = False):
+    """skip_nonfinite: a step whose loss or gradient norm is NaN/Inf leaves the
+    model and optimiser unchanged (metrics flag it as `nonfinite`); otherwise
+    the update is applied and the training loop stops at that step."""
     self.mesh = mesh
     self.loss_fn = loss_fn
+    self.skip_nonfinite = skip_nonfinite
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     self.graphdef, state = nnx.split((model, optimizer))
     shardings = None if mesh is None else parallel.state_shardings(state, mesh)
@@ -63,12 +67,21 @@ class Trainer:
   # --- pure steps -----------------------------------------------------------
 
   def _train_step(self, state, batch):
+    old = jax.tree.leaves(state)      # arrays: merge/update below mutate the Variables
     model, optimizer = nnx.merge(self.graphdef, state)
     grad_fn = nnx.value_and_grad(self.loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(model, batch)
+    grad_norm = optax.tree.norm(grads)
     optimizer.update(model, grads)
-    metrics = dict(aux, loss=loss, grad_norm=optax.tree.norm(grads))
-    return nnx.state((model, optimizer)), metrics
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = nnx.state((model, optimizer))
+    if self.skip_nonfinite:
+      leaves, treedef = jax.tree.flatten(new_state)
+      new_state = jax.tree.unflatten(
+          treedef, [jnp.where(finite, n, o) for n, o in zip(leaves, old)])
+    metrics = dict(aux, loss=loss, grad_norm=grad_norm,
+                   nonfinite=(~finite).astype(jnp.float32))
+    return new_state, metrics
 
   def _eval_step(self, state, batch):
     model, _ = nnx.merge(self.graphdef, state)
