@@ -79,3 +79,28 @@ def test_missing_checkpoint_errors(tmp_path):
   with pytest.raises(FileNotFoundError, match="no checkpoint for step 7"):
     ck.restore({"a": np.zeros(2, np.float32)}, step=7)
   ck.close()
+
+
+def test_unreadable_latest_checkpoint_falls_back(tmp_path):
+  """A latest checkpoint damaged after its save (e.g. a kill mid-write) is reported and skipped."""
+  import os
+  model = create_model(CFG, 0)
+  state = nnx.state(model)
+  ck = Checkpointer(str(tmp_path / "ck"), max_to_keep=3, async_save=False)
+  ck.save(1, state, {"tag": "one"}, force=True)
+  state2 = jax.tree.map(lambda x: x + 1, state)
+  ck.save(2, state2, {"tag": "two"}, force=True)
+  # truncate every data file of step 2
+  for root, _, files in os.walk(os.path.join(ck.directory, "2", "state")):
+    for f in files:
+      if not f.endswith(".json"):
+        with open(os.path.join(root, f), "r+b") as fh:
+          fh.truncate(3)
+  with pytest.warns(UserWarning, match="checkpoint 2 .* cannot be read"):
+    restored, meta = ck.restore(state)
+  assert meta["tag"] == "one" and meta["step"] == 1
+  for a, b in zip(_leaves(restored), _leaves(state)):
+    np.testing.assert_array_equal(a, b)
+  assert ck.all_steps() == [1, 2]                   # nothing deleted
+  with pytest.raises(Exception):
+    ck.restore(state, step=2)                       # an explicit step does not fall back

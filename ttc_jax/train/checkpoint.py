@@ -10,6 +10,7 @@ restores onto another (or onto a single device).
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -68,9 +69,32 @@ class Checkpointer:
     """Restores onto `target`'s shapes, dtypes and shardings.
 
     `target` is an nnx State (returned updated) or a pure pytree of arrays /
-    ShapeDtypeStructs. Returns (state, meta).
+    ShapeDtypeStructs. Returns (state, meta). Without an explicit `step`, a
+    latest checkpoint that cannot be read (truncated or corrupt files, e.g.
+    after a kill during a save) is reported and the next older one is used;
+    nothing is deleted. An explicit `step` is restored or fails.
     """
-    step = self._step(step)
+    if step is not None:
+      return self._restore(target, self._step(step))
+    steps = sorted(self.all_steps(), reverse=True)
+    if not steps:
+      self._step(None)                            # raises FileNotFoundError
+    errors = []
+    for st in steps:
+      try:
+        out = self._restore(target, st)
+      except Exception as e:  # orbax/tensorstore raise many types for damaged files
+        errors.append(f"step {st}: {type(e).__name__}: {str(e)[:200]}")
+        warnings.warn(f"checkpoint {st} in {self.directory} cannot be read ({type(e).__name__}); "
+                      "trying the previous one")
+        continue
+      if errors:
+        print(f"[checkpoint] restored step {st} of {self.directory}; unreadable newer "
+              f"checkpoint(s): {'; '.join(errors)}")
+      return out
+    raise ValueError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
+
+  def _restore(self, target: Any, step: int) -> tuple[Any, dict]:
     pure_target = _pure(target)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
