@@ -125,6 +125,16 @@ def machine_info() -> dict:
   return info
 
 
+def load_warning() -> str | None:
+  """A warning when the 1-minute load average exceeds half the CPU count, else None."""
+  if not hasattr(os, "getloadavg"):
+    return None
+  load = os.getloadavg()[0]
+  if load > (os.cpu_count() or 1) / 2:
+    return f"machine loaded (1-min load {load:.2f}); figures are lower bounds"
+  return None
+
+
 def _jsonable(x: Any) -> Any:
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}

@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 import jax
+import numpy as np
 
 from benchmarks import common
 from ttc_jax.models.config import ModelConfig
@@ -56,7 +57,7 @@ def _prefixes(levels: str, n: int, seed: int) -> tuple[list[str], list[str], lis
       out[0].append(p.prompt)
       out[1].append(labels.prefix_text(lines, k))
       out[2].append(str(p.answer))
-  idx = sorted(range(len(out[0])), key=lambda i: hash((seed, i)))[:n]
+  idx = np.random.default_rng(seed).permutation(len(out[0]))[:n]
   return tuple([x[i] for i in idx] for x in out)
 
 
@@ -115,9 +116,8 @@ def run(preset: str = "quick", *, workdir: str | None = None, prefixes: int | No
                   tokens_per_s=stats[k]["generated_tokens"] / med,
                   generated_tokens=stats[k]["generated_tokens"])
   res["speedup"] = res["batched"]["prefix_rollouts_per_s"] / res["naive"]["prefix_rollouts_per_s"]
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-  if load is not None and load > (os.cpu_count() or 1) / 2:
-    res["warning"] = f"machine loaded (1-min load {load:.2f}); figures are lower bounds"
+  if (w := common.load_warning()) is not None:
+    res["warning"] = w
   res["machine"] = common.machine_info()
   return res
 

@@ -22,7 +22,6 @@ matmul peak measured in this run, and the compiled kernel's memory figures.
 from __future__ import annotations
 
 import dataclasses
-import os
 import resource
 import sys
 from typing import Any
@@ -128,9 +127,8 @@ def run(preset: str = "quick", *, ns=None, questions: int | None = None, m: int 
   if pk:
     out["matmul_peak"] = pk
   out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-  if load is not None and load > (os.cpu_count() or 1) / 2:
-    out["warning"] = f"machine loaded (1-min load {load:.2f}); figures are lower bounds"
+  if (w := common.load_warning()) is not None:
+    out["warning"] = w
   out["machine"] = common.machine_info()
   return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import jax
 
@@ -97,12 +96,30 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
   return rep
 
 
+def _budget_curves(ax, series: dict, style) -> None:
+  """Plots {label: {"N": accuracy}} against N on a log2 axis; style(label) -> fmt."""
+  for k, curve in series.items():
+    ns = sorted(curve, key=int)
+    ax.plot([int(n) for n in ns], [curve[n] for n in ns], style(k), label=k)
+  ax.set_xscale("log", base=2)
+
+
+def _save(fig, workdir: str, name: str) -> str:
+  """Writes plots/<name> atomically (temporary file, then rename); returns its relative path."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  p = os.path.join(workdir, "plots", name)
+  fig.savefig(p + ".tmp.png", dpi=110)
+  os.replace(p + ".tmp.png", p)
+  plt.close(fig)
+  return os.path.relpath(p, workdir)
+
+
 def _plot(workdir: str, rep: dict) -> list[str]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   os.makedirs(os.path.join(workdir, "plots"), exist_ok=True)
-  paths = []
   fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
   lv = rep["levels"]
   p1 = rep["policy"]
@@ -115,72 +132,48 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   ax[0].set_title("policy by difficulty level")
   ax[0].tick_params(axis="x", rotation=45)
   ax[0].legend(fontsize=8)
-  for k, curve in rep["curves_by_level"]["majority"].items():
-    ns = sorted(curve, key=int)
-    ax[1].plot([int(n) for n in ns], [curve[n] for n in ns], "o-", label=k)
-  ax[1].set_xscale("log", base=2)
+  _budget_curves(ax[1], rep["curves_by_level"]["majority"], lambda _: "o-")
   ax[1].set_ylim(0, 1.02)
   ax[1].set_xlabel("samples (generation budget)")
   ax[1].set_title("majority vote accuracy")
   ax[1].legend(fontsize=7)
-  fig.tight_layout()
-  p = os.path.join(workdir, "plots", "policy.png")
-  fig.savefig(p + ".tmp.png", dpi=110)
-  os.replace(p + ".tmp.png", p)
-  plt.close(fig)
-  paths.append(os.path.relpath(p, workdir))
+  paths = [_save(fig, workdir, "policy.png")]
   if any(k != "majority" for k in rep["curves"]):
-    paths.append(_plot_curves(workdir, rep))
+    paths.append(_plot_curves(rep, workdir))
   if "search" in rep:
-    paths.append(_plot_search(workdir, rep))
+    paths.append(_plot_search(rep, workdir))
   return paths
 
 
-def _plot_search(workdir: str, rep: dict) -> str:
+def _plot_search(rep: dict, workdir: str) -> str:
   """plots/search.png: accuracy vs generation budget, search kernels and best-of-N baselines."""
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   series = {f"{k} (same questions)": v for k, v in rep["search"]["baselines"].items()}
   series.update({m: rep["curves"][m] for m in rep["search"]["stats"]})
-  for k, curve in series.items():
-    ns = sorted(curve, key=int)
-    ax.plot([int(n) for n in ns], [curve[n] for n in ns], "o--" if "same" in k else "s-", label=k)
-  ax.set_xscale("log", base=2)
+  _budget_curves(ax, series, lambda k: "o--" if "same" in k else "s-")
+  ax.grid(alpha=0.3)
   ax.set_xlabel("generation budget")
   ax.set_ylabel(f"accuracy ({rep['search']['questions']} held-out questions)")
   ax.set_title("search vs best-of-N")
-  ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  p = os.path.join(workdir, "plots", "search.png")
-  fig.savefig(p + ".tmp.png", dpi=110)
-  os.replace(p + ".tmp.png", p)
-  plt.close(fig)
-  return os.path.relpath(p, workdir)
+  return _save(fig, workdir, "search.png")
 
 
-def _plot_curves(workdir: str, rep: dict) -> str:
+def _plot_curves(rep: dict, workdir: str) -> str:
   """plots/verifiers.png: accuracy vs samples for every selection method, all levels."""
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   styles = {"majority": "o-", "prm_best_of_n_weighted": "s-", "orm_best_of_n_weighted": "^--",
             "prm_best_of_n": "v:", "orm_best_of_n": "d:"}
-  for k, curve in rep["curves"].items():
-    ns = sorted(curve, key=int)
-    ax.plot([int(n) for n in ns], [curve[n] for n in ns], styles.get(k, "x-"), label=k)
-  ax.set_xscale("log", base=2)
+  _budget_curves(ax, rep["curves"], lambda k: styles.get(k, "x-"))
+  ax.grid(alpha=0.3)
   ax.set_xlabel("samples per question (generation budget)")
   ax.set_ylabel("accuracy (held-out questions)")
   if "prm" in rep:
     ax.set_title(f"best-of-N with verifiers (PRM step AUROC {rep['prm']['step_auroc']:.3f})")
-  ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  p = os.path.join(workdir, "plots", "verifiers.png")
-  fig.savefig(p + ".tmp.png", dpi=110)
-  os.replace(p + ".tmp.png", p)
-  plt.close(fig)
-  return os.path.relpath(p, workdir)
+  return _save(fig, workdir, "verifiers.png")
 
 
 def _markdown(rep: dict) -> str:

@@ -216,6 +216,14 @@ def _generate(graphdef, model_state, prompts, prompt_lengths, rng, params, *,
                       finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples))
 
 
+def check_fits(cfg, prompt_len: int, max_new_tokens: int, what: str = "model") -> None:
+  """Raises ValueError when prompt_len + max_new_tokens exceeds `cfg.max_len`."""
+  total = prompt_len + max_new_tokens
+  if total > cfg.max_len:
+    raise ValueError(f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} = "
+                     f"{total} exceeds the {what}'s max_len {cfg.max_len}")
+
+
 def generate(model, prompts, prompt_lengths, rng, *, num_samples: int = 1,
              max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = (),
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -229,10 +237,7 @@ def generate(model, prompts, prompt_lengths, rng, *, num_samples: int = 1,
   if prompt_lengths.ndim != 1 or prompt_lengths.shape[0] != prompts.shape[0]:
     raise ValueError(f"prompt_lengths shape {prompt_lengths.shape} does not match "
                      f"prompts {prompts.shape}")
-  total = prompts.shape[1] + max_new_tokens
-  if total > model.cfg.max_len:
-    raise ValueError(f"prompt length {prompts.shape[1]} + max_new_tokens {max_new_tokens}"
-                     f" = {total} exceeds the model's max_len {model.cfg.max_len}")
+  check_fits(model.cfg, prompts.shape[1], max_new_tokens)
   if params is None:
     params = SamplingParams.make(temperature, top_k, top_p)
   graphdef, state = nnx.split(model)

@@ -208,10 +208,7 @@ def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, ke
   if max_rounds < 1 or max_step_tokens < 1 or max_new_tokens < 1:
     raise ValueError(f"max_rounds={max_rounds}, max_step_tokens={max_step_tokens} and "
                      f"max_new_tokens={max_new_tokens} must be >= 1")
-  total = prompts.shape[1] + max_new_tokens
-  if total > policy.cfg.max_len:
-    raise ValueError(f"prompt length {prompts.shape[1]} + max_new_tokens {max_new_tokens} = "
-                     f"{total} exceeds the policy's max_len {policy.cfg.max_len}")
+  sampling.check_fits(policy.cfg, prompts.shape[1], max_new_tokens, "policy")
   if lookahead < 0:
     raise ValueError(f"lookahead must be >= 0, got {lookahead}")
   params = SamplingParams.make() if params is None else params

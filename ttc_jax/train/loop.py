@@ -115,7 +115,8 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     skipped += len(bad)
     if bad:
       print(f"[{desc}] skipped {len(bad)} non-finite step(s): {[b[0] for b in bad]}")
-    rows = [r for i, r in enumerate(rows) if first + i not in {b[0] for b in bad}] or rows[-1:]
+    bad_steps = {b[0] for b in bad}
+    rows = [r for i, r in enumerate(rows) if first + i not in bad_steps] or rows[-1:]
     now = time.perf_counter()
     dt, n = now - t_last, step - step_last
     t_last, step_last = now, step
