@@ -102,3 +102,17 @@ def test_bad_config_exits_with_message(tmp_path, capsys):
   assert "unknown config field 'train.stepz'" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     run.main(["--config", SMOKE, "--bogus"])
+
+
+def test_verifier_plot_leaves_search_curves_out(tmp_path, monkeypatch):
+  """The search curves (a question subset) are drawn only in search.png, not verifiers.png."""
+  import matplotlib.axes
+  from ttc_jax import report
+  drawn = []
+  monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                      lambda self, *a, **kw: drawn.append(kw.get("label")))
+  os.makedirs(tmp_path / "plots")
+  rep = {"curves": {"majority": {"1": 0.5}, "prm_best_of_n_weighted": {"1": 0.6},
+                    "beam_m4": {"4": 0.4}}, "prm": {"step_auroc": 0.8}}
+  report._plot_curves(rep, str(tmp_path))
+  assert drawn == ["majority", "prm_best_of_n_weighted"]

@@ -161,12 +161,15 @@ def _plot_search(rep: dict, workdir: str) -> str:
 
 
 def _plot_curves(rep: dict, workdir: str) -> str:
-  """plots/verifiers.png: accuracy vs samples for every selection method, all levels."""
+  """plots/verifiers.png: accuracy vs samples for majority and the verifier selections."""
   import matplotlib.pyplot as plt
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   styles = {"majority": "o-", "prm_best_of_n_weighted": "s-", "orm_best_of_n_weighted": "^--",
             "prm_best_of_n": "v:", "orm_best_of_n": "d:"}
-  _budget_curves(ax, rep["curves"], lambda k: styles.get(k, "x-"))
+  # Only curves over the eval_policy samples: the search curves are on a subset of the
+  # questions and keyed by generation budget; they have their own plot (search.png).
+  _budget_curves(ax, {k: v for k, v in rep["curves"].items() if k in styles},
+                 lambda k: styles[k])
   ax.grid(alpha=0.3)
   ax.set_xlabel("samples per question (generation budget)")
   ax.set_ylabel("accuracy (held-out questions)")
