@@ -1,0 +1,140 @@
+"""Revision data and chains: trajectory builder, prompt format, truncation, device chains."""
+
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from ttc_jax import sampling
+from ttc_jax.models.transformer import create_model
+from ttc_jax.revision import chains, format as fmt, trajectories as traj
+from ttc_jax.tasks import arith
+from ttc_jax.tokenizers import CharTokenizer
+
+TOK = CharTokenizer()
+
+
+def _dp_distance(a, b):
+  d = list(range(len(b) + 1))
+  for i, ca in enumerate(a, 1):
+    prev, d[0] = d[:], i
+    for j, cb in enumerate(b, 1):
+      d[j] = min(prev[j] + 1, d[j - 1] + 1, prev[j - 1] + (ca != cb))
+  return d[-1]
+
+
+def test_edit_distance_matches_dynamic_programming():
+  r = random.Random(0)
+  for _ in range(500):
+    a = "".join(r.choice("12+=\n") for _ in range(r.randint(0, 90)))
+    b = "".join(r.choice("12+=\n") for _ in range(r.randint(0, 90)))
+    assert traj.edit_distance(a, b) == _dp_distance(a, b)
+
+
+def test_trajectory_puts_closest_wrong_last_and_never_leaks_target():
+  q = "3*4+5"
+  right = "3*4=12\n12+5=17\nAnswer: 17"
+  near = "3*4=12\n12+5=18\nAnswer: 18"          # one character away
+  far = ["3*4=7\n7+5=99\nAnswer: 99", "1+1=2\nAnswer: 2", "3*4=13\n13+5=3\nAnswer: 3"]
+  samples = far + [near, right, right]
+  ok = [arith.is_correct(s, 17) for s in samples]
+  assert ok == [False, False, False, False, True, True]
+  rng = np.random.default_rng(0)
+  seen_k = set()
+  for _ in range(40):
+    out = traj.build_trajectories(q, samples, ok, rng, max_context=4)
+    assert len(out) == 1                           # duplicates of the target collapse
+    t = out[0]
+    seen_k.add(t["k"])
+    assert t["target"] == right
+    assert len(set(t["attempts"])) == t["k"] <= 4
+    if t["k"]:
+      assert t["attempts"][-1] == near
+    for a in t["attempts"]:
+      assert not arith.is_correct(a, 17) and a != right
+    assert t["prompt"] == fmt.revision_prompt(q, t["attempts"])
+    assert right not in t["prompt"]
+  assert seen_k == {0, 1, 2, 3, 4}                 # k ~ Uniform{0..4}, capped by 4 wrong
+
+
+def test_trajectory_k_capped_by_available_wrong_answers():
+  out = traj.build_trajectories("1+1", ["1+1=3\nAnswer: 3", "1+1=2\nAnswer: 2"],
+                                [False, True], np.random.default_rng(1), max_context=4)
+  assert all(t["k"] <= 1 for t in out)
+  assert traj.build_trajectories("1+1", ["1+1=3\nAnswer: 3"], [False],
+                                 np.random.default_rng(0)) == []
+
+
+def test_prompt_format_and_truncation():
+  atts = [f"1+{i}={i + 1}\nAnswer: {i + 1}" for i in range(6)]
+  assert fmt.revision_prompt("1+1", []) == "1+1\n"
+  p = fmt.revision_prompt("1+1", fmt.truncate(atts, 4))
+  assert p == "1+1\n" + "".join(a + "\n\n" for a in atts[2:])
+  assert fmt.truncate(atts, 0) == [] and fmt.truncate(atts[:2], 4) == atts[:2]
+  assert fmt.truncate(atts[:3], 4) == atts[:3]
+  assert fmt.clean_attempt("\n1+1=2\n\n\nAnswer: 2\n\n") == "1+1=2\nAnswer: 2"
+
+
+def test_chain_lengths_cover_every_split():
+  lengths = chains.chain_lengths((1, 2, 4, 8, 16))
+  assert lengths == [16, 8, 4, 4, 2, 2, 2, 2] + [1] * 8
+  assert sum(lengths) == 48
+  for n in (1, 2, 4, 8, 16):
+    for c, l in chains.splits(n):
+      assert c * l == n and all(lengths[i] >= l for i in range(c))
+  assert chains.chain_lengths((4,), min_chains=3, min_steps=8)[:3] == [8, 8, 8]
+  with pytest.raises(ValueError, match="powers of two"):
+    chains.chain_lengths((6,))
+
+
+def test_device_assembled_prompt_equals_host_format():
+  ids = chains.TokenIds.from_tokenizer(TOK)
+  atts = ["1+2=3\nAnswer: 3", "\n2*2=4\n\nAnswer: 4\n", "Answer: 5", "9-1=8\nAnswer: 8",
+          "7*7=49\nAnswer: 49", "Answer: 0"]
+  a = 24
+  hist = np.zeros((1, 8, a), np.int32)
+  hlen = np.zeros((1, 8), np.int32)
+  for t, s in enumerate(atts):
+    enc = TOK.encode(s) + [TOK.EOS, TOK.PAD, 5]     # tokens after EOS are ignored
+    hist[0, t, :len(enc)] = enc
+    hlen[0, t] = len(enc)
+  qt, ql = TOK.encode_batch(["2+3*4\n"], 8, add_bos=True)
+  for step in range(len(atts) + 1):
+    for ctx in (1, 4):
+      prompts, plen = chains.assemble_prompts(jnp.asarray(qt), jnp.asarray(ql),
+                                              jnp.asarray(hist), jnp.asarray(hlen),
+                                              jnp.int32(step), context=ctx, ids=ids)
+      want = [TOK.BOS] + TOK.encode(fmt.revision_prompt("2+3*4", fmt.truncate(atts[:step], ctx)))
+      assert int(plen[0]) == len(want)
+      assert np.asarray(prompts[0, :len(want)]).tolist() == want
+      assert not np.asarray(prompts[0, len(want):]).any()
+
+
+def test_greedy_chains_equal_host_revision_loop():
+  cfg = tiny_config(max_len=160)
+  model = create_model(cfg, 3)
+  qs = ["1+2", "3*4-5"]
+  lengths = [3, 2, 1]
+  hist, hlen, stats = chains.run_chains(model, TOK, qs, lengths, jax.random.key(0), context=2,
+                                        max_new_tokens=12, temperature=0.0, max_rows=64)
+  assert hist.shape == (2, 3, 3, 12) and hlen.shape == (2, 3, 3)
+  assert (hlen[:, 1, 2] == 0).all() and (hlen[:, 2, 1:] == 0).all()
+  assert stats["generations"] == 12
+  texts = chains.attempt_texts(TOK, hist, hlen)
+  params = sampling.SamplingParams.make(0.0, vocab_limit=TOK.vocab_size)
+  for b, q in enumerate(qs):
+    for c, n in enumerate(lengths):
+      assert len(texts[b][c]) == n
+      done = []
+      for t in range(n):
+        prompt = fmt.revision_prompt(q, fmt.truncate(done, 2))
+        toks, lens = TOK.encode_batch([prompt], 96, add_bos=True)
+        out = sampling.generate(model, toks, lens, jax.random.key(1), max_new_tokens=12,
+                                eos_id=TOK.EOS, params=params)
+        ref = np.asarray(out.tokens[0, 0, :int(out.lengths[0, 0])]).tolist()
+        assert hist[b, c, t, :hlen[b, c, t]].tolist() == ref, (b, c, t)
+        done.append(fmt.clean_attempt(TOK.decode(ref)))
+      assert texts[b][c] == done

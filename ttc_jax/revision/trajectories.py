@@ -1,0 +1,129 @@
+"""Revision training trajectories: wrong attempts in context, then a right one (paper §6.1).
+
+Per training question the policy samples many attempts in parallel. For each
+correct attempt, k ~ Uniform{0..max_context} wrong attempts are put before it
+(k capped by how many distinct wrong attempts exist): the last one is the
+wrong attempt closest to the correct one by character edit distance, the
+others are drawn at random from the remaining wrong ones. The correct attempt
+is the target. Wrong means "final answer not equivalent to the reference";
+so the target's answer never appears in context, and neither does its text.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ttc_jax.revision import format as fmt
+
+
+def edit_distance(a: str, b: str) -> int:
+  """Levenshtein distance (unit insert/delete/substitute) between two strings.
+
+  Bit-parallel (Myers 1999, Hyyrö's global variant): O(len(b)) big-integer
+  operations, so ranking hundreds of candidates per question stays cheap.
+  """
+  if not a:
+    return len(b)
+  if not b:
+    return len(a)
+  m = len(a)
+  full = (1 << m) - 1
+  top = 1 << (m - 1)
+  peq: dict[str, int] = {}
+  for i, ch in enumerate(a):
+    peq[ch] = peq.get(ch, 0) | (1 << i)
+  pv, mv, score = full, 0, m
+  for ch in b:
+    eq = peq.get(ch, 0)
+    xv = eq | mv
+    xh = ((((eq & pv) + pv) & full) ^ pv) | eq
+    ph = mv | (~(xh | pv) & full)
+    mh = pv & xh
+    if ph & top:
+      score += 1
+    elif mh & top:
+      score -= 1
+    ph = ((ph << 1) | 1) & full
+    mh = (mh << 1) & full
+    pv = mh | (~(xv | ph) & full)
+    mv = ph & xv
+  return score
+
+
+def closest(target: str, candidates: Sequence[str]) -> int:
+  """Index of the candidate nearest to `target` by edit distance (first on ties)."""
+  if not candidates:
+    raise ValueError("closest() needs at least one candidate")
+  return int(np.argmin([edit_distance(target, c) for c in candidates]))
+
+
+def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence[bool],
+                       rng: np.random.Generator, *, max_context: int = fmt.DEFAULT_CONTEXT,
+                       max_per_question: int | None = None, **extra) -> list[dict]:
+  """Trajectories for one question from its sampled `attempts` and their correctness.
+
+  Attempts are cleaned (`format.clean_attempt`) and de-duplicated first; each
+  distinct correct attempt is the target of at most one trajectory, and at
+  most `max_per_question` (random ones) are kept. Returns dicts with
+  `question`, `attempts` (wrong, oldest first; the closest one last),
+  `target`, `k`, `prompt` (the revision prompt) and any `extra` fields.
+  """
+  if len(attempts) != len(correct):
+    raise ValueError(f"{len(attempts)} attempts but {len(correct)} correctness flags")
+  right, wrong = [], []
+  for text, ok in zip(attempts, correct):
+    text = fmt.clean_attempt(text)
+    if not text:
+      continue
+    pool = right if ok else wrong
+    if text not in pool:
+      pool.append(text)
+  wrong = [w for w in wrong if w not in right]
+  order = rng.permutation(len(right))
+  if max_per_question is not None:
+    order = order[:max_per_question]
+  out = []
+  for i in order:
+    target = right[int(i)]
+    k = min(int(rng.integers(0, max_context + 1)), len(wrong))
+    context: list[str] = []
+    if k:
+      near = closest(target, wrong)
+      rest = [j for j in range(len(wrong)) if j != near]
+      picks = rng.choice(len(rest), size=k - 1, replace=False) if k > 1 else []
+      context = [wrong[rest[int(j)]] for j in picks] + [wrong[near]]
+    out.append(dict(extra, question=question, attempts=context, target=target, k=k,
+                    prompt=fmt.revision_prompt(question, context)))
+  return out
+
+
+def build_dataset(records: Sequence[dict], rng: np.random.Generator, *,
+                  max_context: int = fmt.DEFAULT_CONTEXT,
+                  max_per_question: int | None = None,
+                  keep: Callable[[dict], bool] | None = None) -> list[dict]:
+  """Trajectories for many questions.
+
+  records: dicts with `question`, `samples` (texts) and `sample_correct`
+  (bools), plus optional `level` and `answer` copied into each trajectory.
+  keep(trajectory) can drop some (e.g. ones too long for the model).
+  """
+  out = []
+  for r in records:
+    extra = {k: r[k] for k in ("level", "answer") if k in r}
+    for t in build_trajectories(r["question"], r["samples"], r["sample_correct"], rng,
+                                max_context=max_context, max_per_question=max_per_question,
+                                **extra):
+      if keep is None or keep(t):
+        out.append(t)
+  return out
+
+
+def summarize(trajectories: Sequence[dict]) -> dict:
+  """Counts: trajectories, questions, and how many have k = 0..max wrong attempts."""
+  ks = [t["k"] for t in trajectories]
+  hist = {str(k): int(sum(1 for x in ks if x == k)) for k in sorted(set(ks))}
+  return dict(trajectories=len(trajectories),
+              questions=len({t["question"] for t in trajectories}),
+              k_histogram=hist, mean_k=float(np.mean(ks)) if ks else 0.0)
