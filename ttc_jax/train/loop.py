@@ -3,7 +3,13 @@
 Host syncs happen only at logging/eval/checkpoint steps, so the device runs
 ahead of Python between them. A run resumes from the latest checkpoint in
 its directory (model, optimiser and step; the data iterator's state too when
-the iterator supports `get_state`/`set_state`, like grain's).
+the iterator supports `get_state`/`set_state`, like grain's; any other
+iterator is advanced past the batches already trained on, which reproduces
+its position when it is deterministic). A resumed run drops the metrics lines
+logged after its checkpoint (and a line cut short by a kill), so metrics.jsonl
+reads as if the run had never been interrupted; with deterministic data it
+ends with the same parameters as an uninterrupted run
+(tests/test_kill_resume.py).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from ttc_jax import io_utils
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
 
@@ -28,6 +35,34 @@ class MetricsWriter:
     self.path = path
     if path:
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+  def truncate_after(self, step: int) -> int:
+    """Keeps only the records with `step` <= `step` (rewritten atomically).
+
+    Lines logged after the checkpoint a run resumes from would otherwise
+    appear twice, and a kill during a write can leave a partial last line.
+    Returns the number of lines dropped.
+    """
+    if not self.path or not os.path.exists(self.path):
+      return 0
+    with open(self.path) as f:
+      lines = f.read().split("\n")
+    keep, dropped = [], 0
+    for line in lines:
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+        ok = isinstance(rec, dict) and int(rec.get("step", 0)) <= step
+      except (ValueError, TypeError):
+        ok = False                                # a partial line from a kill
+      if ok:
+        keep.append(line + "\n")
+      else:
+        dropped += 1
+    if dropped:
+      io_utils.atomic_write_text(self.path, "".join(keep))
+    return dropped
 
   def write(self, record: dict) -> None:
     if not self.path:
@@ -78,19 +113,33 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
   """
   writer = MetricsWriter(metrics_path)
   start = 0
+  skipped = 0
+  last: dict = {}
   best = dict(step=None, value=float("inf"), bad=0)
   if checkpointer is not None and checkpointer.latest_step() is not None:
     trainer.state, ck_meta = checkpointer.restore(trainer.state)
     start = int(ck_meta["step"])
     best = ck_meta.get("best", best)
+    skipped = int(ck_meta.get("skipped_steps", 0))
     if "data_state" in ck_meta and hasattr(data, "set_state"):
       data.set_state(ck_meta["data_state"])
-  last: dict = {}
+    else:                                         # replay a deterministic iterator
+      for _ in range(start):
+        next(data)
+    last = dict(ck_meta.get("last", {}))         # returned as is if no step is left
+    print(f"[{desc}] resuming from step {start} ({checkpointer.directory})")
+  if checkpointer is not None:
+    dropped = writer.truncate_after(start)
+    if dropped:
+      print(f"[{desc}] dropped {dropped} metrics line(s) logged after step {start}")
+  end = steps
+  if start and patience > 0 and best.get("bad", 0) >= patience:
+    end = start                                   # it had stopped early at its checkpoint
+    print(f"[{desc}] stopped early at step {start} before; not training further")
   bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
   t_last, step_last = time.perf_counter(), start
   pending: list[dict] = []
-  skipped = 0
-  for step in range(start + 1, steps + 1):
+  for step in range(start + 1, end + 1):
     batch = next(data)
     pending.append(trainer.train_step(batch))
     bar.update(1)
@@ -147,7 +196,7 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     bar.set_postfix(loss=f"{last['loss']:.3f}")
     writer.write(last)
     if is_ckpt or (stop and checkpointer is not None):
-      ck_meta = dict(meta or {}, best=best)
+      ck_meta = dict(meta or {}, best=best, skipped_steps=skipped, last=io_utils.strict(last))
       if hasattr(data, "get_state"):
         ck_meta["data_state"] = data.get_state()
       checkpointer.save(step, trainer.state, ck_meta, force=True)
