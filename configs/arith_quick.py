@@ -50,4 +50,26 @@ def get_config() -> ml_collections.ConfigDict:
                   methods=("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"),
                   max_rounds=12, max_step_tokens=16, max_new_tokens=112, temperature=0.7,
                   top_k=0, top_p=1.0, max_beams=2048, seed=0)
+  # Revisions (paper §6): trajectories of wrong-then-right attempts from policy samples, SFT of
+  # the revision model, SFT chains on other training questions (ORM data and RL contexts), an
+  # ORM on revision outputs, RL of the revision policy, chains on held-out questions.
+  c.revision = dict(
+      context_attempts=4,              # previous attempts in context (paper: 4)
+      max_len=544, max_new_tokens=96, max_rows=1024,
+      data=dict(questions_per_level=100, samples_per_question=16, temperature=1.0,
+                max_new_tokens=96, max_batch=2048, max_per_question=4, seed=0),
+      sft=dict(steps=150, batch_size=16, seq_len=448, lr=1e-3, warmup_steps=20, weight_decay=0.1,
+               clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.1, log_every=50,
+               eval_every=50, patience=3, heldout_fraction=0.1),
+      chains=dict(questions_per_level=24, skip_questions=100, chains=4, steps=4, temperature=1.0,
+                  seed=1),
+      orm=dict(value_train, seq_len=448, steps=200, batch_size=16),
+      rl=dict(steps=60, prompts_per_step=8, group_size=8, temperature=1.0, max_new_tokens=96,
+              lr=5e-5, warmup_steps=5, clip_norm=1.0, clip_eps=0.2, kl_coef=0.05,
+              advantage="group_normalized", loss="clipped_pg", updates_per_batch=1,
+              log_every=10, eval_every=20, checkpoint_every=20, heldout_fraction=0.1,
+              eval_contexts=64),
+      eval=dict(questions_per_level=10, budgets=(1, 2, 4, 8, 16), temperature=0.7,
+                report_steps=8, step_chains=4, score_batch=64, seed=2),
+  )
   return c

@@ -27,4 +27,16 @@ def get_config():
   c.verify.update(score_batch=16)
   c.search.update(questions_per_level=2, budgets=(4,), max_rounds=4, max_new_tokens=40,
                   max_beams=64)
+  r = c.revision
+  r.update(context_attempts=2, max_len=192, max_new_tokens=40, max_rows=64)
+  r.data.update(questions_per_level=10, samples_per_question=8, max_new_tokens=40, max_batch=64)
+  r.sft.update(steps=4, batch_size=2, seq_len=192, warmup_steps=1, log_every=2, eval_every=2,
+               heldout_fraction=0.3)
+  r.chains.update(questions_per_level=3, skip_questions=10, chains=2, steps=2)
+  r.orm.update(steps=4, batch_size=4, seq_len=192, warmup_steps=1, log_every=2, eval_every=2,
+               patience=2, heldout_fraction=0.3)
+  r.rl.update(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=40, log_every=1,
+              eval_every=2, checkpoint_every=2, heldout_fraction=0.3, eval_contexts=4)
+  r.eval.update(questions_per_level=1, budgets=(1, 2, 4), report_steps=4, step_chains=1,
+                score_batch=16)
   return c

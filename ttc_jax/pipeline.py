@@ -8,6 +8,7 @@
   <workdir>/prm/, <workdir>/orm/     stages `prm`, `orm`: checkpoints/, best/, model/, metrics.jsonl
   <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
   <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
+  <workdir>/revision_*/              revision stages (ttc_jax/revision_stages.py)
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
   <workdir>/report.json, report.md, plots/*.png
 
@@ -35,6 +36,7 @@ from ttc_jax.tokenizers import CharTokenizer, check_compatible
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
+from ttc_jax.revision_stages import RevisionStages
 from ttc_jax.verifier_stages import VerifierStages
 
 
@@ -42,7 +44,7 @@ class StageMismatchError(RuntimeError):
   """A finished stage in the work directory was produced by another config."""
 
 
-class Pipeline(VerifierStages):
+class Pipeline(VerifierStages, RevisionStages):
   """Runs the stages for `cfg` in `workdir`; see the module docstring."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str, progress: bool = True):
@@ -102,6 +104,24 @@ class Pipeline(VerifierStages):
                   num_test=int(b.info.splits["test"].num_examples))
     return self._stage("data", dict(task=self.cfg.task.to_dict()), run)
 
+  def problems(self, split: str, per_level: int, skip: int = 0) -> list[dict]:
+    """Questions `skip .. skip + per_level - 1` of each level of `split`, easiest level first.
+
+    Dicts: question, prompt, solution, answer, level (see data.pipeline).
+    """
+    from ttc_jax.data import arith_tfds
+    src = arith_tfds.load_split(self.builder(), split)
+    want = skip + per_level
+    per: dict[str, list] = {k: [] for k in self.levels}
+    for i in range(len(src)):
+      q = arith_tfds.decode_record(src[i])
+      bucket = per.get(q["level"])
+      if bucket is not None and len(bucket) < want:
+        bucket.append(q)
+      if all(len(v) >= want for v in per.values()):
+        break
+    return [q for k in self.levels for q in per[k][skip:want]]
+
   def _policy_sections(self) -> dict:
     c = self.cfg
     return dict(task=c.task.to_dict(), model=c.model.to_dict(), train=c.train.to_dict(),
@@ -154,13 +174,19 @@ class Pipeline(VerifierStages):
 
   def load_policy(self):
     """The trained policy model, restored onto this run's mesh."""
+    return self.load_lm(self.path("policy", "model"), self.model_cfg)
+
+  def load_lm(self, directory: str, model_cfg: ModelConfig):
+    """A language model saved (model state only) in `directory`, on this run's mesh;
+    the checkpoint's tokenizer must be this run's."""
     from flax import nnx
-    ck = Checkpointer(self.path("policy", "model"), async_save=False)
+    ck = Checkpointer(directory, async_save=False)
     with parallel.use_mesh(self.mesh):
-      model = create_model(self.model_cfg, self.cfg.seed, self.mesh)
+      model = create_model(model_cfg, self.cfg.seed, self.mesh)
     state, meta = ck.restore(nnx.state(model))
+    ck.close()
     if meta.get("tokenizer") != self.tokenizer.fingerprint():
-      raise ValueError(f"policy checkpoint {ck.directory} was trained with tokenizer "
+      raise ValueError(f"checkpoint {ck.directory} was trained with tokenizer "
                        f"{meta.get('tokenizer')}, this run uses {self.tokenizer.fingerprint()}")
     nnx.update(model, state)
     return model
@@ -170,13 +196,9 @@ class Pipeline(VerifierStages):
     return self._stage("eval_policy", sections, self._eval_policy)
 
   def _eval_policy(self) -> dict:
-    from ttc_jax.data import pipeline as data_pipeline
     e = self.cfg.eval
     model = self.load_policy()
-    test = data_pipeline.load_test_problems(self.builder())
-    chosen = []
-    for name in self.levels:
-      chosen += [p for p in test if p["level"] == name][:e.questions_per_level]
+    chosen = self.problems("test", e.questions_per_level)
     summary, records = evaluation.evaluate_policy(
         model, self.tokenizer, chosen, self.levels, jax.random.key(self.cfg.seed + 1),
         extract_answer=arith.extract_answer, equivalent=arith.equivalent,
@@ -199,8 +221,14 @@ class Pipeline(VerifierStages):
       verifiers = dict(labels=self.stage_prm_labels(), prm=self._value_stage("prm"),
                        orm=self._value_stage("orm"), eval=self.stage_eval_verifiers())
     search = self.stage_eval_search() if "search" in self.cfg else None
+    revision = None
+    if "revision" in self.cfg:
+      revision = dict(data=self.stage_revision_data(), sft=self.stage_revision_sft(),
+                      chains=self.stage_revision_chains(), orm=self.stage_revision_orm(),
+                      rl=self.stage_revision_rl(), eval=self.stage_eval_revision())
     rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
-                              time.perf_counter() - t0, verifiers=verifiers, search=search)
+                              time.perf_counter() - t0, verifiers=verifiers, search=search,
+                              revision=revision)
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep

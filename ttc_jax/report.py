@@ -50,7 +50,7 @@ def _verifier_sections(verifiers: dict) -> tuple[dict, dict, dict]:
 
 def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
                  total_seconds: float, verifiers: dict | None = None,
-                 search: dict | None = None) -> dict:
+                 search: dict | None = None, revision: dict | None = None) -> dict:
   """Assembles the report dict. Keys named in issues are a stable contract."""
   overall, by_level = ev["overall"], ev["by_level"]
   pass1 = {name: by_level[name]["pass_at_1_greedy"] for name in levels if name in by_level}
@@ -93,6 +93,12 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
         rep["curves_by_level"].setdefault(m, {})[lv] = _curve(c)
     rep["search"] = dict(questions=search["questions"], stats=search["stats"],
                          baselines={k: _curve(v) for k, v in search["baselines"].items()})
+  if revision is not None:
+    from ttc_jax.revision import report as revision_report
+    rep["revision"], curves, by_level = revision_report.section(revision)
+    rep["curves"].update(curves)
+    for k, v in by_level.items():
+      rep["curves_by_level"].setdefault(k, {}).update(v)
   return rep
 
 
@@ -138,10 +144,13 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   ax[1].set_title("majority vote accuracy")
   ax[1].legend(fontsize=7)
   paths = [_save(fig, workdir, "policy.png")]
-  if any(k != "majority" for k in rep["curves"]):
+  if "prm" in rep:
     paths.append(_plot_curves(rep, workdir))
   if "search" in rep:
     paths.append(_plot_search(rep, workdir))
+  if "revision" in rep:
+    from ttc_jax.revision import report as revision_report
+    paths += revision_report.plot(rep, workdir, _save)
   return paths
 
 
@@ -194,6 +203,11 @@ def _markdown(rep: dict) -> str:
   lines += [""]
   for k, curve in rep["curves"].items():
     lines.append(f"{k} (all levels): " + ", ".join(f"N={n}: {v:.3f}" for n, v in curve.items()))
+  if "revision" in rep:
+    r = rep["revision"]["rl_vs_sft"]
+    lines.append(f"Revisions at budget {r['budget']}: sequential SFT {r['sequential_sft']:.3f}, "
+                 f"RL {r['sequential_rl']:.3f}; right-to-wrong flips SFT "
+                 f"{r['right_to_wrong_sft']:.3f}, RL {r['right_to_wrong_rl']:.3f}")
   for kind in ("prm", "orm"):
     if kind in rep:
       q = rep[kind]

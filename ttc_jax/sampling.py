@@ -216,6 +216,12 @@ def _generate(graphdef, model_state, prompts, prompt_lengths, rng, params, *,
                       finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples))
 
 
+# The jitted core of `generate`, for use inside other jitted code that holds a
+# model as (graphdef, state): generate_split(graphdef, state, prompts, lengths,
+# rng, params, num_samples=, max_new_tokens=, eos_id=, stop_ids=).
+generate_split = _generate
+
+
 def check_fits(cfg, prompt_len: int, max_new_tokens: int, what: str = "model") -> None:
   """Raises ValueError when prompt_len + max_new_tokens exceeds `cfg.max_len`."""
   total = prompt_len + max_new_tokens

@@ -31,19 +31,9 @@ class VerifierStages:
     return self._stage("prm_labels", self._labels_sections(), self._label_steps)
 
   def _label_steps(self) -> dict:
-    from ttc_jax.data import arith_tfds
     from ttc_jax.prm import labels
     lb = self.cfg.labels
-    src = arith_tfds.load_split(self.builder(), "train")
-    per_level: dict[str, list] = {k: [] for k in self.levels}
-    for i in range(len(src)):
-      q = arith_tfds.decode_record(src[i])
-      bucket = per_level.get(q["level"])
-      if bucket is not None and len(bucket) < lb.questions_per_level:
-        bucket.append(q)
-      if all(len(v) >= lb.questions_per_level for v in per_level.values()):
-        break
-    problems = [q for k in self.levels for q in per_level[k]]
+    problems = self.problems("train", lb.questions_per_level)
     settings = labels.LabelSettings(
         samples_per_question=lb.samples_per_question, rollouts=lb.rollouts,
         temperature=lb.temperature, top_k=lb.top_k, top_p=lb.top_p,
@@ -143,14 +133,10 @@ class VerifierStages:
     return self._stage("eval_search", sections, self._eval_search)
 
   def _eval_search(self) -> dict:
-    from ttc_jax.data import pipeline as data_pipeline
     from ttc_jax.prm import train as prm_train
     from ttc_jax.search import sweep
     sc, e = self.cfg.search, self.cfg.eval
-    test = data_pipeline.load_test_problems(self.builder())
-    chosen = []
-    for name in self.levels:
-      chosen += [p for p in test if p["level"] == name][:sc.questions_per_level]
+    chosen = self.problems("test", sc.questions_per_level)
     policy = self.load_policy()
     prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
                                      kind="prm", seed=self.cfg.seed, mesh=self.mesh)

@@ -178,6 +178,23 @@ def pad_rows(examples: Sequence[ExampleLike], seq_len: int, bos_id: int = 1,
                        eos_id=eos_id)
 
 
+def eval_batches(examples: Sequence[ExampleLike], batch_size: int, seq_len: int
+                 ) -> list[dict[str, np.ndarray]]:
+  """All `examples` packed once into [batch_size, seq_len] batches (evaluation).
+
+  The last batch is filled with all-padding rows, which carry no loss or
+  labels, so they do not change masked metrics.
+  """
+  rows = pack_examples(examples, seq_len)
+  n = rows["inputs"].shape[0]
+  pad = (-n) % batch_size
+  if pad:
+    rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+            for k, v in rows.items()}
+  return [{k: v[i:i + batch_size] for k, v in rows.items()}
+          for i in range(0, n + pad, batch_size)]
+
+
 def iterate_batches(examples: Sequence[ExampleLike], batch_size: int,
                     seq_len: int, seed: int, epochs: int | None = None,
                     pack: bool = True, bos_id: int = 1, eos_id: int = 2,

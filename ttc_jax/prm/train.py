@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-import numpy as np
 from flax import nnx
 
 from ttc_jax import parallel
@@ -22,16 +21,6 @@ from ttc_jax.prm import data as prm_data
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
-
-
-def _eval_batches(examples: Sequence[dict], batch_size: int, seq_len: int) -> list[dict]:
-  rows = packing.pack_examples(examples, seq_len)
-  n = rows["inputs"].shape[0]
-  pad = (-n) % batch_size
-  if pad:   # all-padding rows carry no labels, so they do not change the metrics
-    rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in rows.items()}
-  return [{k: v[i:i + batch_size] for k, v in rows.items()}
-          for i in range(0, n + pad, batch_size)]
 
 
 def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
@@ -56,7 +45,7 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
   held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label,
                                            max_tokens=s.seq_len)
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
-  held = _eval_batches(held_ex, s.batch_size, s.seq_len)
+  held = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
   with parallel.use_mesh(mesh):
     model = create_value_model(model_cfg, seed, mesh, backbone_state=policy_state)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,

@@ -154,6 +154,15 @@ def chain_lengths(budgets: Sequence[int], min_chains: int = 0, min_steps: int = 
   return [need[c] for c in range(len(need))]
 
 
+def attempt_budget(reference_len: int, cap: int, slack: float = 1.25, extra: int = 8,
+                   multiple: int = 32) -> int:
+  """Tokens allowed per attempt given the reference solution's length: slack x it + extra,
+  rounded up to `multiple` (few shapes), at most `cap`. An attempt cut off there is
+  one far longer than a right solution, so it is wrong anyway."""
+  want = int(np.ceil(reference_len * slack + extra))
+  return int(min(cap, -(-want // multiple) * multiple))
+
+
 def splits(budget: int) -> list[tuple[int, int]]:
   """(chains C, steps L) with C * L = budget, L a power of two: parallel first."""
   return [(budget // (1 << e), 1 << e) for e in range(budget.bit_length())

@@ -33,17 +33,24 @@ def group_answers(answers: Sequence[str | None], equivalent: Equiv) -> list[list
   return groups
 
 
-def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
-                  equivalent: Equiv) -> str | None:
-  """The answer whose equivalence group has the largest total weight.
+def vote(answers: Sequence[str | None], weights: Sequence[float],
+         equivalent: Equiv) -> tuple[str | None, float]:
+  """(answer, total weight) of the equivalence group with the largest total weight.
 
-  Ties go to the group that appeared first. Returns None when no answer parses.
+  Ties go to the group that appeared first. (None, 0.0) when no answer parses.
   """
   groups = group_answers(answers, equivalent)
   if not groups:
-    return None
+    return None, 0.0
   totals = [float(sum(weights[i] for i in g)) for g in groups]
-  return answers[groups[int(np.argmax(totals))][0]]
+  best = int(np.argmax(totals))
+  return answers[groups[best][0]], totals[best]
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
+                  equivalent: Equiv) -> str | None:
+  """The answer whose equivalence group has the largest total weight (see `vote`)."""
+  return vote(answers, weights, equivalent)[0]
 
 
 def majority_vote(answers: Sequence[str | None], equivalent: Equiv) -> str | None:

@@ -1,0 +1,245 @@
+"""RL fine-tuning of the revision policy: group-relative policy gradient with a KL term.
+
+One step: draw B contexts (a question and previous attempts, from a pool),
+sample G new attempts for each with the *current* weights, reward each on the
+device (the exact grader for the embedded task, optionally plus a weight times
+the ORM's score), normalise advantages within each group (`algo`), and take
+an optax step on a clipped policy-gradient loss plus a KL term to the frozen
+SFT reference. Sampling, grading, advantages, sequence assembly and reference
+log-probs are one jitted call (`_rollout`); the update is the usual
+`Trainer` step. The sampler reads the learner's parameters directly
+(`trainer.model` merges the live state): no copy of the weights exists.
+
+Steps run through `train.loop.fit`, so RL gets the same checkpoints, metrics
+log, NaN guard and exact resume as supervised training: the batch source is
+a deterministic function of (seed, step, current weights) with
+`get_state`/`set_state`, and contexts come in length buckets so a run
+compiles a few shapes.
+
+Batch rows (N = B * G, T = prompt width + max_new_tokens - 1): inputs,
+targets, positions int32[N, T]; mask float32[N, T] on generated tokens;
+old_logp, ref_logp float32[N, T]; advantages, rewards float32[N].
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ttc_jax import sampling
+from ttc_jax.revision import algo
+from ttc_jax.train import loop, optim
+from ttc_jax.train.checkpoint import Checkpointer
+from ttc_jax.train.trainer import Trainer
+
+RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def token_logp(model, inputs: jax.Array, targets: jax.Array, positions: jax.Array) -> jax.Array:
+  """log p(targets[n, t] | inputs[n, :t+1]) under `model`: float32[N, T]."""
+  logits, _ = model(inputs, positions)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+
+
+def rl_loss(model, batch, *, loss: str, clip_eps: float, kl_coef: float):
+  """Trainer loss: the registered policy loss on one rollout batch."""
+  logp = token_logp(model, batch["inputs"], batch["targets"], batch["positions"])
+  value, metrics = algo.get_loss(loss)(logp, batch["old_logp"], batch["ref_logp"],
+                                       batch["advantages"], batch["mask"],
+                                       clip_eps=clip_eps, kl_coef=kl_coef)
+  gen = batch["mask"].sum(-1)
+  metrics = dict(metrics, reward=batch["rewards"].mean(), correct=batch["correct"].mean(),
+                 gen_tokens=gen.mean(), loss_tokens=jnp.float32(batch["mask"].shape[0]))
+  return value, metrics
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "ref_graphdef", "group", "max_new",
+                                             "eos_id", "reward_fn", "advantage"))
+def _rollout(graphdef, state, ref_graphdef, ref_state, prompts, plen, targets, tlen, rng,
+             params, *, group, max_new, eos_id, reward_fn, advantage):
+  """Samples `group` attempts per prompt and builds the training batch (see module doc)."""
+  b, p = prompts.shape
+  out = sampling.generate_split(graphdef, state, prompts, plen, rng, params, num_samples=group,
+                                max_new_tokens=max_new, eos_id=eos_id, stop_ids=())
+  n = b * group
+  gen = out.tokens.reshape(n, max_new)
+  glen = out.lengths.reshape(n)
+  correct = reward_fn(gen, glen, jnp.repeat(targets, group, 0), jnp.repeat(tlen, group, 0))
+  rewards = correct.astype(jnp.float32)
+  adv = algo.get_advantage(advantage)(rewards.reshape(b, group)).reshape(n)
+  start = jnp.repeat(plen, group)                                   # first generated index
+  width = p + max_new
+  cols = jnp.arange(width)[None]
+  seq = jnp.zeros((n, width), jnp.int32).at[:, :p].set(jnp.repeat(prompts, group, 0))
+  rows = jnp.arange(n)[:, None]
+  dest = jnp.where(jnp.arange(max_new)[None] < glen[:, None],
+                   start[:, None] + jnp.arange(max_new)[None], width)
+  seq = jnp.where(cols < start[:, None], seq, 0).at[rows, dest].set(gen, mode="drop")
+  old = jnp.zeros((n, width), jnp.float32).at[rows, dest].set(
+      out.logprobs.reshape(n, max_new), mode="drop")
+  inputs, tgt = seq[:, :-1], seq[:, 1:]
+  gen_mask = (cols >= start[:, None]) & (cols < (start + glen)[:, None])
+  mask = gen_mask[:, 1:].astype(jnp.float32)
+  positions = jnp.broadcast_to(jnp.arange(width - 1, dtype=jnp.int32), (n, width - 1))
+  ref = nnx.merge(ref_graphdef, ref_state)
+  ref_logp = jax.lax.stop_gradient(token_logp(ref, inputs, tgt, positions))
+  chex.assert_shape(mask, (n, width - 1))
+  return dict(inputs=inputs, targets=tgt, positions=positions, mask=mask,
+              old_logp=old[:, 1:], ref_logp=ref_logp, advantages=adv, rewards=rewards,
+              correct=correct.astype(jnp.float32), gen_tokens=glen)
+
+
+def length_buckets(lengths: Sequence[int], width: int = 32) -> dict[int, list[int]]:
+  """Context indices grouped by prompt length rounded up to `width` tokens."""
+  out: dict[int, list[int]] = {}
+  for i, n in enumerate(lengths):
+    out.setdefault(-(-int(n) // width) * width, []).append(i)
+  return dict(sorted(out.items()))
+
+
+class RolloutSource:
+  """Iterator of RL batches sampled with the trainer's current weights.
+
+  contexts: dicts with `prompt` (a revision prompt) and `answer` (the
+  reference answer). Step s draws its bucket and contexts from
+  rng(seed, s), so a resumed run (`set_state`) draws what it would have.
+  """
+
+  def __init__(self, trainer: Trainer, ref_model, tokenizer, contexts: Sequence[dict],
+               settings: Any, reward_fn: RewardFn, encode_targets: Callable, *, seed: int = 0,
+               bucket_width: int = 32):
+    if not contexts:
+      raise ValueError("RL needs at least one context")
+    s = settings
+    self.trainer, self.tokenizer, self.s, self.seed = trainer, tokenizer, s, seed
+    self.ref_graphdef, self.ref_state = nnx.split(ref_model)
+    self.reward_fn = reward_fn
+    self.contexts = list(contexts)
+    self.enc = [tokenizer.encode(c["prompt"], add_bos=True) for c in self.contexts]
+    sampling.check_fits(trainer.model.cfg, max(len(e) for e in self.enc) + bucket_width,
+                        s.max_new_tokens, "revision model")
+    self.targets, self.tlen = encode_targets(tokenizer, [c["answer"] for c in self.contexts])
+    self.buckets = length_buckets([len(e) for e in self.enc], bucket_width)
+    self.params = sampling.SamplingParams.make(s.temperature, s.get("top_k", 0),
+                                               s.get("top_p", 1.0),
+                                               vocab_limit=tokenizer.vocab_size)
+    self.step = 0
+
+  def get_state(self) -> dict:
+    return dict(step=self.step)
+
+  def set_state(self, state: dict) -> None:
+    self.step = int(state["step"])
+
+  def __iter__(self):
+    return self
+
+  def batch_for(self, idx: Sequence[int], width: int, rng: jax.Array) -> dict:
+    toks = np.zeros((len(idx), width), np.int32)
+    lens = np.zeros((len(idx),), np.int32)
+    for r, i in enumerate(idx):
+      toks[r, :len(self.enc[i])] = self.enc[i]
+      lens[r] = len(self.enc[i])
+    graphdef, state = nnx.split(self.trainer.model)
+    return _rollout(graphdef, state, self.ref_graphdef, self.ref_state, jnp.asarray(toks),
+                    jnp.asarray(lens), jnp.asarray(self.targets[idx]),
+                    jnp.asarray(self.tlen[idx]), rng, self.params, group=int(self.s.group_size),
+                    max_new=int(self.s.max_new_tokens), eos_id=self.tokenizer.EOS,
+                    reward_fn=self.reward_fn, advantage=self.s.advantage)
+
+  def __next__(self) -> dict:
+    self.step += 1
+    rng = np.random.default_rng((self.seed, self.step))
+    keys = list(self.buckets)
+    sizes = np.array([len(self.buckets[k]) for k in keys], np.float64)
+    width = keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
+    pool = self.buckets[width]
+    b = int(self.s.prompts_per_step)
+    idx = rng.choice(len(pool), size=b, replace=len(pool) < b)
+    return self.batch_for([pool[int(i)] for i in idx], width,
+                          jax.random.key(self.seed * 1000003 + self.step))
+
+
+def train_rl(model, ref_model, tokenizer, contexts: Sequence[dict], heldout: Sequence[dict],
+             settings: Any, out_dir: str, *, reward_fn: RewardFn, encode_targets: Callable,
+             seed: int = 0, mesh=None, meta: dict | None = None, progress: bool = True) -> dict:
+  """Trains `model` (in place) by RL from `ref_model` (its frozen SFT copy).
+
+  settings: steps, prompts_per_step, group_size, temperature, max_new_tokens,
+  lr, warmup_steps, clip_norm, clip_eps, kl_coef, advantage, loss,
+  updates_per_batch, log_every, eval_every, checkpoint_every, eval_prompts.
+  Periodic evaluation samples the held-out contexts with a fixed key
+  (`eval_reward`, `eval_correct`, `eval_kl`). Writes out_dir/{checkpoints,
+  model, metrics.jsonl}; returns the last metrics.
+  """
+  s = settings
+  loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=float(s.clip_eps),
+                              kl_coef=float(s.kl_coef))
+  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
+  trainer = Trainer(model, tx, loss_fn=loss_fn, mesh=mesh,
+                    skip_nonfinite=bool(s.get("skip_nonfinite", False)))
+  source = RolloutSource(trainer, ref_model, tokenizer, contexts, s, reward_fn, encode_targets,
+                         seed=seed)
+  data = _repeat_updates(source, int(s.get("updates_per_batch", 1)))
+  held_src = RolloutSource(trainer, ref_model, tokenizer, heldout, s, reward_fn, encode_targets,
+                           seed=seed + 1) if heldout else None
+
+  def eval_batches():
+    out = []
+    for width, pool in held_src.buckets.items():
+      for lo in range(0, len(pool), int(s.prompts_per_step)):
+        idx = pool[lo:lo + int(s.prompts_per_step)]
+        idx = idx + [idx[-1]] * (int(s.prompts_per_step) - len(idx))
+        out.append(held_src.batch_for(idx, width, jax.random.key(seed + width + lo)))
+    return out
+
+  ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=2)
+  last = loop.fit(trainer, data, steps=int(s.steps), checkpointer=ck,
+                  checkpoint_every=int(s.checkpoint_every),
+                  eval_batches=eval_batches if held_src else None,
+                  eval_every=int(s.eval_every), log_every=int(s.log_every),
+                  metrics_path=os.path.join(out_dir, "metrics.jsonl"), meta=meta,
+                  desc="rl", progress=progress)
+  ck.close()
+  model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
+  model_ck.save(int(s.steps), nnx.state(trainer.model), dict(meta or {}), force=True)
+  model_ck.close()
+  nnx.update(model, nnx.state(trainer.model))
+  return last
+
+
+class _repeat_updates:
+  """Yields each rollout batch `k` times (k > 1: PPO-style epochs on one batch).
+
+  Exact resume needs checkpoints on batch boundaries (a batch redrawn after a
+  resume is sampled with the weights of that moment).
+  """
+
+  def __init__(self, source: RolloutSource, k: int):
+    self.source, self.k, self.i, self.batch = source, max(1, k), 0, None
+
+  def get_state(self) -> dict:
+    return dict(self.source.get_state(), repeat=self.i)
+
+  def set_state(self, state: dict) -> None:
+    self.source.set_state(state)
+    self.i, self.batch = int(state.get("repeat", 0)), None
+    if self.i % self.k:
+      self.source.step -= 1                     # redraw the batch in progress
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self.batch is None or self.i % self.k == 0:
+      self.batch = next(self.source)
+    self.i += 1
+    return self.batch
