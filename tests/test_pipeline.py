@@ -77,12 +77,40 @@ def test_search_report_contract(smoke_run):
   assert os.path.exists(os.path.join(smoke_run, "plots", "search.png"))
 
 
+def test_revision_report_contract(smoke_run):
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  rv = rep["revision"]
+  for prefix in ("revision", "revision_rl"):
+    for kind in ("sequential", "parallel", "best_ratio"):
+      for suffix in ("", "_majority"):
+        c = rep["curves"][f"{prefix}_{kind}{suffix}"]
+        assert set(c) == {"1", "2", "4"} and all(0.0 <= v <= 1.0 for v in c.values())
+  for which in ("sft", "rl"):
+    assert len(rv["pass_at_step"][which]) == 4
+    assert 0.0 <= rv["right_to_wrong"][which] <= 1.0
+    assert set(rv["splits"][which]["orm"]["4"]) == {"4x1", "2x2", "1x4"}
+  assert rv["rl_vs_sft"]["budget"] == 4
+  assert rv["data"]["trajectories"] > 0 and rv["rl_train"]["final_metrics"]["step"] == 2
+  with open(os.path.join(smoke_run, "revision_rl", "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  assert all("reward" in r and "kl" in r for r in rows) and "eval_reward" in rows[-1]
+  for f in ("plots/revision.png", "plots/rl.png", "revision_sft/model", "revision_orm/model",
+            "revision_rl/model", "revision_eval/chains_sft.jsonl", "revision_eval/eval.json",
+            "revision_data/trajectories.array_record"):
+    assert os.path.exists(os.path.join(smoke_run, f)), f
+  for k in ("revision_data", "revision_sft", "revision_chains", "revision_orm", "revision_rl",
+            "eval_revision"):
+    assert rep["wall_seconds"][k] >= 0
+
+
 def test_rerun_skips_finished_stages(smoke_run, capsys):
   mtime = os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json"))
   assert run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress"]) == 0
   out = capsys.readouterr().out
   assert "[policy] done before" in out and "[eval_policy] done before" in out
   assert "[prm_labels] done before" in out and "[eval_verifiers] done before" in out
+  assert "[revision_rl] done before" in out and "[eval_revision] done before" in out
   assert os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json")) == mtime
 
 

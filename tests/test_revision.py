@@ -138,3 +138,38 @@ def test_greedy_chains_equal_host_revision_loop():
         assert hist[b, c, t, :hlen[b, c, t]].tolist() == ref, (b, c, t)
         done.append(fmt.clean_attempt(TOK.decode(ref)))
       assert texts[b][c] == done
+
+
+def _eq(a, b):
+  return arith.equivalent(a, b)
+
+
+def test_hierarchical_selection_within_then_across_chains():
+  from ttc_jax.revision import evaluate
+  # chain 0: "5" twice (0.4 + 0.4 = 0.8) beats "7" (0.7); chain 1: "7" (0.9).
+  answers = [["5", "7", "5"], ["7"]]
+  scores = [[0.4, 0.7, 0.4], [0.9]]
+  assert evaluate.hierarchical(answers, scores, _eq) == "7"      # 0.9 > 0.8 across chains
+  assert evaluate.hierarchical([["5", "7", "5"]], [scores[0]], _eq) == "5"
+  assert evaluate.select("majority", answers, None, _eq) == "5"   # flat: 5 x2, 7 x2, first seen
+
+
+def test_split_accuracy_flips_and_pass_at_step():
+  from ttc_jax.revision import evaluate
+  rec = dict(question="q", level="a", target="3",
+             answers=[["3", "4", "3", "3"], ["4", "4"], ["3"], ["4"]],
+             correct=[[True, False, True, True], [False, False], [True], [False]],
+             scores=[[0.9, 0.1, 0.8, 0.7], [0.2, 0.3], [0.6], [0.5]])
+  assert evaluate.split_accuracy([rec], 1, 4, "majority", _eq) == 1.0
+  assert evaluate.split_accuracy([rec], 2, 2, "orm", _eq) == 1.0   # chain0 "3"(0.9) vs "4"(0.5)
+  assert evaluate.split_accuracy([rec], 4, 1, "majority", _eq) == 1.0   # 3,4,3,4: first seen
+  with pytest.raises(ValueError, match="too few attempts"):
+    evaluate.split_accuracy([rec], 2, 4, "orm", _eq)
+  assert evaluate.pass_at_step([rec], 5) == [0.5, 0.0, 1.0, 1.0, None]
+  f = evaluate.flips([rec])
+  # right->next: (T,F) (T,T) -> 1 of 2; wrong->next: (F,T) (F,F) -> 1 of 2
+  assert (f["right_to_wrong"], f["wrong_to_right"]) == (0.5, 0.5)
+  curves = evaluate.budget_curves([rec], (1, 2), _eq)
+  assert set(curves["splits"]["orm"][2]) == {"2x1", "1x2"}
+  assert curves["sequential"]["majority"][2] == evaluate.split_accuracy([rec], 1, 2, "majority",
+                                                                        _eq)

@@ -97,11 +97,16 @@ def _rollout(graphdef, state, ref_graphdef, ref_state, prompts, plen, targets, t
               correct=correct.astype(jnp.float32), gen_tokens=glen)
 
 
-def length_buckets(lengths: Sequence[int], width: int = 32) -> dict[int, list[int]]:
-  """Context indices grouped by prompt length rounded up to `width` tokens."""
+def length_buckets(lengths: Sequence[int], width: int = 32, cap: int | None = None
+                   ) -> dict[int, list[int]]:
+  """Context indices grouped by prompt length rounded up to `width` tokens (at most
+  `cap`; a length above `cap` is a ValueError)."""
   out: dict[int, list[int]] = {}
   for i, n in enumerate(lengths):
-    out.setdefault(-(-int(n) // width) * width, []).append(i)
+    if cap is not None and n > cap:
+      raise ValueError(f"context {i} has {n} tokens; at most {cap} fit with the attempt")
+    b = -(-int(n) // width) * width
+    out.setdefault(b if cap is None else min(b, cap), []).append(i)
   return dict(sorted(out.items()))
 
 
@@ -124,10 +129,9 @@ class RolloutSource:
     self.reward_fn = reward_fn
     self.contexts = list(contexts)
     self.enc = [tokenizer.encode(c["prompt"], add_bos=True) for c in self.contexts]
-    sampling.check_fits(trainer.model.cfg, max(len(e) for e in self.enc) + bucket_width,
-                        s.max_new_tokens, "revision model")
     self.targets, self.tlen = encode_targets(tokenizer, [c["answer"] for c in self.contexts])
-    self.buckets = length_buckets([len(e) for e in self.enc], bucket_width)
+    self.buckets = length_buckets([len(e) for e in self.enc], bucket_width,
+                                  cap=trainer.model.cfg.max_len - int(s.max_new_tokens))
     self.params = sampling.SamplingParams.make(s.temperature, s.get("top_k", 0),
                                                s.get("top_p", 1.0),
                                                vocab_limit=tokenizer.vocab_size)
