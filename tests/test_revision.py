@@ -173,3 +173,21 @@ def test_split_accuracy_flips_and_pass_at_step():
   assert set(curves["splits"]["orm"][2]) == {"2x1", "1x2"}
   assert curves["sequential"]["majority"][2] == evaluate.split_accuracy([rec], 1, 2, "majority",
                                                                         _eq)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("revision.rl.advantage='grpo2'", "not registered"),
+    ("revision.rl.group_size=1", "group_size must be >= 2"),
+    ("revision.eval.budgets=(1,3)", "powers of two"),
+    ("revision.sft.seq_len=1024", "exceeds config.revision.max_len"),
+    ("revision.rl.checkpoint_every=3", "multiple of updates_per_batch"),
+])
+def test_bad_revision_config_is_named(override, message):
+  from ttc_jax import config as config_lib
+  from ttc_jax.revision.settings import validate_revision
+  cfg = config_lib.load_config_file("configs/arith_smoke.py")
+  if "checkpoint_every" in override:
+    cfg.revision.rl.updates_per_batch = 2
+  cfg = config_lib.apply_overrides(cfg, [override])
+  with pytest.raises(ValueError, match=message):
+    validate_revision(cfg)
