@@ -1,5 +1,6 @@
 """Config files and --config.<field>=<value> overrides."""
 
+import jax
 import pytest
 
 from ttc_jax import config as config_lib
@@ -79,3 +80,52 @@ def test_verifier_sections_all_or_none():
   for k in ("labels", "prm", "verify"):
     del cfg[k]
   config_lib.validate(cfg)       # a policy-only config stays valid
+
+
+# --- shapes the pipeline cannot run: the mesh, search budgets, empty data ------------------
+
+@pytest.mark.parametrize("override,match", [
+    ("--config.mesh.shape=(3,1,1)",
+     r"config.mesh.shape=\(3, 1, 1\) needs 3 devices, but jax.device_count\(\) is 8"),
+    ("--config.mesh.shape=(3,-1,1)", r"needs a multiple of 3 devices, .*device_count\(\) is 8"),
+    ("--config.mesh.shape=(-1,-1,1)", "at most one -1"),
+    ("--config.mesh.shape=(0,1,1)", "must be positive integers"),
+    ("--config.mesh.shape=(2,2)", "must have 3 entries"),
+    ("--config.search.budgets=(4,8)",
+     r"method 'beam_sqrt' cannot spend a generation budget of 8 .*round\(sqrt\(G\)\) = 3.*"
+     r"nearest budgets it can: \[6, 9\]"),
+    ("--config.search.budgets=(6,)", "method 'beam_m4' cannot spend a generation budget of 6"),
+    ("--config.search.budgets=(0,)", "search.budgets must be positive"),
+    ("--config.task.train_per_level=0", "train_per_level must be positive .*empty dataset"),
+    ("--config.task.test_per_level=0", "test_per_level must be positive"),
+    ("--config.task.levels=ops=0-3", "config.task.levels: bad level spec"),
+    ("--config.train.eval_batches=0", "eval_batches must be positive"),
+    ("--config.eval.num_samples=0", "eval.num_samples must be positive"),
+])
+def test_unrunnable_shapes_are_config_errors(override, match):
+  assert jax.device_count() == 8                      # conftest's fake CPU devices
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.load_config(QUICK, [override])
+
+
+@pytest.mark.parametrize("method,budgets", [
+    ("beam_m4", (4, 16, 64)), ("beam_sqrt", (1, 4, 9, 16)), ("lookahead_k1", (2, 8, 16)),
+    ("lookahead_k3", (4, 16, 64)), ("dvts", (4, 8, 256))])
+def test_budgets_every_method_can_spend_are_accepted(method, budgets):
+  cfg = config_lib.load_config(QUICK, [f"--config.search.methods=('{method}',)",
+                                       f"--config.search.budgets={budgets}"])
+  from ttc_jax.search import sweep
+  assert all(sweep.plan(method, b) is not None for b in cfg.search.budgets)
+
+
+def test_mesh_shapes_that_fit_the_devices_are_accepted():
+  for shape in ("(-1,1,1)", "(2,2,2)", "(1,-1,2)", "(8,1,1)"):
+    config_lib.load_config(QUICK, [f"--config.mesh.shape={shape}"])
+
+
+def test_main_job_reports_a_bad_mesh_and_exits_2(capsys):
+  from ttc_jax import run
+  assert run.main(["--config", QUICK, "--workdir", "/nonexistent/never-created",
+                   "--config.mesh.shape=(3,1,1)"]) == 2
+  err = capsys.readouterr().err
+  assert "config.mesh.shape=(3, 1, 1)" in err and "jax.device_count() is 8" in err

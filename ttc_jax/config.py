@@ -114,15 +114,56 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     ModelConfig.from_dict(cfg.model.to_dict())
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model: {e}") from e
+  tk = cfg.task
+  for f in ("train_per_level", "test_per_level"):    # an empty split trains/evaluates nothing
+    if f in tk and int(tk[f]) <= 0:
+      raise ConfigError(f"config.task.{f} must be positive (an empty dataset), got {tk[f]}")
+  if tk.get("name", "arith") == "arith" and "levels" in tk:
+    from ttc_jax.tasks import arith
+    try:
+      arith.parse_levels(tk.levels)
+    except ValueError as e:
+      raise ConfigError(f"config.task.levels: {e}") from e
   t = cfg.train
   for f in ("steps", "batch_size", "seq_len"):
     if int(t[f]) <= 0:
       raise ConfigError(f"config.train.{f} must be positive, got {t[f]}")
+  if "eval_batches" in t and int(t.eval_batches) <= 0:
+    raise ConfigError(f"config.train.eval_batches must be positive, got {t.eval_batches}")
+  for f in ("log_every", "eval_every", "checkpoint_every"):
+    if f in t and int(t[f]) < 0:
+      raise ConfigError(f"config.train.{f} must be >= 0, got {t[f]}")
   if t.seq_len > cfg.model.max_len:
     raise ConfigError(f"config.train.seq_len={t.seq_len} exceeds model.max_len={cfg.model.max_len}")
-  if len(tuple(cfg.mesh.shape)) != 3:
+  shape = tuple(cfg.mesh.shape)
+  if len(shape) != 3:
     raise ConfigError(f"config.mesh.shape must have 3 entries, got {cfg.mesh.shape}")
+  if (any(isinstance(s, bool) or not isinstance(s, int) or (s < 1 and s != -1) for s in shape)
+      or shape.count(-1) > 1):
+    raise ConfigError(f"config.mesh.shape={shape}: entries must be positive integers, with at "
+                      "most one -1 (filled in from jax.device_count())")
+  # The device count is only asked for when that cannot pre-empt jax.distributed.initialize
+  # (a multi-host launch checks in parallel.make_mesh, with the same numbers).
+  import math
+  import jax
+  try:
+    from jax._src.xla_bridge import backends_are_initialized
+  except ImportError:                                    # private API: only an optimisation
+    backends_are_initialized = lambda: False  # noqa: E731
+  env = os.environ
+  distributed = env.get("TTC_JAX_DISTRIBUTED", "") == "1" or env.get("JAX_COORDINATOR_ADDRESS")
+  if backends_are_initialized() or not distributed:
+    n = jax.device_count()
+    known = math.prod(s for s in shape if s != -1)
+    if (-1 in shape and n % known) or (-1 not in shape and known != n):
+      need = f"a multiple of {known}" if -1 in shape else str(known)
+      raise ConfigError(f"config.mesh.shape={shape} needs {need} devices, but "
+                        f"jax.device_count() is {n} ({jax.default_backend()}); use -1 for one "
+                        "axis to take all devices, e.g. (-1, 1, 1)")
   e = cfg.eval
+  for f in ("questions_per_level", "num_samples", "max_new_tokens"):
+    if f in e and int(e[f]) <= 0:
+      raise ConfigError(f"config.eval.{f} must be positive, got {e[f]}")
   if any(n > e.num_samples or n <= 0 for n in e.majority_ns):
     raise ConfigError(f"config.eval.majority_ns {tuple(e.majority_ns)} must lie in "
                       f"1..num_samples={e.num_samples}")
@@ -162,12 +203,29 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
   if cfg.prm.label not in ("soft", "hard"):
     raise ConfigError(f"config.prm.label must be 'soft' or 'hard', got {cfg.prm.label!r}")
   if "search" in cfg:
-    from ttc_jax.search.sweep import METHODS
+    import math
+    from ttc_jax.search.sweep import METHODS, plan
     bad = [m for m in cfg.search.methods if m not in METHODS]
     if bad:
       raise ConfigError(f"config.search.methods: unknown {bad}; known: {METHODS}")
     if not cfg.search.budgets or any(int(b) < 1 for b in cfg.search.budgets):
       raise ConfigError(f"config.search.budgets must be positive, got {cfg.search.budgets}")
+    for m in cfg.search.methods:      # N beams must split into beams of width M (sweep.plan)
+      for b in cfg.search.budgets:
+        if plan(m, int(b)) is None:
+          if m == "beam_sqrt":
+            rule = (f"N = G beams of width M = round(sqrt(G)) = "
+                    f"{max(1, round(math.sqrt(int(b))))}, which must divide G")
+          elif m.startswith("lookahead"):
+            rule = (f"N = G / {int(m[-1]) + 1} beams of width min(4, N): G must be a "
+                    f"multiple of {int(m[-1]) + 1} and N of min(4, N)")
+          else:
+            rule = "N = G beams in groups of M = 4: G must be a multiple of 4"
+          fits = [g for g in range(1, 4 * int(b) + 9) if plan(m, g)]
+          near = ([g for g in fits if g < int(b)][-1:] + [g for g in fits if g > int(b)][:1])
+          raise ConfigError(
+              f"config.search.budgets: method {m!r} cannot spend a generation budget of {b} "
+              f"({rule}); nearest budgets it can: {near}; remove {b} or the method")
     for f in ("questions_per_level", "max_rounds", "max_step_tokens", "max_new_tokens",
               "max_beams"):
       if int(cfg.search[f]) < 1:
