@@ -5,15 +5,18 @@ and adversarial strings (huge numbers, deep parentheses, very long lines, unicod
 they never raise beyond their documented errors, finish within a time limit, and never
 execute anything (builtins eval/exec/compile are replaced by raisers during each call).
 Generated questions are solved correctly (an independent evaluator in this file) and
-their canonical solutions pass the checker.
+their canonical solutions pass the checker. A corrupt JSON/JSONL artifact raises a
+ValueError naming the file (and line).
 """
 
 import builtins
 import contextlib
 import datetime
+import json
 import os
 import re
 import signal
+import tempfile
 import threading
 import time
 
@@ -22,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ttc_jax import io_utils
 from ttc_jax.tasks import arith, arith_check
 from ttc_jax.tokenizers import ARITH_ALPHABET, CharTokenizer
 
@@ -322,3 +326,43 @@ def test_malformed_questions_raise_value_error_only(q):
     assert chk.all_correct             # (longer lines are wrong by design: bounded work)
   if len(q) < 300:                 # the reference evaluator recurses per parenthesis
     assert answer == _reference_value(q)
+
+
+# --- JSON artifacts ---------------------------------------------------------------------------
+
+not_json = st.one_of(
+    st.sampled_from(['{"step": 5, "loss": 1.', "{", "[1, 2", '"abc', "nul", "{'a': 1}",
+                     '{"a": 1} x', "\x00", "}"]),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
+            max_size=50)).filter(lambda s: s.strip() and not _parses(s))
+
+
+def _parses(s):
+  try:
+    json.loads(s)
+    return True
+  except ValueError:
+    return False
+
+
+@SETTINGS
+@given(st.lists(st.dictionaries(st.text(max_size=5), st.integers() | st.floats(allow_nan=False)),
+                min_size=1, max_size=20), st.data())
+def test_corrupt_json_lines_are_named_by_file_and_line(rows, data):
+  k = data.draw(st.integers(0, len(rows)))
+  junk = data.draw(not_json)
+  lines = [json.dumps(r) for r in rows]
+  lines.insert(k, junk)
+  with tempfile.TemporaryDirectory() as d:
+    path = os.path.join(d, "rows.jsonl")
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + data.draw(st.sampled_from(["", "\n"])))
+    with _no_exec_no_hang():
+      with pytest.raises(ValueError, match=rf"corrupt JSON line {k + 1} in {re.escape(path)}"):
+        io_utils.read_jsonl(path)
+      io_utils.atomic_write_jsonl(path, rows)
+      assert io_utils.read_jsonl(path) == rows
+      with open(path, "w") as f:
+        f.write(junk)
+      with pytest.raises(ValueError, match=f"corrupt JSON file {re.escape(path)}"):
+        io_utils.read_json(path)
