@@ -46,7 +46,7 @@ def test_trajectory_puts_closest_wrong_last_and_never_leaks_target():
   seen_k = set()
   for _ in range(40):
     out = traj.build_trajectories(q, samples, ok, rng, max_context=4)
-    assert len(out) == 1                           # duplicates of the target collapse
+    assert len(out) == 2                           # one per correct sample
     t = out[0]
     seen_k.add(t["k"])
     assert t["target"] == right

@@ -168,6 +168,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.eval.majority_ns {tuple(e.majority_ns)} must lie in "
                       f"1..num_samples={e.num_samples}")
   validate_verifiers(cfg)
+  from ttc_jax.revision.settings import validate_revision
+  validate_revision(cfg, ConfigError)
 
 
 VALUE_TRAIN_FIELDS = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",

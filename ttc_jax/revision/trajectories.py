@@ -64,9 +64,10 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
                        max_per_question: int | None = None, **extra) -> list[dict]:
   """Trajectories for one question from its sampled `attempts` and their correctness.
 
-  Attempts are cleaned (`format.clean_attempt`) and de-duplicated first; each
-  distinct correct attempt is the target of at most one trajectory, and at
-  most `max_per_question` (random ones) are kept. Returns dicts with
+  Attempts are cleaned (`format.clean_attempt`); wrong ones are de-duplicated.
+  Every correct sample is the target of one trajectory (identical correct
+  texts get independently drawn contexts), and at most `max_per_question`
+  (random ones) are kept. Returns dicts with
   `question`, `attempts` (wrong, oldest first; the closest one last),
   `target`, `k`, `prompt` (the revision prompt) and any `extra` fields.
   """
@@ -77,9 +78,10 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
     text = fmt.clean_attempt(text)
     if not text:
       continue
-    pool = right if ok else wrong
-    if text not in pool:
-      pool.append(text)
+    if ok:
+      right.append(text)
+    elif text not in wrong:
+      wrong.append(text)
   wrong = [w for w in wrong if w not in right]
   order = rng.permutation(len(right))
   if max_per_question is not None:
