@@ -33,4 +33,17 @@ def get_config():
   c.verify.update(score_batch=2048)
   c.search.update(questions_per_level=100, budgets=(4, 16, 64, 256), max_rounds=40,
                   max_step_tokens=24, max_new_tokens=200, max_beams=16384)
+  # Revisions at the paper's scale: 64 samples per training question, chains to 64 attempts.
+  r = c.revision
+  r.update(max_len=1280, max_new_tokens=200, max_rows=8192)
+  r.data.update(questions_per_level=2000, samples_per_question=64, max_new_tokens=200,
+                max_batch=16384, max_per_question=8)
+  r.sft.update(steps=4000, batch_size=128, seq_len=1280, lr=3e-4, warmup_steps=200,
+               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
+  r.chains.update(questions_per_level=500, skip_questions=2000, chains=8, steps=8)
+  r.orm.update(steps=4000, batch_size=128, seq_len=1280, lr=3e-4, warmup_steps=200,
+               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
+  r.rl.update(steps=1000, prompts_per_step=64, group_size=16, max_new_tokens=200, lr=1e-5,
+              log_every=10, eval_every=100, checkpoint_every=100, eval_contexts=512)
+  r.eval.update(questions_per_level=100, budgets=(1, 2, 4, 8, 16, 32, 64), score_batch=1024)
   return c
