@@ -345,13 +345,14 @@ def _parses(s):
     return False
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 @given(st.lists(st.dictionaries(st.text(max_size=5), st.integers() | st.floats(allow_nan=False)),
                 min_size=1, max_size=20), st.data())
 def test_corrupt_json_lines_are_named_by_file_and_line(rows, data):
   k = data.draw(st.integers(0, len(rows)))
   junk = data.draw(not_json)
   lines = [json.dumps(r) for r in rows]
+  assert [json.loads(x) for x in lines] == rows
   lines.insert(k, junk)
   with tempfile.TemporaryDirectory() as d:
     path = os.path.join(d, "rows.jsonl")
@@ -360,8 +361,6 @@ def test_corrupt_json_lines_are_named_by_file_and_line(rows, data):
     with _no_exec_no_hang():
       with pytest.raises(ValueError, match=rf"corrupt JSON line {k + 1} in {re.escape(path)}"):
         io_utils.read_jsonl(path)
-      io_utils.atomic_write_jsonl(path, rows)
-      assert io_utils.read_jsonl(path) == rows
       with open(path, "w") as f:
         f.write(junk)
       with pytest.raises(ValueError, match=f"corrupt JSON file {re.escape(path)}"):
