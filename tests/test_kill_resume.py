@@ -37,6 +37,8 @@ from ttc_jax import config as config_lib, run
 from ttc_jax.pipeline import Pipeline
 cfg = config_lib.load_config(sys.argv[2], sys.argv[3:])
 run.setup_jax_cache()
+import jax
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)   # cache every compile
 pipe = Pipeline(cfg, sys.argv[1], progress=False)
 pipe.stage_data()
 pipe.stage_policy()
