@@ -129,3 +129,11 @@ def test_main_job_reports_a_bad_mesh_and_exits_2(capsys):
                    "--config.mesh.shape=(3,1,1)"]) == 2
   err = capsys.readouterr().err
   assert "config.mesh.shape=(3, 1, 1)" in err and "jax.device_count() is 8" in err
+
+
+def test_read_jsonl_names_file_and_line_of_bytes_that_are_not_utf8(tmp_path):
+  from ttc_jax import io_utils
+  p = tmp_path / "x.jsonl"
+  p.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe"}\n')
+  with pytest.raises(ValueError, match=r"line 2 of .*x.jsonl is not UTF-8"):
+    io_utils.read_jsonl(str(p))

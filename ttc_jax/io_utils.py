@@ -66,8 +66,12 @@ def read_json(path: str) -> Any:
 def read_jsonl(path: str) -> list:
   """Reads a JSON-lines file, naming the file and line when one is corrupt."""
   out = []
-  with open(path) as f:
-    for i, line in enumerate(f, 1):
+  with open(path, "rb") as f:
+    for i, raw in enumerate(f, 1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise ValueError(f"line {i} of {path} is not UTF-8 text: {e}") from e
       if not line.strip():
         continue
       try:
