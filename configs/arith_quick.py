@@ -57,8 +57,11 @@ def get_config() -> ml_collections.ConfigDict:
       context_attempts=4,              # previous attempts in context (paper: 4)
       max_len=544, max_new_tokens=96, max_rows=1024,
       data=dict(questions_per_level=100, samples_per_question=16, temperature=1.0,
-                max_new_tokens=96, max_batch=2048, max_per_question=4, seed=0),
-      sft=dict(steps=120, batch_size=16, seq_len=448, lr=1e-3, warmup_steps=20, weight_decay=0.1,
+                max_new_tokens=96, max_batch=2048, max_per_question=4, seed=0,
+                # targets must be right at every step (the task's exact checker), not only in
+                # their final answer: lucky right answers taught wrong arithmetic (docs/results.md)
+                exact_targets=True),
+      sft=dict(steps=120, batch_size=16, seq_len=448, lr=3e-4, warmup_steps=20, weight_decay=0.1,
                clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.1, log_every=20,
                eval_every=20, patience=2, heldout_fraction=0.1),
       chains=dict(questions_per_level=24, skip_questions=100, chains=4, steps=4, temperature=1.0,

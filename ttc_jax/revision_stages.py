@@ -61,16 +61,24 @@ class RevisionStages:
         jax.random.key(d.seed), num_samples=d.samples_per_question,
         max_new_tokens=d.max_new_tokens, temperature=d.temperature, max_batch=d.max_batch,
         mesh=self.mesh, progress=self.progress, desc="revision samples")
-    recs = [dict(question=p["question"], level=p["level"], answer=str(p["answer"]),
-                 samples=ts, sample_correct=[arith.is_correct(t, p["answer"]) for t in ts])
-            for p, ts in zip(probs, texts)]
+    recs = []
+    lucky = 0
+    for p, ts in zip(probs, texts):
+      ok = [arith.is_correct(t, p["answer"]) for t in ts]
+      if d.exact_targets:        # a right answer reached through a wrong step is no target
+        keep = [not c or arith.check_solution(p["question"], t).all_correct
+                for t, c in zip(ts, ok)]
+        lucky += len(keep) - sum(keep)
+        ts, ok = [t for t, k in zip(ts, keep) if k], [c for c, k in zip(ok, keep) if k]
+      recs.append(dict(question=p["question"], level=p["level"], answer=str(p["answer"]),
+                       samples=ts, sample_correct=ok))
     limit = int(r.sft.seq_len)
     fits = lambda t: len(t["prompt"]) + len(t["target"]) + 2 <= limit
     trajs = trajectories.build_dataset(recs, np.random.default_rng(d.seed),
                                        max_context=r.context_attempts,
                                        max_per_question=d.max_per_question, keep=fits)
     records_lib.write_records(self.path("revision_data", "trajectories.array_record"), trajs)
-    out = dict(trajectories.summarize(trajs), sampling=stats,
+    out = dict(trajectories.summarize(trajs), sampling=stats, dropped_lucky_right=lucky,
                sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
                questions_with_right_and_wrong=int(sum(any(x["sample_correct"]) and
                                                       not all(x["sample_correct"])

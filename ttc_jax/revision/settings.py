@@ -4,7 +4,7 @@ from __future__ import annotations
 
 SECTIONS = {
     "data": ("questions_per_level", "samples_per_question", "temperature", "max_new_tokens",
-             "max_batch", "max_per_question", "seed"),
+             "max_batch", "max_per_question", "exact_targets", "seed"),
     "sft": ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "clip_norm",
             "b1", "b2", "final_lr_fraction", "log_every", "eval_every", "patience",
             "heldout_fraction"),
