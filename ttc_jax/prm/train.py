@@ -23,6 +23,21 @@ from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
 
 
+class BestCheckpointer(Checkpointer):
+  """The best state so far (one, saved synchronously). Saving a step it holds replaces
+  it: a run killed after saving best/<k> but before its checkpoint of step k was
+  written resumes from an earlier step and saves best/<k> again (orbax refuses an
+  existing step)."""
+
+  def __init__(self, directory: str):
+    super().__init__(directory, max_to_keep=1, async_save=False)
+
+  def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
+    if int(step) in self.all_steps():
+      self.manager.delete(int(step))
+    return super().save(step, state, meta, force)
+
+
 def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
                       records: Sequence[dict], out_dir: str, settings: Any, *, kind: str,
                       label: str = "soft", seed: int = 0, mesh=None, meta: dict | None = None,
@@ -54,7 +69,7 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
                     skip_nonfinite=bool(getattr(s, "skip_nonfinite", False)))
   meta = dict(meta or {}, kind=kind, label=label)
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
-  best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)
+  best_ck = BestCheckpointer(os.path.join(out_dir, "best"))
   tokens = s.batch_size * s.seq_len
   last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
                   checkpoint_every=s.eval_every, eval_batches=lambda: held,

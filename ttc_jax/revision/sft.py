@@ -17,6 +17,7 @@ from flax import nnx
 
 from ttc_jax.data import packing
 from ttc_jax.prm import data as prm_data
+from ttc_jax.prm.train import BestCheckpointer
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
@@ -59,7 +60,7 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
                             s.b1, s.b2, s.final_lr_fraction)
   trainer = Trainer(model, tx, mesh=mesh, skip_nonfinite=bool(s.get("skip_nonfinite", False)))
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
-  best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)
+  best_ck = BestCheckpointer(os.path.join(out_dir, "best"))
   tokens = s.batch_size * s.seq_len
   cfg = trainer.model.cfg
   last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
