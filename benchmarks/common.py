@@ -135,6 +135,18 @@ def load_warning() -> str | None:
   return None
 
 
+def finish(out: dict, rss: bool = True) -> dict:
+  """Adds what every benchmark reports last: peak host RSS (`max_rss_bytes`), the
+  load warning when the machine was busy, and `machine`. Returns `out`."""
+  if rss:
+    import resource
+    out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  if (w := load_warning()) is not None:
+    out["warning"] = w
+  out["machine"] = machine_info()
+  return out
+
+
 def _jsonable(x: Any) -> Any:
   if isinstance(x, dict):
     return {str(k): _jsonable(v) for k, v in x.items()}

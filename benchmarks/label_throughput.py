@@ -116,10 +116,7 @@ def run(preset: str = "quick", *, workdir: str | None = None, prefixes: int | No
                   tokens_per_s=stats[k]["generated_tokens"] / med,
                   generated_tokens=stats[k]["generated_tokens"])
   res["speedup"] = res["batched"]["prefix_rollouts_per_s"] / res["naive"]["prefix_rollouts_per_s"]
-  if (w := common.load_warning()) is not None:
-    res["warning"] = w
-  res["machine"] = common.machine_info()
-  return res
+  return common.finish(res, rss=False)
 
 
 def main(argv=None) -> dict:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import resource
 import statistics
 import sys
 import time
@@ -270,11 +269,7 @@ def run(config: str = DEFAULT_CONFIG, *, smoke: bool = False, group_sizes=None, 
                      for k, f in fits.items()}, note="linear fit of time on width "
         "(slope s/token, intercept s) over the widths timed at this group size, at the "
         "bucket-size-weighted mean width of the contexts")
-  out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  if (w := common.load_warning()) is not None:
-    out["warning"] = w
-  out["machine"] = common.machine_info()
-  return out
+  return common.finish(out)
 
 
 def main(argv=None) -> dict:

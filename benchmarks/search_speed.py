@@ -22,7 +22,6 @@ matmul peak measured in this run, and the compiled kernel's memory figures.
 from __future__ import annotations
 
 import dataclasses
-import resource
 import sys
 from typing import Any
 
@@ -126,11 +125,7 @@ def run(preset: str = "quick", *, ns=None, questions: int | None = None, m: int 
     out["per_n"][str(n)] = row
   if pk:
     out["matmul_peak"] = pk
-  out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-  if (w := common.load_warning()) is not None:
-    out["warning"] = w
-  out["machine"] = common.machine_info()
-  return out
+  return common.finish(out)
 
 
 def main(argv=None) -> dict:

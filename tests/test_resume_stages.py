@@ -13,7 +13,7 @@ metrics.jsonl line (timings excluded). Two interruptions:
 * "save": the training checkpoint of step 4 raises as it is started, after step 4's
   eval improved and best/4 was saved: a kill in that window leaves best/4 beside
   checkpoints/2, and the rerun saves best/4 again (orbax refused an existing step
-  before `prm.train.BestCheckpointer`).
+  before `Checkpointer.save(replace=True)` in `train.loop.fit`).
 
 The policy's version, with a SIGKILLed subprocess, is tests/test_kill_resume.py.
 """

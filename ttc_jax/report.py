@@ -150,7 +150,7 @@ def _plot(workdir: str, rep: dict) -> list[str]:
     paths.append(_plot_search(rep, workdir))
   if "revision" in rep:
     from ttc_jax.revision import report as revision_report
-    paths += revision_report.plot(rep, workdir, _save)
+    paths += revision_report.plot(rep, workdir)
   return paths
 
 

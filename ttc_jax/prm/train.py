@@ -8,7 +8,6 @@ orbax, and the finished model is written (model only) for later stages.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Sequence
 
 from flax import nnx
@@ -21,21 +20,6 @@ from ttc_jax.prm import data as prm_data
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
-
-
-class BestCheckpointer(Checkpointer):
-  """The best state so far (one, saved synchronously). Saving a step it holds replaces
-  it: a run killed after saving best/<k> but before its checkpoint of step k was
-  written resumes from an earlier step and saves best/<k> again (orbax refuses an
-  existing step)."""
-
-  def __init__(self, directory: str):
-    super().__init__(directory, max_to_keep=1, async_save=False)
-
-  def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
-    if int(step) in self.all_steps():
-      self.manager.delete(int(step))
-    return super().save(step, state, meta, force)
 
 
 def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
@@ -68,22 +52,10 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
   trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh,
                     skip_nonfinite=bool(getattr(s, "skip_nonfinite", False)))
   meta = dict(meta or {}, kind=kind, label=label)
-  ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
-  best_ck = BestCheckpointer(os.path.join(out_dir, "best"))
   tokens = s.batch_size * s.seq_len
-  last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
-                  checkpoint_every=s.eval_every, eval_batches=lambda: held,
-                  eval_every=s.eval_every, log_every=s.log_every,
-                  metrics_path=os.path.join(out_dir, "metrics.jsonl"),
-                  flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
-                  tokens_per_step=tokens, meta=meta, desc=kind, progress=progress,
-                  patience=s.patience, best_checkpointer=best_ck)
-  ck.close()
-  trainer.state, _ = best_ck.restore(trainer.state)
-  best_ck.close()
-  model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
-  model_ck.save(int(last["best_step"]), nnx.state(trainer.model), meta, force=True)
-  model_ck.close()
+  last = loop.fit_best(trainer, data, lambda: held, s, out_dir,
+                       flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
+                       tokens_per_step=tokens, meta=meta, desc=kind, progress=progress)
   return dict(final_metrics=last, best_step=int(last["best_step"]),
               best_eval_loss=float(last["best_eval_loss"]),
               stopped_early=bool(last.get("stopped_early", False)),

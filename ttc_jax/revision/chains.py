@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from typing import Sequence
 
 import chex
@@ -180,7 +181,6 @@ def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int
   compiled phase shapes). Questions run in chunks of at most
   max_rows // C, padded (`evaluation.padded_rows`) to a few shapes.
   """
-  import time
   lengths = [int(x) for x in lengths]
   if not lengths or any(x < 1 for x in lengths) or lengths != sorted(lengths, reverse=True):
     raise ValueError(f"chain lengths must be positive and non-increasing, got {lengths}")

@@ -12,12 +12,9 @@ import os
 from typing import Any
 
 from ttc_jax import io_utils
+from ttc_jax.report import _budget_curves, _curve, _save
 
 KINDS = ("sequential", "parallel", "best_ratio")
-
-
-def _curve(c: dict) -> dict:
-  return {str(n): v for n, v in sorted(c.items(), key=lambda kv: int(kv[0]))}
 
 
 def _curves_of(curves: dict, prefix: str) -> dict:
@@ -68,20 +65,16 @@ def section(rev: dict) -> tuple[dict, dict, dict]:
   return out, curves, by_level
 
 
-def plot(rep: dict, workdir: str, save) -> list[str]:
+def plot(rep: dict, workdir: str) -> list[str]:
   """plots/revision.png (budget curves, pass@1 by step) and plots/rl.png (RL training)."""
   import matplotlib.pyplot as plt
   rv = rep["revision"]
   fig, ax = plt.subplots(1, 2, figsize=(11, 4))
-  for key, fmt_ in (("revision_sequential", "s-"), ("revision_parallel", "o-"),
-                    ("revision_best_ratio", "^-"), ("revision_sequential_majority", "s:"),
-                    ("revision_parallel_majority", "o:"), ("revision_rl_sequential", "s--"),
-                    ("revision_rl_parallel", "o--")):
-    c = rep["curves"].get(key)
-    if c:
-      ns = sorted(c, key=int)
-      ax[0].plot([int(n) for n in ns], [c[n] for n in ns], fmt_, label=key)
-  ax[0].set_xscale("log", base=2)
+  styles = {"revision_sequential": "s-", "revision_parallel": "o-", "revision_best_ratio": "^-",
+            "revision_sequential_majority": "s:", "revision_parallel_majority": "o:",
+            "revision_rl_sequential": "s--", "revision_rl_parallel": "o--"}
+  _budget_curves(ax[0], {k: rep["curves"][k] for k in styles if rep["curves"].get(k)},
+                 lambda k: styles[k])
   ax[0].set_xlabel("generation budget")
   ax[0].set_ylabel(f"accuracy ({rv['questions']} held-out questions)")
   ax[0].set_title("revisions: sequential vs parallel")
@@ -95,7 +88,7 @@ def plot(rep: dict, workdir: str, save) -> list[str]:
   ax[1].set_title("pass@1 by revision step")
   ax[1].grid(alpha=0.3)
   ax[1].legend(fontsize=8)
-  paths = [save(fig, workdir, "revision.png")]
+  paths = [_save(fig, workdir, "revision.png")]
   metrics = os.path.join(workdir, "revision_rl", "metrics.jsonl")
   if os.path.exists(metrics):
     rows = io_utils.read_jsonl(metrics)
@@ -112,5 +105,5 @@ def plot(rep: dict, workdir: str, save) -> list[str]:
     ax[1].set_xlabel("RL step")
     ax[1].set_title("KL")
     ax[1].legend(fontsize=8)
-    paths.append(save(fig, workdir, "rl.png"))
+    paths.append(_save(fig, workdir, "rl.png"))
   return paths

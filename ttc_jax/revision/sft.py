@@ -10,16 +10,12 @@ the context; RoPE has no position table to resize). Held-out questions
 
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
-from flax import nnx
 
 from ttc_jax.data import packing
 from ttc_jax.prm import data as prm_data
-from ttc_jax.prm.train import BestCheckpointer
 from ttc_jax.train import loop, optim
-from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
 
 
@@ -45,11 +41,7 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   heldout_fraction. Writes out_dir/{checkpoints,best,model,metrics.jsonl}.
   """
   s = settings
-  held = [t for t in trajectories if prm_data.is_heldout(t["question"], s.heldout_fraction)]
-  train = [t for t in trajectories if not prm_data.is_heldout(t["question"], s.heldout_fraction)]
-  if not train or not held:
-    raise ValueError(f"{len(trajectories)} revision trajectories split into {len(train)} "
-                     f"train and {len(held)} held out; sample more questions")
+  train, held = prm_data.split_records(trajectories, s.heldout_fraction)
   train_ex, dropped = examples(tokenizer, train, s.seq_len)
   held_ex, _ = examples(tokenizer, held, s.seq_len)
   if not train_ex or not held_ex:
@@ -59,24 +51,11 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
                             s.b1, s.b2, s.final_lr_fraction)
   trainer = Trainer(model, tx, mesh=mesh, skip_nonfinite=bool(s.get("skip_nonfinite", False)))
-  ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
-  best_ck = BestCheckpointer(os.path.join(out_dir, "best"))
   tokens = s.batch_size * s.seq_len
-  cfg = trainer.model.cfg
-  last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
-                  checkpoint_every=s.eval_every, eval_batches=lambda: held_batches,
-                  eval_every=s.eval_every, log_every=s.log_every,
-                  metrics_path=os.path.join(out_dir, "metrics.jsonl"),
-                  flops_per_step=cfg.train_flops_per_token(s.seq_len) * tokens,
-                  tokens_per_step=tokens, meta=meta, desc="revision_sft", progress=progress,
-                  patience=s.patience, best_checkpointer=best_ck)
-  ck.close()
-  trainer.state, _ = best_ck.restore(trainer.state)
-  best_ck.close()
+  last = loop.fit_best(trainer, data, lambda: held_batches, s, out_dir,
+                       flops_per_step=trainer.model.cfg.train_flops_per_token(s.seq_len) * tokens,
+                       tokens_per_step=tokens, meta=meta, desc="revision_sft", progress=progress)
   model = trainer.model
-  model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
-  model_ck.save(int(last["best_step"]), nnx.state(model), dict(meta or {}), force=True)
-  model_ck.close()
   return model, dict(final_metrics=last, best_step=int(last["best_step"]),
                      best_eval_loss=float(last["best_eval_loss"]),
                      train_trajectories=len(train_ex), heldout_trajectories=len(held_ex),

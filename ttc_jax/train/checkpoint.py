@@ -51,8 +51,16 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False) -> bool:
-    """Starts an (async) save of `state` at `step`; returns whether it saved."""
+  def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False,
+           replace: bool = False) -> bool:
+    """Starts an (async) save of `state` at `step`; returns whether it saved.
+
+    replace: a checkpoint this manager already holds at `step` is deleted first
+    (orbax refuses an existing step), e.g. a best-so-far state saved again by a
+    run that was killed after saving it and resumed from an earlier step.
+    """
+    if replace and int(step) in self.all_steps():
+      self.manager.delete(int(step))
     args = ocp.args.Composite(state=ocp.args.StandardSave(_pure(state)),
                               meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
     return self.manager.save(int(step), args=args, force=force)

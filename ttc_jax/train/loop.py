@@ -187,7 +187,8 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
       if last[select_metric] < best["value"]:
         best = dict(step=step, value=last[select_metric], bad=0)
         if best_checkpointer is not None:
-          best_checkpointer.save(step, trainer.state, dict(meta or {}, best=best), force=True)
+          best_checkpointer.save(step, trainer.state, dict(meta or {}, best=best), force=True,
+                                 replace=True)
       else:
         best["bad"] += 1
         stop = patience > 0 and best["bad"] >= patience
@@ -207,4 +208,33 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
   bar.close()
   if checkpointer is not None:
     checkpointer.wait()
+  return last
+
+
+def fit_best(trainer: Trainer, data: Iterator[dict], eval_batches: Callable[[], Iterable[dict]],
+             settings: Any, out_dir: str, *, flops_per_step: float = 0.0,
+             tokens_per_step: int = 0, meta: dict | None = None, desc: str = "train",
+             progress: bool = True) -> dict:
+  """`fit` with early stopping that leaves the best state in `trainer` and on disk.
+
+  settings: steps, eval_every (also the checkpoint interval), log_every,
+  patience. Writes out_dir/{checkpoints,best,model,metrics.jsonl}: resumable
+  checkpoints, the best state so far, and the best model alone (saved at its
+  step with `meta`). Returns fit's last metrics.
+  """
+  from flax import nnx
+  s = settings
+  ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
+  best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)
+  last = fit(trainer, data, steps=s.steps, checkpointer=ck, checkpoint_every=s.eval_every,
+             eval_batches=eval_batches, eval_every=s.eval_every, log_every=s.log_every,
+             metrics_path=os.path.join(out_dir, "metrics.jsonl"), flops_per_step=flops_per_step,
+             tokens_per_step=tokens_per_step, meta=meta, desc=desc, progress=progress,
+             patience=s.patience, best_checkpointer=best_ck)
+  ck.close()
+  trainer.state, _ = best_ck.restore(trainer.state)
+  best_ck.close()
+  model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
+  model_ck.save(int(last["best_step"]), nnx.state(trainer.model), dict(meta or {}), force=True)
+  model_ck.close()
   return last
