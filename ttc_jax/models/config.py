@@ -19,6 +19,38 @@ def to_dtype(name: str | Any):
   return _DTYPES[name]
 
 
+ROPE_SCALING_KEYS = {
+    "linear": ("factor",),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor",
+               "original_max_position_embeddings"),
+}
+
+
+def normalize_rope_scaling(scaling: Any) -> tuple[tuple[str, Any], ...]:
+  """Validates RoPE scaling (None, a mapping or (key, value) pairs) -> sorted pairs.
+
+  "default" (no scaling) gives (); the legacy key "type" is read as
+  "rope_type". Raises ValueError naming an unsupported type or missing keys.
+  """
+  if not scaling:
+    return ()
+  d = dict(scaling.items() if isinstance(scaling, Mapping) else [tuple(kv) for kv in scaling])
+  if "type" in d and "rope_type" not in d:
+    d["rope_type"] = d.pop("type")
+  d.pop("type", None)
+  kind = d.get("rope_type")
+  if kind in (None, "default"):
+    return ()
+  if kind not in ROPE_SCALING_KEYS:
+    raise ValueError(f"unsupported RoPE scaling type {kind!r}; supported: "
+                     f"{sorted(ROPE_SCALING_KEYS)} (or none/'default')")
+  missing = [k for k in ROPE_SCALING_KEYS[kind] if d.get(k) is None]
+  if missing:
+    raise ValueError(f"RoPE scaling {kind!r} needs {missing}; got {sorted(d)}")
+  keep = ("rope_type",) + ROPE_SCALING_KEYS[kind]
+  return tuple(sorted((k, kind if k == "rope_type" else float(d[k])) for k in keep))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Hyper-parameters of a Llama-style decoder (RoPE, RMSNorm, SwiGLU, GQA).
@@ -39,6 +71,11 @@ class ModelConfig:
     qkv_bias: add biases to q/k/v projections (Qwen2 style).
     param_dtype: storage dtype of parameters.
     dtype: compute dtype of activations (logits are always float32).
+    rope_scaling: RoPE frequency scaling as sorted (key, value) pairs, e.g.
+      (("factor", 8.0), ("rope_type", "linear")); () = none. A mapping is
+      accepted and normalised (so the config stays hashable). Supported
+      `rope_type`s: "linear" (factor) and "llama3" (factor, low_freq_factor,
+      high_freq_factor, original_max_position_embeddings), as in Hugging Face.
   """
 
   vocab_size: int = 32
@@ -55,6 +92,7 @@ class ModelConfig:
   qkv_bias: bool = False
   param_dtype: str = "float32"
   dtype: str = "float32"
+  rope_scaling: Any = ()
 
   def __post_init__(self):
     for f in ("vocab_size", "embed_dim", "num_layers", "num_heads",
@@ -70,6 +108,7 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even (RoPE)")
     to_dtype(self.param_dtype)
     to_dtype(self.dtype)
+    object.__setattr__(self, "rope_scaling", normalize_rope_scaling(self.rope_scaling))
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":

@@ -123,10 +123,40 @@ def _attention_bwd(groups, res, dout):
 attention_core.defvjp(_attention_fwd, _attention_bwd)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float) -> jax.Array:
-  """Rotary embedding (rotate-half convention). x: [B,T,H,D], positions: [B,T]."""
-  d = x.shape[-1]
+def rope_frequencies(d: int, theta: float, scaling: tuple = ()) -> jax.Array:
+  """Inverse frequencies float32[D/2] of RoPE over head_dim `d`.
+
+  `scaling` is `ModelConfig.rope_scaling` (normalised pairs): "linear" divides
+  every frequency by `factor`; "llama3" divides the low frequencies by
+  `factor`, keeps the high ones and interpolates in between (Hugging Face's
+  `_compute_llama3_parameters`, same float32 arithmetic).
+  """
   freq = theta ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)        # [D/2]
+  if not scaling:
+    return freq
+  s = dict(scaling)
+  factor = s["factor"]
+  if s["rope_type"] == "linear":
+    return freq / factor
+  if s["rope_type"] != "llama3":
+    raise ValueError(f"unsupported RoPE scaling type {s['rope_type']!r}")
+  old_len, lo, hi = s["original_max_position_embeddings"], s["low_freq_factor"], s["high_freq_factor"]
+  wavelen = 2 * jnp.pi / freq
+  scaled = jnp.where(wavelen > old_len / lo, freq / factor, freq)
+  smooth = (old_len / wavelen - lo) / (hi - lo)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = ~(wavelen < old_len / hi) & ~(wavelen > old_len / lo)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rope(x: jax.Array, positions: jax.Array, theta: float, scaling: tuple = ()) -> jax.Array:
+  """Rotary embedding (rotate-half convention). x: [B,T,H,D], positions: [B,T].
+
+  Rotates the pairs (x[..., i], x[..., i + D/2]), as Hugging Face Llama/Qwen2
+  do, so their q/k projections load without a permutation.
+  """
+  d = x.shape[-1]
+  freq = rope_frequencies(d, theta, scaling)                            # [D/2]
   ang = positions[..., None].astype(jnp.float32) * freq                 # [B,T,D/2]
   cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
   xf = x.astype(jnp.float32)
@@ -162,9 +192,9 @@ class Attention(nnx.Module):
     if cfg.qkv_bias:
       q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
                  v + self.v_bias[...].astype(dt))
-    q = parallel.constrain(rope(q, positions, cfg.rope_theta),
+    q = parallel.constrain(rope(q, positions, cfg.rope_theta, cfg.rope_scaling),
                            ("batch", "length", "act_heads", None))
-    k = rope(k, positions, cfg.rope_theta)
+    k = rope(k, positions, cfg.rope_theta, cfg.rope_scaling)
     if layer_cache is not None:
       upd = lambda c, u, i, at: jax.lax.dynamic_update_slice(c, u, at(i))
       k_all = jax.vmap(lambda c, u, i: upd(c, u, i, lambda i: (0, 0, i)))(

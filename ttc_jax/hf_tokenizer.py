@@ -1,0 +1,228 @@
+"""Hugging Face `tokenizer.json` adapter and prompt templates.
+
+`HFTokenizer` wraps a local `tokenizers.Tokenizer` with the interface the
+sampler, search and PRM code use from `tokenizers.CharTokenizer`: `PAD`,
+`BOS`, `EOS` ids, `encode`, `encode_batch(texts, max_len, add_bos) ->
+(tokens int32[B, max_len], lengths int32[B])`, `decode`, `decode_batch`,
+`vocab_size`, `newline_id` (the id of the step delimiter, "\\n" or "\\n\\n" or
+any string that is one token) and `fingerprint()`. Nothing is downloaded.
+
+Prompt templates: `few_shot_prompt` (question/answer pairs in a configurable
+format) and `chat_prompt` (ChatML or Llama-3 turn markup, no jinja).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+# Token strings tried, in order, when a special is not given or configured.
+_DEFAULT_SPECIALS = {
+    "bos": ("<s>", "<|begin_of_text|>", "<bos>", "<|endoftext|>"),
+    "eos": ("</s>", "<|end_of_text|>", "<|eot_id|>", "<eos>", "<|im_end|>", "<|endoftext|>"),
+    "pad": ("<pad>", "<|finetune_right_pad_id|>", "<|endoftext|>"),
+}
+
+
+def _special_from_config(value) -> str | None:
+  """tokenizer_config.json stores specials as strings or {"content": ...}."""
+  if isinstance(value, Mapping):
+    return value.get("content")
+  return value if isinstance(value, str) else None
+
+
+class HFTokenizer:
+  """A `tokenizers.Tokenizer` with CharTokenizer's interface.
+
+  Attributes:
+    PAD, BOS, EOS: int ids of the padding, begin and end tokens (PAD falls
+      back to EOS when the vocabulary has no padding token).
+    step_delimiter: the string that ends a reasoning step; `newline_id` is
+      its id.
+  """
+
+  def __init__(self, tokenizer, *, bos_token: str | None = None, eos_token: str | None = None,
+               pad_token: str | None = None, step_delimiter: str = "\n"):
+    """`tokenizer`: a `tokenizers.Tokenizer`. Specials given as token strings;
+    unset ones are looked up among common names (ValueError when none exist)."""
+    self._tok = tokenizer
+    found = {}
+    for kind, given in (("bos", bos_token), ("eos", eos_token), ("pad", pad_token)):
+      names = (given,) if given is not None else _DEFAULT_SPECIALS[kind]
+      ids = [tokenizer.token_to_id(n) for n in names]
+      hit = next(((n, i) for n, i in zip(names, ids) if i is not None), None)
+      if hit is None and kind == "pad" and given is None:
+        hit = found["eos"]
+      if hit is None:
+        raise ValueError(f"{kind} token {' / '.join(map(repr, names))} is not in the vocabulary; "
+                         f"pass {kind}_token= explicitly")
+      found[kind] = hit
+    self.specials = {k: v[0] for k, v in found.items()}
+    self.BOS, self.EOS, self.PAD = found["bos"][1], found["eos"][1], found["pad"][1]
+    ids = self._tok.encode(step_delimiter, add_special_tokens=False).ids
+    if len(ids) != 1:
+      raise ValueError(f"step delimiter {step_delimiter!r} encodes to {len(ids)} tokens {ids}, "
+                       f"not one; choose a delimiter that is a single token")
+    self.step_delimiter = step_delimiter
+    self._newline_id = ids[0]
+
+  @classmethod
+  def from_file(cls, path: str, **kw) -> "HFTokenizer":
+    """Loads `path` (a tokenizer.json, or a directory holding one).
+
+    Specials not passed in `kw` are read from a `tokenizer_config.json` next
+    to it (bos_token/eos_token/pad_token) when present.
+    """
+    from tokenizers import Tokenizer
+    file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+      raise FileNotFoundError(f"tokenizer file {file} does not exist (only local files are "
+                              f"supported)")
+    conf_path = os.path.join(os.path.dirname(file), "tokenizer_config.json")
+    if os.path.isfile(conf_path):
+      with open(conf_path) as fh:
+        conf = json.load(fh)
+      for kind in ("bos", "eos", "pad"):
+        value = _special_from_config(conf.get(f"{kind}_token"))
+        if value is not None:
+          kw.setdefault(f"{kind}_token", value)
+    return cls(Tokenizer.from_file(file), **kw)
+
+  # -- vocabulary ------------------------------------------------------------------
+  @property
+  def vocab_size(self) -> int:
+    return self._tok.get_vocab_size(with_added_tokens=True)
+
+  @property
+  def newline_id(self) -> int:
+    """Id of the step delimiter."""
+    return self._newline_id
+
+  def id_of(self, token: str) -> int:
+    """Id of a single-token string; ValueError otherwise."""
+    ids = self._tok.encode(token, add_special_tokens=False).ids
+    if len(ids) != 1:
+      raise ValueError(f"{token!r} is {len(ids)} tokens {ids}, not one")
+    return ids[0]
+
+  # -- encode / decode -------------------------------------------------------------
+  def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
+    """Ids of `text` (the tokenizer's own post-processor specials are not added)."""
+    ids = self._tok.encode(text, add_special_tokens=False).ids
+    return ([self.BOS] if add_bos else []) + list(ids) + ([self.EOS] if add_eos else [])
+
+  def decode(self, ids, stop_at_eos: bool = True) -> str:
+    """Text of a 1-D id sequence: PAD/BOS dropped, cut at EOS if asked (else EOS dropped).
+
+    Ids outside the vocabulary (a padded embedding table) are dropped.
+    """
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+      arr = arr.reshape(1)
+    elif arr.ndim != 1:
+      raise ValueError(f"decode expects a 1-D id sequence, got shape {arr.shape}")
+    keep = []
+    for t in arr.tolist():
+      if t == self.EOS and stop_at_eos:
+        break
+      if t not in (self.PAD, self.BOS, self.EOS) and 0 <= t < self.vocab_size:
+        keep.append(int(t))
+    return self._tok.decode(keep, skip_special_tokens=False)
+
+  def decode_batch(self, ids, lengths=None, stop_at_eos: bool = True) -> list[str]:
+    """Decode each row of a [B, T] array, up to `lengths[b]` tokens when given."""
+    arr = np.asarray(ids)
+    if arr.ndim != 2:
+      raise ValueError(f"decode_batch expects a [B, T] array, got shape {arr.shape}")
+    rows = arr if lengths is None else [r[: int(n)] for r, n in zip(arr, np.asarray(lengths))]
+    return [self.decode(r, stop_at_eos=stop_at_eos) for r in rows]
+
+  def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
+                   pad_left: bool = False, add_eos: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens int32[B, max_len] padded with PAD, lengths int32[B]); ValueError if one is too long."""
+    if isinstance(texts, str):
+      raise ValueError("encode_batch expects a sequence of strings, got one string")
+    tokens = np.full((len(texts), max_len), self.PAD, np.int32)
+    lengths = np.zeros((len(texts),), np.int32)
+    for b, text in enumerate(texts):
+      ids = self.encode(text, add_bos=add_bos, add_eos=add_eos)
+      if len(ids) > max_len:
+        raise ValueError(f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer than "
+                         f"max_len={max_len}: {text[:60]!r}")
+      lengths[b] = len(ids)
+      if ids:
+        if pad_left:
+          tokens[b, max_len - len(ids):] = ids
+        else:
+          tokens[b, :len(ids)] = ids
+    return tokens, lengths
+
+  # -- identity --------------------------------------------------------------------
+  def fingerprint(self) -> str:
+    """Stable id of vocabulary + specials + delimiter, e.g. 'hf-50-1a2b3c4d5e6f7a8b'."""
+    desc = json.dumps({"tokenizer": self._tok.to_str(), "specials": self.specials,
+                       "delimiter": self.step_delimiter}, sort_keys=True)
+    return f"hf-{self.vocab_size}-{hashlib.sha256(desc.encode()).hexdigest()[:16]}"
+
+  def __repr__(self) -> str:
+    return (f"HFTokenizer(vocab_size={self.vocab_size}, specials={self.specials}, "
+            f"step_delimiter={self.step_delimiter!r})")
+
+
+# --- prompt templates -----------------------------------------------------------------
+
+def few_shot_prompt(examples: Sequence[tuple[str, str]], question: str, *,
+                    question_format: str = "Question: {question}\n",
+                    answer_format: str = "Answer: {answer}",
+                    separator: str = "\n\n") -> str:
+  """Few-shot prompt: solved examples then the open question.
+
+  Each example is `question_format.format(question=q) +
+  answer_format.format(answer=a)`; examples and the query are joined with
+  `separator`; the query ends with the part of `answer_format` before
+  `{answer}` (e.g. "Answer: "), so the model continues with the answer.
+  """
+  if "{answer}" not in answer_format or "{question}" not in question_format:
+    raise ValueError("question_format needs {question} and answer_format needs {answer}")
+  shots = [question_format.format(question=q) + answer_format.format(answer=a)
+           for q, a in examples]
+  lead = answer_format.split("{answer}")[0]
+  return separator.join(shots + [question_format.format(question=question) + lead])
+
+
+CHAT_STYLES = {
+    # style: (begin text, turn format, generation prompt)
+    "chatml": ("", "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n"),
+    "llama3": ("<|begin_of_text|>",
+               "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
+               "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+}
+
+
+def chat_prompt(messages: Sequence[Mapping[str, str]], style: str = "chatml", *,
+                add_generation_prompt: bool = True, include_bos: bool = False) -> str:
+  """Formats chat turns ({"role": system|user|assistant, "content": str}).
+
+  style "chatml" (Qwen): `<|im_start|>role\\ncontent<|im_end|>\\n` per turn;
+  "llama3": `<|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>`
+  per turn, with `<|begin_of_text|>` first when `include_bos` (leave it off
+  when the tokenizer adds BOS itself, e.g. `encode(..., add_bos=True)`).
+  `add_generation_prompt` opens the assistant turn.
+  """
+  if style not in CHAT_STYLES:
+    raise ValueError(f"unknown chat style {style!r}; expected one of {sorted(CHAT_STYLES)}")
+  begin, turn, gen = CHAT_STYLES[style]
+  parts = [begin] if include_bos else []
+  for i, m in enumerate(messages):
+    if m.get("role") not in ("system", "user", "assistant") or not isinstance(
+        m.get("content"), str):
+      raise ValueError(f"message {i} needs role system/user/assistant and str content: {m!r}")
+    parts.append(turn.format(role=m["role"], content=m["content"]))
+  if add_generation_prompt:
+    parts.append(gen)
+  return "".join(parts)

@@ -1,0 +1,229 @@
+"""Adapters for public process reward models (PRMs) imported from Hugging Face.
+
+Two protocols, both read at a *step tag* token placed after every step:
+
+(a) `ClassifierPRM` (Qwen2.5-Math-PRM / `*ForTokenClassification` style): a
+    classification head on the final hidden states; a step's score is the
+    softmax probability of `positive_class` (1) at its tag. The head is one
+    linear layer (`score.weight`, `score.bias`) or a stack of them with ReLU
+    in between (`score.0.*`, `score.2.*`, ... as in Qwen2.5-Math-PRM).
+(b) `TokenProbPRM` (Math-Shepherd style): a causal LM; a step's score is
+    softmax over the logits of the good ("+") and bad ("-") token ids at the
+    tag, probability of good.
+
+Both follow `reward.ValueModel`'s interface (DESIGN.md §4), so
+`prm.evaluate.score_solutions` and the search code can use them:
+
+  prm(tokens[B,T], positions[B,T], cache=None, attention_mask=None)
+      -> (values float32[B,T], cache)
+  prm.score(tokens[B,T], lengths[B]) -> values float32[B,T] (0 past lengths)
+  prm.extend(cache, tokens[B,T], lengths[B]) -> (values[B], logits[B], cache)
+  prm.init_cache(batch, max_len, dtype); prm.cfg (the backbone's ModelConfig)
+
+Values are defined at every position (the probability the head gives there);
+they mean a step score only at tag positions (`step_mask`, `step_scores`).
+`extend` uses the backbone's real KV cache (no re-scoring). Because the
+repo's data layer ends steps with the tokenizer's `newline_id` and the last
+one with EOS, `delimiter_ids` (e.g. (newline_id, EOS)) are replaced by the
+step tag before the backbone sees them, so a PRM trained on
+"step<tag>step<tag>" text reads our "step\\nstep<eos>" rows as intended.
+`logits` are log-odds: sigmoid(logit) == value.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ttc_jax import parallel
+from ttc_jax.models import hf, transformer
+from ttc_jax.models.config import ModelConfig, to_dtype
+from ttc_jax.models.transformer import Cache, Transformer
+
+
+class _StepPRM(nnx.Module):
+  """Shared ValueModel-style interface; subclasses define `step_logits`."""
+
+  step_token_id: int
+  delimiter_ids: tuple[int, ...]
+
+  @property
+  def cfg(self) -> ModelConfig:
+    return self.backbone.cfg
+
+  def init_cache(self, batch: int, max_len: int | None = None, dtype=None) -> Cache:
+    """Empty KV cache (see `transformer.init_cache`)."""
+    return transformer.init_cache(self.cfg, batch, max_len, dtype)
+
+  def remap(self, tokens: jax.Array) -> jax.Array:
+    """tokens[B,T] with every `delimiter_ids` token replaced by the step tag."""
+    for d in self.delimiter_ids:
+      tokens = jnp.where(tokens == d, self.step_token_id, tokens)
+    return tokens
+
+  def step_logits(self, h: jax.Array) -> jax.Array:
+    raise NotImplementedError
+
+  def __call__(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
+               segment_ids=None) -> tuple[jax.Array, Cache | None]:
+    """Values float32[B,T] (probability of a good step at each position) and the cache."""
+    h, cache = self.backbone.hidden(self.remap(tokens), positions, cache, attention_mask,
+                                    segment_ids)
+    logits = parallel.constrain(self.step_logits(h), ("batch", "length"))
+    return jax.nn.sigmoid(logits), cache
+
+  def _logits(self, tokens, positions, cache, attention_mask):
+    h, cache = self.backbone.hidden(self.remap(tokens), positions, cache, attention_mask)
+    return self.step_logits(h), cache
+
+  def extend(self, cache: Cache, tokens: jax.Array, lengths: jax.Array
+             ) -> tuple[jax.Array, jax.Array, Cache]:
+    """Appends tokens[b, :lengths[b]] at the cache's index; values/logits float32[B]
+    at each row's last appended token (meaningless when lengths[b] == 0)."""
+    b, t = tokens.shape
+    steps = jnp.arange(t, dtype=jnp.int32)[None]
+    positions = cache["index"][:, None] + steps
+    logits, cache = self._logits(tokens, positions, cache, steps < lengths[:, None])
+    last = jnp.maximum(lengths - 1, 0).astype(jnp.int32)
+    logits = jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0]
+    return jax.nn.sigmoid(logits), logits, cache
+
+  def score(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """Cacheless values float32[B,T] of right-padded tokens[B,T]; 0 at t >= lengths[b]."""
+    b, t = tokens.shape
+    steps = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
+    mask = steps < lengths[:, None]
+    logits, _ = self._logits(tokens, steps, None, mask)
+    return jnp.where(mask, jax.nn.sigmoid(logits), 0.0)
+
+  def step_mask(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+    """bool[B,T]: positions holding a step tag (after `remap`) within each row."""
+    t = tokens.shape[1]
+    return (self.remap(tokens) == self.step_token_id) & (jnp.arange(t)[None] < lengths[:, None])
+
+
+class ClassifierPRM(_StepPRM):
+  """Protocol (a): P(positive_class) of a classification head at step tags.
+
+  Attributes:
+    backbone: Transformer (built with tied embeddings: its vocabulary head is
+      unused and not loaded).
+    head_w: Params [d_in, d_out] per head layer; head_b: Params [d_out];
+      ReLU between layers; the last d_out is the number of classes.
+  """
+
+  def __init__(self, cfg: ModelConfig, head_dims: Sequence[tuple[int, int]], *,
+               step_token_id: int, positive_class: int = 1,
+               delimiter_ids: Sequence[int] = (), rngs: nnx.Rngs):
+    self.backbone = Transformer(cfg.replace(tie_embeddings=True), rngs=rngs)
+    pd, init = to_dtype(cfg.param_dtype), nnx.initializers.normal(cfg.embed_dim ** -0.5)
+    self.head_w = nnx.List([nnx.Param(init(rngs.params(), dims, pd), logical_axes=(None, None))
+                            for dims in head_dims])
+    self.head_b = nnx.List([nnx.Param(jnp.zeros((dims[1],), pd), logical_axes=(None,))
+                            for dims in head_dims])
+    num_classes = head_dims[-1][1]
+    if not 0 <= positive_class < num_classes:
+      raise ValueError(f"positive_class={positive_class} but the head has {num_classes} classes")
+    self.positive_class, self.num_classes = positive_class, num_classes
+    self.step_token_id, self.delimiter_ids = int(step_token_id), tuple(map(int, delimiter_ids))
+
+  def class_logits(self, h: jax.Array) -> jax.Array:
+    """Head logits float32[B,T,C] from hidden states h[B,T,d]."""
+    x = h.astype(jnp.float32)
+    for i, (w, b) in enumerate(zip(self.head_w, self.head_b)):
+      if i:
+        x = jax.nn.relu(x)
+      x = x @ w[...].astype(jnp.float32) + b[...].astype(jnp.float32)
+    return x
+
+  def step_logits(self, h: jax.Array) -> jax.Array:
+    """Log-odds float32[B,T] of the positive class: l_pos - logsumexp(other classes)."""
+    lg = self.class_logits(h)
+    pos = jnp.arange(self.num_classes) == self.positive_class
+    others = jax.nn.logsumexp(jnp.where(pos, -jnp.inf, lg), axis=-1)
+    return lg[..., self.positive_class] - others
+
+
+class TokenProbPRM(_StepPRM):
+  """Protocol (b): softmax over the good/bad token logits of a causal LM at step tags."""
+
+  def __init__(self, lm: Transformer, *, step_token_id: int, good_token_id: int,
+               bad_token_id: int, delimiter_ids: Sequence[int] = ()):
+    v = lm.cfg.vocab_size
+    for name, i in (("step", step_token_id), ("good", good_token_id), ("bad", bad_token_id)):
+      if not 0 <= int(i) < v:
+        raise ValueError(f"{name}_token_id={i} is outside the vocabulary (size {v})")
+    self.backbone = lm
+    self.good_token_id, self.bad_token_id = int(good_token_id), int(bad_token_id)
+    self.step_token_id, self.delimiter_ids = int(step_token_id), tuple(map(int, delimiter_ids))
+
+  def step_logits(self, h: jax.Array) -> jax.Array:
+    """logit(good) - logit(bad) float32[B,T], reading only those two vocabulary rows."""
+    ids = jnp.array([self.good_token_id, self.bad_token_id])
+    lm = self.backbone
+    w = lm.embed[...][ids].T if lm.cfg.tie_embeddings else lm.lm_head[...][:, ids]   # [d,2]
+    two = h.astype(jnp.float32) @ w.astype(jnp.float32)
+    return two[..., 0] - two[..., 1]
+
+
+def _head_layers(keys: Sequence[str]) -> list[str]:
+  """Names ('score' or 'score.0', 'score.2', ...) of the linear head layers in a checkpoint."""
+  if "score.weight" in keys:
+    return ["score"]
+  idx = sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(r"score\.(\d+)\.weight", k))})
+  if not idx:
+    raise ValueError("no classification head in the checkpoint: expected score.weight or "
+                     "score.<i>.weight tensors")
+  return [f"score.{i}" for i in idx]
+
+
+def load_classifier_prm(path: str, *, step_token_id: int, positive_class: int = 1,
+                        delimiter_ids: Sequence[int] = (), mesh=None,
+                        param_dtype: str = "float32", dtype: str | None = None,
+                        max_len: int | None = None) -> ClassifierPRM:
+  """Loads a HF Llama/Qwen2 backbone + `score` head directory as a ClassifierPRM.
+
+  Tensors are `model.*` (the backbone, as in `hf.tensor_map`) and the head;
+  `lm_head.weight`, if present, is ignored. Loading follows `hf.load_state`
+  (sharded onto `mesh` tensor by tensor, clear errors on mismatches).
+  """
+  hf_cfg, reader = hf.open_checkpoint(path)
+  cfg = hf.config_from_hf(hf_cfg, max_len=max_len, param_dtype=param_dtype, dtype=dtype)
+  if not 0 <= step_token_id < cfg.vocab_size:
+    raise ValueError(f"step_token_id={step_token_id} is outside the vocabulary "
+                     f"(size {cfg.vocab_size})")
+  layers = _head_layers(reader.keys())
+  dims = [tuple(reversed(reader.shape(f"{n}.weight"))) for n in layers]
+  with parallel.use_mesh(mesh):
+    abstract = nnx.eval_shape(lambda: ClassifierPRM(
+        cfg, dims, step_token_id=step_token_id, positive_class=positive_class,
+        delimiter_ids=delimiter_ids, rngs=nnx.Rngs(0)))
+  t, ident = (lambda a: a.T), (lambda a: a)
+  mapping = {k: (("backbone",) + p, f, g)
+             for k, (p, f, g) in hf.tensor_map(cfg.replace(tie_embeddings=True)).items()}
+  for i, n in enumerate(layers):
+    mapping[f"{n}.weight"] = (("head_w", i), t, t)
+    mapping[f"{n}.bias"] = (("head_b", i), ident, ident)
+  return hf.load_state(abstract, mapping, reader, mesh, optional=("lm_head.weight",))
+
+
+def load_token_prm(path: str, *, step_token_id: int, good_token_id: int, bad_token_id: int,
+                   delimiter_ids: Sequence[int] = (), mesh=None, param_dtype: str = "float32",
+                   dtype: str | None = None, max_len: int | None = None) -> TokenProbPRM:
+  """Loads a HF causal LM directory (`hf.load_model`) as a Math-Shepherd style TokenProbPRM."""
+  lm = hf.load_model(path, mesh=mesh, param_dtype=param_dtype, dtype=dtype, max_len=max_len)
+  return TokenProbPRM(lm, step_token_id=step_token_id, good_token_id=good_token_id,
+                      bad_token_id=bad_token_id, delimiter_ids=delimiter_ids)
+
+
+def step_scores(prm: _StepPRM, tokens, lengths) -> list[list[float]]:
+  """Per-row lists of the scores at step tags, in order (host floats)."""
+  tokens, lengths = jnp.asarray(tokens, jnp.int32), jnp.asarray(lengths, jnp.int32)
+  values = np.asarray(jax.jit(lambda m, x, n: m.score(x, n))(prm, tokens, lengths))
+  mask = np.asarray(prm.step_mask(tokens, lengths))
+  return [values[b][mask[b]].astype(float).tolist() for b in range(values.shape[0])]
