@@ -18,11 +18,14 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7"],
+    "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7",
+             "sympy>=1.12,<2", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
     # Hugging Face interop (checkpoint import, tokenizers, the sampler benchmark's baseline)
     "hf": ["torch>=2.4,<2.14", "transformers>=5.0,<6", "safetensors>=0.4,<1",
            "tokenizers>=0.20,<1"],
     "notebooks": ["nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],
+    # symbolic equivalence of MATH answers (ttc_jax/grading.py imports it lazily)
+    "math": ["sympy>=1.12,<2"],
 }
 
 setup(

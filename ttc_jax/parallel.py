@@ -205,22 +205,31 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None) -> dict:
 
 
 def maybe_initialize_distributed() -> bool:
-  """Calls `jax.distributed.initialize()` when launched on several hosts.
+  """Calls `jax.distributed.initialize()` when launched as several processes.
 
-  Triggered by TTC_JAX_DISTRIBUTED=1, or the coordinator variables that
-  launchers set (JAX_COORDINATOR_ADDRESS with JAX_NUM_PROCESSES/
-  JAX_PROCESS_ID); TPU VM slices auto-detect. Returns True when initialised.
+  Triggered by TTC_JAX_DISTRIBUTED=1 (arguments auto-detected: TPU VM slices,
+  SLURM, Open MPI) or by JAX_COORDINATOR_ADDRESS ("host:port" of process 0),
+  with JAX_NUM_PROCESSES and JAX_PROCESS_ID passed on when set (both, or
+  neither where a cluster environment supplies them); JAX_LOCAL_DEVICE_IDS is
+  read by jax itself. scripts/launch_gpu.sh and scripts/launch_tpu_vm.sh set
+  these. Idempotent; returns True when jax.distributed is initialised.
   """
   env = os.environ
   explicit = env.get("TTC_JAX_DISTRIBUTED", "") == "1"
-  coord = env.get("JAX_COORDINATOR_ADDRESS")
+  coord = env.get("JAX_COORDINATOR_ADDRESS", "")
   if not explicit and not coord:
     return False
-  kwargs = {}
+  if jax.distributed.is_initialized():
+    return True
+  kwargs: dict[str, Any] = {}
   if coord:
-    kwargs = dict(coordinator_address=coord,
-                  num_processes=int(env["JAX_NUM_PROCESSES"]),
-                  process_id=int(env["JAX_PROCESS_ID"]))
+    kwargs["coordinator_address"] = coord
+  given = {k: env[v] for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                  ("process_id", "JAX_PROCESS_ID")) if env.get(v, "") != ""}
+  if len(given) == 1:
+    raise ValueError("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither, where the "
+                     f"cluster environment supplies them); got only {given}")
+  kwargs.update({k: int(v) for k, v in given.items()})
   jax.distributed.initialize(**kwargs)
   _log.info("jax.distributed initialised: process %d of %d",
             jax.process_index(), jax.process_count())

@@ -1,0 +1,224 @@
+"""scripts/launch_tpu_vm.sh and scripts/launch_gpu.sh: syntax, usage, and what they run.
+
+`gcloud` and `python3` are replaced by fakes on PATH: the fake gcloud runs each
+`tpu-vm ssh --worker=all --command=...` locally (HOME in tmp_path standing in for a
+worker) and `tpu-vm scp` as a copy; the fake python3 records its arguments and the
+distributed-launch environment. So the tests check the commands as a worker's shell
+would see them, quoting included, without a cloud project or a GPU.
+"""
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from ttc_jax import parallel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TPU = os.path.join(ROOT, "scripts", "launch_tpu_vm.sh")
+GPU = os.path.join(ROOT, "scripts", "launch_gpu.sh")
+ENV_KEYS = ("TTC_JAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+            "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS")
+
+FAKE_PYTHON = """#!{py}
+import json, os, sys
+with open({log!r}, "a") as f:
+  f.write(json.dumps(dict(argv=sys.argv[1:], cwd=os.getcwd(),
+                          env={{k: os.environ.get(k) for k in {keys!r}}})) + "\\n")
+"""
+
+FAKE_GCLOUD = """#!{py}
+import os, shutil, subprocess, sys
+args = sys.argv[1:]
+with open({log!r}, "a") as f:
+  f.write(repr(args) + "\\n")
+assert args[:3] == ["compute", "tpus", "tpu-vm"], args
+assert "--worker=all" in args, args
+if args[3] == "scp":
+  src, dest = args[4], args[5].split(":", 1)[1]
+  shutil.copy(src, dest.replace("/tmp/", {tmp!r} + "/"))
+  sys.exit(0)
+assert args[3] == "ssh", args
+cmd = [a for a in args if a.startswith("--command=")][0][len("--command="):]
+cmd = cmd.replace("/tmp/ttc_jax_src.tar.gz", {tmp!r} + "/ttc_jax_src.tar.gz")
+sys.exit(subprocess.call(["bash", "-c", cmd]))
+"""
+
+
+def _write(path, text):
+  with open(path, "w") as f:
+    f.write(text)
+  os.chmod(path, os.stat(path).st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture
+def fakes(tmp_path):
+  """A PATH with fake gcloud/python3; returns (env, read_python_calls, gcloud_log)."""
+  bin_dir, home = tmp_path / "bin", tmp_path / "home"
+  bin_dir.mkdir()
+  home.mkdir()
+  py_log, gc_log = str(tmp_path / "python3.jsonl"), str(tmp_path / "gcloud.log")
+  _write(bin_dir / "python3", FAKE_PYTHON.format(py=sys.executable, log=py_log, keys=ENV_KEYS))
+  _write(bin_dir / "gcloud", FAKE_GCLOUD.format(py=sys.executable, log=gc_log,
+                                                tmp=str(tmp_path)))
+  env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
+  for k in ("TPU_NAME", "ZONE", "PROJECT", "CONFIG", "WORKDIR", "REPO_URL", "COORDINATOR_ADDRESS",
+            "NUM_PROCESSES", "PROCESS_ID", "PYTHON"):
+    env.pop(k, None)
+  env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", HOME=str(home))
+
+  def calls():
+    if not os.path.exists(py_log):
+      return []
+    with open(py_log) as f:
+      return [json.loads(line) for line in f]
+  return env, calls, gc_log
+
+
+def _run(cmd, env, **kw):
+  return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, **kw)
+
+
+@pytest.mark.parametrize("script", [TPU, GPU])
+def test_syntax_and_shellcheck(script):
+  assert os.access(script, os.X_OK), f"{script} is not executable"
+  r = subprocess.run(["bash", "-n", script], capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr
+  if shutil.which("shellcheck"):
+    r = subprocess.run(["shellcheck", script], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("script", [TPU, GPU])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_runs_nothing(script, flag, fakes):
+  env, calls, gc_log = fakes
+  r = _run([script, flag], env)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.startswith("usage: scripts/"), r.stdout
+  assert "--config" in r.stdout and "--workdir" in r.stdout
+  assert calls() == [] and not os.path.exists(gc_log)
+
+
+def test_tpu_missing_arguments_exit_2(fakes):
+  env, calls, gc_log = fakes
+  r = _run([TPU, "--zone", "z"], env)
+  assert r.returncode == 2 and "no TPU name" in r.stderr
+  r = _run([TPU, "--tpu", "t", "--zone", "z"], env)
+  assert r.returncode == 2 and "no workdir" in r.stderr
+  r = _run([TPU, "--tpu", "t", "--zone", "z", "-w", "/shared/x", "--", "--bogus"], env)
+  assert r.returncode == 2 and "--config.FIELD" in r.stderr
+  assert calls() == [] and not os.path.exists(gc_log)
+
+
+def test_tpu_runs_the_same_job_on_every_worker(fakes):
+  env, calls, gc_log = fakes
+  overrides = ["--config.train.steps=7", "--config.mesh.shape=(-1, 1, 1)"]
+  r = _run([TPU, "--tpu", "my-v4", "--zone", "us-central2-b", "--project", "proj",
+            "--config", "configs/arith_smoke.py", "--workdir", "/shared/runs/a b", "--"]
+           + overrides, env)
+  assert r.returncode == 0, r.stdout + r.stderr
+  with open(gc_log) as f:
+    gcloud = f.read()
+  assert "'--zone', 'us-central2-b', '--project', 'proj'" in gcloud
+  home = env["HOME"]
+  # the checkout was copied to the worker
+  assert os.path.exists(os.path.join(home, "ttc_jax", "ttc_jax", "parallel.py"))
+  assert os.path.exists(os.path.join(home, "ttc_jax", ".ttc_jax_installed"))
+  argv = [c["argv"] for c in calls()]
+  assert ["-m", "pip", "install", "-q", "-e", ".", "jax[tpu]"] in argv
+  job = [c for c in calls() if c["argv"][:2] == ["-m", "ttc_jax.run"]]
+  assert len(job) == 1
+  assert job[0]["argv"] == ["-m", "ttc_jax.run", "--config", "configs/arith_smoke.py",
+                            "--workdir", "/shared/runs/a b", "--no_progress"] + overrides
+  assert job[0]["cwd"] == os.path.join(home, "ttc_jax")
+  assert job[0]["env"]["TTC_JAX_DISTRIBUTED"] == "1"
+  assert os.path.exists(os.path.join(home, "ttc_jax_run.log"))
+  # a second launch does not reinstall
+  r = _run([TPU, "-t", "my-v4", "-z", "z", "-w", "/shared/runs/b"], env)
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert sum(c["argv"][:3] == ["-m", "pip", "install"] for c in calls()) == 2  # pip -U pip, -e .
+
+
+def test_tpu_dry_run_runs_nothing(fakes):
+  env, calls, gc_log = fakes
+  r = _run([TPU, "-t", "t", "-z", "z", "-w", "gs://bucket/runs/x", "--dry-run",
+            "--config.train.steps=3"], env)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.count("gcloud compute tpus tpu-vm") == 4 and "--worker=all" in r.stdout
+  assert "gcsfuse --implicit-dirs bucket /tmp/ttc_gcs/bucket" in r.stdout
+  assert "--workdir /tmp/ttc_gcs/bucket/runs/x" in r.stdout
+  assert calls() == [] and not os.path.exists(gc_log)
+
+
+def test_gpu_single_process(fakes):
+  env, calls, _ = fakes
+  r = _run([GPU, "-c", "configs/arith_smoke.py", "-w", "/tmp/x", "--", "--config.train.steps=2"],
+           env)
+  assert r.returncode == 0, r.stderr
+  (call,) = calls()
+  assert call["argv"] == ["-m", "ttc_jax.run", "--config", "configs/arith_smoke.py",
+                          "--workdir", "/tmp/x", "--config.train.steps=2"]
+  assert all(v is None for v in call["env"].values()), call["env"]
+
+
+def test_gpu_multi_process_env(fakes):
+  env, calls, _ = fakes
+  env = dict(env, COORDINATOR_ADDRESS="10.0.0.1:1234", NUM_PROCESSES="4", PROCESS_ID="3")
+  r = _run([GPU, "--local-devices", "0,1"], env)
+  assert r.returncode == 0, r.stderr
+  (call,) = calls()
+  assert call["env"] == dict(TTC_JAX_DISTRIBUTED=None, JAX_COORDINATOR_ADDRESS="10.0.0.1:1234",
+                             JAX_NUM_PROCESSES="4", JAX_PROCESS_ID="3",
+                             JAX_LOCAL_DEVICE_IDS="0,1")
+  for bad in (dict(PROCESS_ID="4"), dict(NUM_PROCESSES=""), dict(COORDINATOR_ADDRESS="nohost")):
+    r = _run([GPU], dict(env, **bad))
+    assert r.returncode == 2, (bad, r.stdout, r.stderr)
+  assert len(calls()) == 1
+
+
+def test_gpu_local_procs(fakes, tmp_path):
+  env, calls, _ = fakes
+  env = dict(env, LOG_DIR=str(tmp_path / "logs"))
+  r = _run([GPU, "--local-procs", "2", "--", "--config.train.steps=1"], env)
+  assert r.returncode == 0, r.stdout + r.stderr
+  got = sorted(calls(), key=lambda c: c["env"]["JAX_PROCESS_ID"])
+  assert [c["env"]["JAX_PROCESS_ID"] for c in got] == ["0", "1"]
+  assert [c["env"]["JAX_LOCAL_DEVICE_IDS"] for c in got] == ["0", "1"]
+  assert len({c["env"]["JAX_COORDINATOR_ADDRESS"] for c in got}) == 1
+  assert all(c["env"]["JAX_NUM_PROCESSES"] == "2" for c in got)
+  assert sorted(os.listdir(tmp_path / "logs")) == ["launch_gpu.0.log", "launch_gpu.1.log"]
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, None),
+    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
+     dict(coordinator_address="h:1", num_processes=2, process_id=1)),
+    ({"TTC_JAX_DISTRIBUTED": "1"}, {}),
+    ({"TTC_JAX_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": "h:1"},
+     dict(coordinator_address="h:1")),
+])
+def test_maybe_initialize_distributed_reads_the_launch_env(monkeypatch, env, expected):
+  """The variables the scripts export are the ones parallel.py reads."""
+  for k in ENV_KEYS:
+    monkeypatch.delenv(k, raising=False)
+  for k, v in env.items():
+    monkeypatch.setenv(k, v)
+  seen = []
+  monkeypatch.setattr(parallel.jax.distributed, "initialize", lambda **kw: seen.append(kw))
+  monkeypatch.setattr(parallel.jax.distributed, "is_initialized", lambda: False)
+  assert parallel.maybe_initialize_distributed() is (expected is not None)
+  assert seen == ([] if expected is None else [expected])
+
+
+def test_maybe_initialize_distributed_needs_both_counts(monkeypatch):
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "h:1")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+  monkeypatch.delenv("JAX_PROCESS_ID", raising=False)
+  monkeypatch.setattr(parallel.jax.distributed, "is_initialized", lambda: False)
+  with pytest.raises(ValueError, match="JAX_PROCESS_ID"):
+    parallel.maybe_initialize_distributed()
