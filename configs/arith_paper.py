@@ -46,4 +46,7 @@ def get_config():
   r.rl.update(steps=1000, prompts_per_step=64, group_size=16, max_new_tokens=200, lr=1e-5,
               log_every=10, eval_every=100, checkpoint_every=100, eval_contexts=512)
   r.eval.update(questions_per_level=100, budgets=(1, 2, 4, 8, 16, 32, 64), score_batch=1024)
+  # The FLOPs-matched comparison against a model about 14x larger (the paper's M).
+  c.compute_optimal.large_model = dict(embed_dim=1536, num_layers=24, num_heads=24,
+                                       num_kv_heads=8, mlp_dim=4608)
   return c

@@ -79,7 +79,28 @@ def test_verifier_sections_all_or_none():
     config_lib.validate(cfg)
   for k in ("labels", "prm", "verify"):
     del cfg[k]
+  with pytest.raises(config_lib.ConfigError, match="compute_optimal needs the 'labels' section"):
+    config_lib.validate(cfg)
+  del cfg["compute_optimal"]
   config_lib.validate(cfg)       # a policy-only config stays valid
+
+
+@pytest.mark.parametrize("override,match", [
+    ("--config.compute_optimal.num_folds=1", "num_folds >= 2"),
+    ("--config.compute_optimal.r_values=(0.16,-1.0)", "positive ratios"),
+    ("--config.compute_optimal.large_model.vocab_size=64", "unknown config field"),
+    ("--config.search.questions_per_level=60", "exceeds eval.questions_per_level"),
+])
+def test_compute_optimal_section_errors(override, match):
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config_lib.load_config(QUICK, [override]))
+
+
+def test_larger_model_keeps_the_vocabulary():
+  cfg = config_lib.load_config(QUICK)
+  cfg.compute_optimal.large_model.vocab_size = 64
+  with pytest.raises(config_lib.ConfigError, match=r"must keep the policy's \['vocab_size'\]"):
+    config_lib.validate(cfg)
 
 
 # --- shapes the pipeline cannot run: the mesh, search budgets, empty data ------------------

@@ -104,6 +104,51 @@ def test_revision_report_contract(smoke_run):
     assert rep["wall_seconds"][k] >= 0
 
 
+def test_compute_optimal_report_contract(smoke_run):
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  co = rep["compute_optimal"]
+  for fam, base in (("search", "best_of_n_weighted"), ("revision", "parallel")):
+    for m in ("oracle", "predicted", base):
+      assert set(co[fam][m]) == {"1", "2", "4"}, (fam, m)
+      assert all(0.0 <= v <= 1.0 for v in co[fam][m].values())
+    for m in ("oracle", "predicted"):
+      eff = co["efficiency_vs_best_of_n"][fam][m]
+      assert set(eff) == {"1", "2", "4", "max_ratio"}
+      assert set(co["choices"][fam][m]) == {"0", "1"}         # smoke: 2 bins
+  assert sum(co["bin_sizes"]["oracle"].values()) == co["questions"] == 6
+  assert co["difficulty"]["cost"]["generations"] == 6 * 4
+  assert set(rep["flops_matched"]) == {"0.16", "0.79", "22"}
+  for r, row in rep["flops_matched"].items():
+    assert set(row) == {"0", "1"}
+    for x in row.values():
+      assert x["allowed_budget"] > 1 and x["winner"] in ("test_time", "larger_model", "tie")
+  f = rep["flops"]
+  assert f["large_params"] > 2 * f["small_params"] and f["M"] == pytest.approx(
+      f["large_params"] / f["small_params"])
+  assert 0.0 <= rep["large_model"]["pass_at_1"] <= 1.0
+  for k in ("large_policy", "eval_large", "compute_optimal", "stages_total"):
+    assert rep["wall_seconds"][k] >= 0
+  for p in ("compute_optimal.png", "search_by_difficulty.png", "revision_by_difficulty.png",
+            "flops_matched.png"):
+    assert os.path.exists(os.path.join(smoke_run, "plots", p)), p
+  assert os.path.exists(os.path.join(smoke_run, "compute_optimal", "analysis.json"))
+  with open(os.path.join(smoke_run, "report.md")) as f:
+    assert "## Compute-optimal scaling" in f.read()
+
+
+def test_compute_optimal_policy_from_the_run(smoke_run):
+  import jax
+  from ttc_jax import config as config_lib
+  from ttc_jax.pipeline import Pipeline
+  pipe = Pipeline(config_lib.load_config(SMOKE), smoke_run, progress=False)
+  pol = pipe.compute_optimal_policy()
+  probs = pipe.problems("test", 1)
+  recs = pol.solve(probs, 4, jax.random.key(0))
+  assert len(recs) == len(probs) and all(r["generations"] == 4 for r in recs)
+  assert {r["strategy"] for r in recs} <= set(pipe.cfg.search.methods) | {"best_of_n_weighted"}
+
+
 def test_rerun_skips_finished_stages(smoke_run, capsys):
   mtime = os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json"))
   assert run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress"]) == 0
@@ -111,6 +156,7 @@ def test_rerun_skips_finished_stages(smoke_run, capsys):
   assert "[policy] done before" in out and "[eval_policy] done before" in out
   assert "[prm_labels] done before" in out and "[eval_verifiers] done before" in out
   assert "[revision_rl] done before" in out and "[eval_revision] done before" in out
+  assert "[large_policy] done before" in out and "[compute_optimal] done before" in out
   assert os.path.getmtime(os.path.join(smoke_run, "stages", "policy.json")) == mtime
 
 

@@ -170,6 +170,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   validate_verifiers(cfg)
   from ttc_jax.revision.settings import validate_revision
   validate_revision(cfg, ConfigError)
+  from ttc_jax.compute_optimal.settings import validate_compute_optimal
+  validate_compute_optimal(cfg, ConfigError)
 
 
 VALUE_TRAIN_FIELDS = ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay",

@@ -42,6 +42,11 @@ def strict(obj: Any) -> Any:
   return obj
 
 
+def as_json(obj: Any) -> Any:
+  """`obj` as it reads back from strict JSON (string keys, lists, None for NaN)."""
+  return json.loads(json.dumps(strict(obj), default=_default, allow_nan=False))
+
+
 def atomic_write_json(path: str, obj: Any) -> None:
   """Writes strict JSON (NaN/inf become null, e.g. an AUROC with one class absent)."""
   atomic_write_text(path, json.dumps(strict(obj), indent=2, sort_keys=False, default=_default,

@@ -9,6 +9,7 @@
   <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
   <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
   <workdir>/revision_*/              revision stages (ttc_jax/revision_stages.py)
+  <workdir>/large_*/, compute_optimal/  the compute-optimal study (compute_optimal_stages.py)
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
   <workdir>/report.json, report.md, plots/*.png
 
@@ -36,6 +37,7 @@ from ttc_jax.tokenizers import CharTokenizer, check_compatible
 from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
+from ttc_jax.compute_optimal_stages import ComputeOptimalStages
 from ttc_jax.revision_stages import RevisionStages
 from ttc_jax.verifier_stages import VerifierStages
 
@@ -44,7 +46,7 @@ class StageMismatchError(RuntimeError):
   """A finished stage in the work directory was produced by another config."""
 
 
-class Pipeline(VerifierStages, RevisionStages):
+class Pipeline(VerifierStages, RevisionStages, ComputeOptimalStages):
   """Runs the stages for `cfg` in `workdir`; see the module docstring."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str, progress: bool = True):
@@ -128,14 +130,18 @@ class Pipeline(VerifierStages, RevisionStages):
                 seed=c.seed)
 
   def stage_policy(self) -> dict:
-    return self._stage("policy", self._policy_sections(), self._train_policy)
+    return self._stage("policy", self._policy_sections(),
+                       lambda: self._train_lm(self.model_cfg, "policy", self._policy_sections()))
 
-  def _train_policy(self) -> dict:
+  def _train_lm(self, model_cfg: ModelConfig, name: str, sections: dict) -> dict:
+    """Trains a language model of `model_cfg` on the task's solutions (`cfg.train`) into
+    <workdir>/<name>/ (checkpoints/, model/, metrics.jsonl); the policy and the larger
+    model of the FLOPs-matched comparison both come from here."""
     from ttc_jax.data import packing, pipeline as data_pipeline
     c, t = self.cfg, self.cfg.train
     builder = self.builder()
     with parallel.use_mesh(self.mesh):
-      model = create_model(self.model_cfg, c.seed, self.mesh)
+      model = create_model(model_cfg, c.seed, self.mesh)
     tx = optim.make_optimizer(t.lr, t.steps, t.warmup_steps, t.weight_decay, t.clip_norm,
                               t.b1, t.b2, t.final_lr_fraction)
     trainer = Trainer(model, tx, mesh=self.mesh,
@@ -154,23 +160,24 @@ class Pipeline(VerifierStages, RevisionStages):
                             for i in range(0, n_rows, t.batch_size))
     tokens = t.batch_size * t.seq_len
     meta = dict(tokenizer=self.tokenizer.fingerprint(),
-                config_hash=config_lib.config_hash(self._policy_sections()))
-    ck = Checkpointer(self.path("policy", "checkpoints"), max_to_keep=2)
+                config_hash=config_lib.config_hash(sections))
+    ck = Checkpointer(self.path(name, "checkpoints"), max_to_keep=2)
     last = loop.fit(trainer, data, steps=t.steps, checkpointer=ck,
                     checkpoint_every=t.checkpoint_every, eval_batches=eval_batches,
                     eval_every=t.eval_every, log_every=t.log_every,
-                    metrics_path=self.path("policy", "metrics.jsonl"),
-                    flops_per_step=self.model_cfg.train_flops_per_token(t.seq_len) * tokens,
+                    metrics_path=self.path(name, "metrics.jsonl"),
+                    flops_per_step=model_cfg.train_flops_per_token(t.seq_len) * tokens,
                     tokens_per_step=tokens,
                     lr_schedule=optim.make_schedule(t.lr, t.steps, t.warmup_steps,
                                                     t.final_lr_fraction),
-                    meta=meta, desc="policy", progress=self.progress)
+                    meta=meta, desc=name, progress=self.progress)
     ck.close()
     from flax import nnx
-    model_ck = Checkpointer(self.path("policy", "model"), max_to_keep=1, async_save=False)
+    model_ck = Checkpointer(self.path(name, "model"), max_to_keep=1, async_save=False)
     model_ck.save(t.steps, nnx.state(trainer.model), meta, force=True)
     model_ck.close()
-    return dict(final_metrics=last, num_params=self.model_cfg.num_params)
+    return dict(final_metrics=last, num_params=model_cfg.num_params,
+                train_tokens=int(t.steps) * tokens)
 
   def load_policy(self):
     """The trained policy model, restored onto this run's mesh."""
@@ -226,9 +233,13 @@ class Pipeline(VerifierStages, RevisionStages):
       revision = dict(data=self.stage_revision_data(), sft=self.stage_revision_sft(),
                       chains=self.stage_revision_chains(), orm=self.stage_revision_orm(),
                       rl=self.stage_revision_rl(), eval=self.stage_eval_revision())
+    optimal = None
+    if "compute_optimal" in self.cfg:
+      optimal = dict(large=self.stage_large_policy(), large_eval=self.stage_eval_large(),
+                     analysis=self.stage_compute_optimal())
     rep = report.build_report(self.cfg, self.levels, data, policy, ev, dict(self.wall),
                               time.perf_counter() - t0, verifiers=verifiers, search=search,
-                              revision=revision)
+                              revision=revision, compute_optimal=optimal)
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep

@@ -50,7 +50,8 @@ def _verifier_sections(verifiers: dict) -> tuple[dict, dict, dict]:
 
 def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
                  total_seconds: float, verifiers: dict | None = None,
-                 search: dict | None = None, revision: dict | None = None) -> dict:
+                 search: dict | None = None, revision: dict | None = None,
+                 compute_optimal: dict | None = None) -> dict:
   """Assembles the report dict. Keys named in issues are a stable contract."""
   overall, by_level = ev["overall"], ev["by_level"]
   pass1 = {name: by_level[name]["pass_at_1_greedy"] for name in levels if name in by_level}
@@ -77,7 +78,9 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
       "curves": {"majority": {str(n): v for n, v in overall["majority"].items()}},
       "curves_by_level": {"majority": {k: {str(n): v for n, v in by_level[k]["majority"].items()}
                                        for k in pass1}},
-      "wall_seconds": dict(wall, total=total_seconds),
+      # total: this invocation's wall time; stages_total: the sum over all stages, also
+      # those finished by an earlier (interrupted) invocation
+      "wall_seconds": dict(wall, total=total_seconds, stages_total=float(sum(wall.values()))),
   }
   if verifiers is not None:
     sections, curves, by_level = _verifier_sections(verifiers)
@@ -99,6 +102,9 @@ def build_report(cfg, levels, data: dict, policy: dict, ev: dict, wall: dict,
     rep["curves"].update(curves)
     for k, v in by_level.items():
       rep["curves_by_level"].setdefault(k, {}).update(v)
+  if compute_optimal is not None:
+    from ttc_jax.compute_optimal import report as co_report
+    rep.update(co_report.section(compute_optimal))
   return rep
 
 
@@ -151,6 +157,9 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   if "revision" in rep:
     from ttc_jax.revision import report as revision_report
     paths += revision_report.plot(rep, workdir)
+  if "compute_optimal" in rep:
+    from ttc_jax.compute_optimal import report as co_report
+    paths += co_report.plot(rep, workdir)
   return paths
 
 
@@ -213,6 +222,9 @@ def _markdown(rep: dict) -> str:
       q = rep[kind]
       lines.append(f"{kind.upper()}: step AUROC {q['step_auroc']:.3f}, first-error accuracy "
                    f"{q['first_error_accuracy']:.3f} over {q['num_scored_steps']} steps")
+  if "compute_optimal" in rep:
+    from ttc_jax.compute_optimal import report as co_report
+    lines += co_report.markdown(rep)
   lines += ["",
       "Wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in rep["wall_seconds"].items()), ""]
   lines += [f"![{os.path.basename(x)}]({x})" for x in rep.get("plots", [])]

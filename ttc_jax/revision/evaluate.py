@@ -47,20 +47,27 @@ def select(how: str, answers, scores, equivalent: Equiv) -> str | None:
   raise ValueError(f"unknown revision selection {how!r}; expected one of {SELECTIONS}")
 
 
-def split_accuracy(records: Sequence[dict], c: int, l: int, how: str,
-                   equivalent: Equiv) -> float:
-  """Mean accuracy over questions of `how` on the first l attempts of the first c chains.
+def split_correct(records: Sequence[dict], c: int, l: int, how: str,
+                  equivalent: Equiv) -> np.ndarray:
+  """Correctness [Q] of `how` on the first l attempts of the first c chains of each question.
 
   records: dicts with `answers` [C][T], `target`, and `scores` [C][T] for "orm".
   """
-  accs = []
+  out = []
   for r in records:
     ans = [ch[:l] for ch in r["answers"][:c]]
     if len(ans) < c or any(len(ch) < l for ch in ans):
       raise ValueError(f"question {r.get('question')!r} has too few attempts for {c} x {l}")
     sc = None if how == "majority" else [ch[:l] for ch in r["scores"][:c]]
-    accs.append(bool(equivalent(select(how, ans, sc, equivalent), r["target"])))
-  return float(np.mean(accs)) if accs else float("nan")
+    out.append(bool(equivalent(select(how, ans, sc, equivalent), r["target"])))
+  return np.asarray(out, dtype=np.float64)
+
+
+def split_accuracy(records: Sequence[dict], c: int, l: int, how: str,
+                   equivalent: Equiv) -> float:
+  """Mean over questions of `split_correct`."""
+  acc = split_correct(records, c, l, how, equivalent)
+  return float(np.mean(acc)) if acc.size else float("nan")
 
 
 def budget_curves(records: Sequence[dict], budgets: Sequence[int], equivalent: Equiv,

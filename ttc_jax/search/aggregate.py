@@ -58,31 +58,39 @@ def majority_vote(answers: Sequence[str | None], equivalent: Equiv) -> str | Non
   return weighted_vote(answers, [1.0] * len(answers), equivalent)
 
 
+def per_question_accuracy(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
+                          n: int, equivalent: Equiv,
+                          select: Callable[[Sequence[str | None], Sequence[float]], str | None],
+                          scores: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+  """Accuracy [Q] of a selection rule at budget n, each question over disjoint groups.
+
+  answers[q][s]: sample s's extracted answer for question q (S samples each);
+  scores[q][s]: its verifier score (None: all ones). The S samples are cut
+  into S // n disjoint groups; `select(group_answers, group_scores)` picks one
+  answer per group; a question's accuracy is the fraction of its groups right.
+  """
+  accs = []
+  for q, (ans, tgt) in enumerate(zip(answers, targets)):
+    k = len(ans) // n
+    if k == 0:
+      raise ValueError(f"budget {n} exceeds the {len(ans)} samples available")
+    sc = [1.0] * len(ans) if scores is None else scores[q]
+    if len(sc) != len(ans):
+      raise ValueError(f"question {q}: {len(sc)} scores for {len(ans)} answers")
+    accs.append(np.mean([equivalent(select(ans[j * n:(j + 1) * n], sc[j * n:(j + 1) * n]), tgt)
+                         for j in range(k)]))
+  return np.asarray(accs, dtype=np.float64)
+
+
 def selection_curve(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
                     budgets: Sequence[int], equivalent: Equiv,
                     select: Callable[[Sequence[str | None], Sequence[float]], str | None],
                     scores: Sequence[Sequence[float]] | None = None) -> dict[int, float]:
-  """Accuracy of a selection rule by budget, over disjoint groups of samples.
-
-  answers[q][s]: sample s's extracted answer for question q (S samples each);
-  scores[q][s]: its verifier score (None: all ones). For budget n the S
-  samples are cut into S // n disjoint groups; `select(group_answers,
-  group_scores)` picks one answer per group; accuracy is averaged over groups
-  and then over questions.
-  """
+  """Accuracy of a selection rule by budget: `per_question_accuracy` averaged over questions."""
   out = {}
   for n in budgets:
-    accs = []
-    for q, (ans, tgt) in enumerate(zip(answers, targets)):
-      k = len(ans) // n
-      if k == 0:
-        raise ValueError(f"budget {n} exceeds the {len(ans)} samples available")
-      sc = [1.0] * len(ans) if scores is None else scores[q]
-      if len(sc) != len(ans):
-        raise ValueError(f"question {q}: {len(sc)} scores for {len(ans)} answers")
-      accs.append(np.mean([equivalent(select(ans[j * n:(j + 1) * n], sc[j * n:(j + 1) * n]), tgt)
-                           for j in range(k)]))
-    out[int(n)] = float(np.mean(accs)) if accs else float("nan")
+    accs = per_question_accuracy(answers, targets, int(n), equivalent, select, scores)
+    out[int(n)] = float(np.mean(accs)) if accs.size else float("nan")
   return out
 
 
