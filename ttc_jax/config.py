@@ -102,10 +102,15 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
 
 
 REQUIRED = ("name", "seed", "task", "model", "mesh", "train", "eval")
+TEXT_TASKS = ("gsm8k", "math")     # validated by ttc_jax.text_config
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Checks fields the pipeline relies on; raises ConfigError naming the problem."""
+  if "task" in cfg and cfg.task.get("name") in TEXT_TASKS:   # Hugging Face models on text
+    from ttc_jax import text_config
+    text_config.validate_text(cfg, ConfigError)
+    return
   for k in REQUIRED:
     if k not in cfg:
       raise ConfigError(f"config has no {k!r} section/field (required: {REQUIRED})")
@@ -135,31 +140,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.train.{f} must be >= 0, got {t[f]}")
   if t.seq_len > cfg.model.max_len:
     raise ConfigError(f"config.train.seq_len={t.seq_len} exceeds model.max_len={cfg.model.max_len}")
-  shape = tuple(cfg.mesh.shape)
-  if len(shape) != 3:
-    raise ConfigError(f"config.mesh.shape must have 3 entries, got {cfg.mesh.shape}")
-  if (any(isinstance(s, bool) or not isinstance(s, int) or (s < 1 and s != -1) for s in shape)
-      or shape.count(-1) > 1):
-    raise ConfigError(f"config.mesh.shape={shape}: entries must be positive integers, with at "
-                      "most one -1 (filled in from jax.device_count())")
-  # The device count is only asked for when that cannot pre-empt jax.distributed.initialize
-  # (a multi-host launch checks in parallel.make_mesh, with the same numbers).
-  import math
-  import jax
-  try:
-    from jax._src.xla_bridge import backends_are_initialized
-  except ImportError:                                    # private API: only an optimisation
-    backends_are_initialized = lambda: False  # noqa: E731
-  env = os.environ
-  distributed = env.get("TTC_JAX_DISTRIBUTED", "") == "1" or env.get("JAX_COORDINATOR_ADDRESS")
-  if backends_are_initialized() or not distributed:
-    n = jax.device_count()
-    known = math.prod(s for s in shape if s != -1)
-    if (-1 in shape and n % known) or (-1 not in shape and known != n):
-      need = f"a multiple of {known}" if -1 in shape else str(known)
-      raise ConfigError(f"config.mesh.shape={shape} needs {need} devices, but "
-                        f"jax.device_count() is {n} ({jax.default_backend()}); use -1 for one "
-                        "axis to take all devices, e.g. (-1, 1, 1)")
+  validate_mesh(cfg)
   e = cfg.eval
   for f in ("questions_per_level", "num_samples", "max_new_tokens"):
     if f in e and int(e[f]) <= 0:
@@ -207,36 +188,74 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
   if cfg.prm.label not in ("soft", "hard"):
     raise ConfigError(f"config.prm.label must be 'soft' or 'hard', got {cfg.prm.label!r}")
   if "search" in cfg:
-    import math
-    from ttc_jax.search.sweep import METHODS, plan
-    bad = [m for m in cfg.search.methods if m not in METHODS]
-    if bad:
-      raise ConfigError(f"config.search.methods: unknown {bad}; known: {METHODS}")
-    if not cfg.search.budgets or any(int(b) < 1 for b in cfg.search.budgets):
-      raise ConfigError(f"config.search.budgets must be positive, got {cfg.search.budgets}")
-    for m in cfg.search.methods:      # N beams must split into beams of width M (sweep.plan)
-      for b in cfg.search.budgets:
-        if plan(m, int(b)) is None:
-          if m == "beam_sqrt":
-            rule = (f"N = G beams of width M = round(sqrt(G)) = "
-                    f"{max(1, round(math.sqrt(int(b))))}, which must divide G")
-          elif m.startswith("lookahead"):
-            rule = (f"N = G / {int(m[-1]) + 1} beams of width min(4, N): G must be a "
-                    f"multiple of {int(m[-1]) + 1} and N of min(4, N)")
-          else:
-            rule = "N = G beams in groups of M = 4: G must be a multiple of 4"
-          fits = [g for g in range(1, 4 * int(b) + 9) if plan(m, g)]
-          near = ([g for g in fits if g < int(b)][-1:] + [g for g in fits if g > int(b)][:1])
-          raise ConfigError(
-              f"config.search.budgets: method {m!r} cannot spend a generation budget of {b} "
-              f"({rule}); nearest budgets it can: {near}; remove {b} or the method")
-    for f in ("questions_per_level", "max_rounds", "max_step_tokens", "max_new_tokens",
-              "max_beams"):
-      if int(cfg.search[f]) < 1:
-        raise ConfigError(f"config.search.{f} must be positive, got {cfg.search[f]}")
+    validate_search(cfg.search)
   if cfg.verify.aggregation not in ("last", "min", "prod"):
     raise ConfigError(f"config.verify.aggregation must be last, min or prod, "
                       f"got {cfg.verify.aggregation!r}")
+
+
+
+def validate_mesh(cfg: ml_collections.ConfigDict) -> None:
+  """Checks cfg.mesh.shape against the device count (when that is known)."""
+  shape = tuple(cfg.mesh.shape)
+  if len(shape) != 3:
+    raise ConfigError(f"config.mesh.shape must have 3 entries, got {cfg.mesh.shape}")
+  if (any(isinstance(s, bool) or not isinstance(s, int) or (s < 1 and s != -1) for s in shape)
+      or shape.count(-1) > 1):
+    raise ConfigError(f"config.mesh.shape={shape}: entries must be positive integers, with at "
+                      "most one -1 (filled in from jax.device_count())")
+  # The device count is only asked for when that cannot pre-empt jax.distributed.initialize
+  # (a multi-host launch checks in parallel.make_mesh, with the same numbers).
+  import math
+  import jax
+  try:
+    from jax._src.xla_bridge import backends_are_initialized
+  except ImportError:                                    # private API: only an optimisation
+    backends_are_initialized = lambda: False  # noqa: E731
+  env = os.environ
+  distributed = env.get("TTC_JAX_DISTRIBUTED", "") == "1" or env.get("JAX_COORDINATOR_ADDRESS")
+  if backends_are_initialized() or not distributed:
+    n = jax.device_count()
+    known = math.prod(s for s in shape if s != -1)
+    if (-1 in shape and n % known) or (-1 not in shape and known != n):
+      need = f"a multiple of {known}" if -1 in shape else str(known)
+      raise ConfigError(f"config.mesh.shape={shape} needs {need} devices, but "
+                        f"jax.device_count() is {n} ({jax.default_backend()}); use -1 for one "
+                        "axis to take all devices, e.g. (-1, 1, 1)")
+
+
+def validate_search(search: ml_collections.ConfigDict) -> None:
+  """Checks a `search` section: known methods, budgets each method can spend, sizes.
+
+  Its questions field is `questions_per_level` (arith) or `questions` (text tasks).
+  """
+  import math
+  from ttc_jax.search.sweep import METHODS, plan
+  bad = [m for m in search.methods if m not in METHODS]
+  if bad:
+    raise ConfigError(f"config.search.methods: unknown {bad}; known: {METHODS}")
+  if not search.budgets or any(int(b) < 1 for b in search.budgets):
+    raise ConfigError(f"config.search.budgets must be positive, got {search.budgets}")
+  for m in search.methods:      # N beams must split into beams of width M (sweep.plan)
+    for b in search.budgets:
+      if plan(m, int(b)) is None:
+        if m == "beam_sqrt":
+          rule = (f"N = G beams of width M = round(sqrt(G)) = "
+                  f"{max(1, round(math.sqrt(int(b))))}, which must divide G")
+        elif m.startswith("lookahead"):
+          rule = (f"N = G / {int(m[-1]) + 1} beams of width min(4, N): G must be a "
+                  f"multiple of {int(m[-1]) + 1} and N of min(4, N)")
+        else:
+          rule = "N = G beams in groups of M = 4: G must be a multiple of 4"
+        fits = [g for g in range(1, 4 * int(b) + 9) if plan(m, g)]
+        near = ([g for g in fits if g < int(b)][-1:] + [g for g in fits if g > int(b)][:1])
+        raise ConfigError(
+            f"config.search.budgets: method {m!r} cannot spend a generation budget of {b} "
+            f"({rule}); nearest budgets it can: {near}; remove {b} or the method")
+  for f in ("questions_per_level", "questions", "max_rounds", "max_step_tokens",
+            "max_new_tokens", "max_beams"):
+    if f in search and int(search[f]) < 1:
+      raise ConfigError(f"config.search.{f} must be positive, got {search[f]}")
 
 
 def config_hash(section: Any) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
 
 import jax
 import ml_collections
@@ -39,53 +38,22 @@ from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
 from ttc_jax.compute_optimal_stages import ComputeOptimalStages
 from ttc_jax.revision_stages import RevisionStages
+from ttc_jax.stages import Stages, StageMismatchError  # noqa: F401 (re-exported)
 from ttc_jax.verifier_stages import VerifierStages
 
 
-class StageMismatchError(RuntimeError):
-  """A finished stage in the work directory was produced by another config."""
-
-
-class Pipeline(VerifierStages, RevisionStages, ComputeOptimalStages):
+class Pipeline(Stages, VerifierStages, RevisionStages, ComputeOptimalStages):
   """Runs the stages for `cfg` in `workdir`; see the module docstring."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, workdir: str, progress: bool = True):
     config_lib.validate(cfg)
-    self.cfg, self.workdir, self.progress = cfg, os.path.abspath(workdir), progress
+    self.cfg, self.progress = cfg, progress
     self.tokenizer = CharTokenizer()
     self.model_cfg = ModelConfig.from_dict(cfg.model.to_dict())
     check_compatible(self.tokenizer, self.model_cfg.vocab_size)
     self.mesh = parallel.make_mesh(tuple(cfg.mesh.shape))
     self.levels = [lv.name for lv in arith.parse_levels(cfg.task.levels)]
-    self.wall: dict[str, float] = {}
-    os.makedirs(self.workdir, exist_ok=True)
-
-  def path(self, *parts: str) -> str:
-    return os.path.join(self.workdir, *parts)
-
-  # --- stage bookkeeping ----------------------------------------------------
-
-  def _stage(self, name: str, sections: dict, fn: Callable[[], dict]) -> dict:
-    """Runs `fn` unless the stage finished before with the same config hash."""
-    marker = self.path("stages", f"{name}.json")
-    h = config_lib.config_hash(sections)
-    if os.path.exists(marker):
-      done = io_utils.read_json(marker)
-      if done.get("hash") == h:
-        self.wall[name] = done.get("wall_seconds", 0.0)
-        print(f"[{name}] done before ({done.get('wall_seconds', 0):.1f}s); skipped")
-        return done["outputs"]
-      raise StageMismatchError(
-          f"stage {name!r} in {self.workdir} was run with another config "
-          f"(hash {done.get('hash')} != {h}); use a new --workdir or delete {marker}")
-    t0 = time.perf_counter()
-    print(f"[{name}] running")
-    outputs = fn()
-    dt = time.perf_counter() - t0
-    self.wall[name] = dt
-    io_utils.atomic_write_json(marker, dict(hash=h, wall_seconds=dt, outputs=outputs))
-    print(f"[{name}] finished in {dt:.1f}s")
-    return outputs
+    self._init_stages(workdir)
 
   # --- stages -----------------------------------------------------------------
 

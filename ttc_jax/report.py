@@ -150,7 +150,7 @@ def _plot(workdir: str, rep: dict) -> list[str]:
   ax[1].set_title("majority vote accuracy")
   ax[1].legend(fontsize=7)
   paths = [_save(fig, workdir, "policy.png")]
-  if "prm" in rep:
+  if "prm" in rep or "prm_best_of_n_weighted" in rep["curves"]:   # a run with PRM scores
     paths.append(_plot_curves(rep, workdir))
   if "search" in rep:
     paths.append(_plot_search(rep, workdir))

@@ -1,8 +1,11 @@
 """The main job: `python -m ttc_jax.run --config configs/arith_quick.py [--workdir DIR]
 [--config.<field>=<value> ...]`.
 
-Runs the pipeline (ttc_jax.pipeline) and prints the headline figures; the run
-directory (default `runs/<config name>`) receives report.json and report.md.
+Runs the pipeline (ttc_jax.pipeline; ttc_jax.text_pipeline for a Hugging Face
+policy + PRM on GSM8K / MATH, e.g. `--config configs/gsm8k_hf.py
+--config.hf.policy=DIR --config.hf.prm=DIR --config.data.manual_dir=DIR`) and
+prints the headline figures; the run directory (default `runs/<config name>`)
+receives report.json and report.md.
 """
 
 from __future__ import annotations
@@ -47,7 +50,10 @@ def main(argv=None) -> int:
   from ttc_jax import parallel
   parallel.maybe_initialize_distributed()
   setup_jax_cache()
-  from ttc_jax.pipeline import Pipeline
+  if cfg.task.get("name") in config_lib.TEXT_TASKS:   # a HF policy + PRM on GSM8K / MATH
+    from ttc_jax.text_pipeline import TextPipeline as Pipeline
+  else:
+    from ttc_jax.pipeline import Pipeline
   workdir = args.workdir or os.path.join("runs", cfg.name)
   rep = Pipeline(cfg, workdir, progress=not args.no_progress).run()
   p = rep["policy"]

@@ -23,9 +23,10 @@ from ttc_jax.prm import metrics
 from ttc_jax.search import best_of_n
 
 
-def text_steps(text: str) -> list[str]:
-  """A sampled solution's lines (steps); a trailing newline is ignored."""
-  lines = text.split("\n") if isinstance(text, str) else []
+def text_steps(text: str, delimiter: str = "\n") -> list[str]:
+  """A sampled solution's steps: `text` split at `delimiter` (a line by default; e.g.
+  "\\n\\n" for MATH-style paragraphs); a trailing delimiter is ignored."""
+  lines = text.split(delimiter) if isinstance(text, str) else []
   if lines and lines[-1] == "":
     lines.pop()
   return lines
@@ -41,7 +42,8 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
   """Per-step values of each (prompt, solution text): list[num_steps] per solution.
 
   Sequences are grouped by length (rounded up to 32 tokens) and scored in
-  fixed-size batches with one full forward each; a solution with no lines
+  fixed-size batches with one full forward each. Steps are split at the
+  tokenizer's `step_delimiter` ("\\n" when it has none); a solution with no steps
   (or text the tokenizer cannot encode) gets no scores; a sequence longer than the model's max_len keeps the
   step ends that fit.
   """
@@ -49,8 +51,9 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
     raise ValueError(f"{len(prompts)} prompts for {len(texts)} solutions")
   max_len = model.cfg.max_len
   seqs: list[tuple[list[int], list[int]]] = []
+  delimiter = getattr(tokenizer, "step_delimiter", "\n")   # the token `newline_id` encodes
   for p, t in zip(prompts, texts):
-    steps = text_steps(t)
+    steps = text_steps(t, delimiter)
     if not steps:
       seqs.append(([], []))
       continue
