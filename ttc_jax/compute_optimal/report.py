@@ -86,6 +86,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
     a.set_title(f"{title}: up to {eff:.1f}x fewer generations" if eff else title, fontsize=9)
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
+    _clip_accuracy(a)
   paths.append(_save(fig, workdir, "compute_optimal.png"))
 
   for fam, name, pick in (("search", "search_by_difficulty.png", None),
@@ -103,6 +104,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
       a.set_title(f"bin {b}", fontsize=9)
       a.set_xlabel("generation budget")
       a.grid(alpha=0.3)
+      _clip_accuracy(a)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=6)
     paths.append(_save(fig, workdir, name))
@@ -121,6 +123,8 @@ def plot(rep: dict, workdir: str) -> list[str]:
       a.bar([int(b) + (i - (len(rs) - 1) / 2) * w for b in bins], gains, w,
             label=f"R={r} (budget {table[r][bins[0]]['budget']})")
     a.axhline(0, color="k", lw=0.8)
+    lo, hi = a.get_ylim()
+    a.set_ylim(min(lo, -0.1), max(hi, 0.1))
     a.set_xticks([int(b) for b in bins])
     a.set_xlabel("oracle difficulty bin (0 = easiest)")
     a.set_title(f"{title}: compute-optimal small model minus "
@@ -129,6 +133,11 @@ def plot(rep: dict, workdir: str) -> list[str]:
   ax[0][0].set_ylabel("accuracy difference")
   paths.append(_save(fig, workdir, "flops_matched.png"))
   return paths
+
+
+def _clip_accuracy(ax) -> None:
+  lo, hi = ax.get_ylim()
+  ax.set_ylim(max(lo, 0.0), min(hi, 1.02))
 
 
 def _revision_ratio(per: dict) -> dict:
