@@ -22,10 +22,10 @@ def get_config() -> ml_collections.ConfigDict:
                  head_dim=32, mlp_dim=512, max_len=160, rope_theta=10000.0,
                  tie_embeddings=True, param_dtype="float32", dtype="float32")
   c.mesh = dict(shape=(-1, 1, 1))     # (data, fsdp, tensor); -1 = all devices
-  c.train = dict(steps=300, batch_size=64, seq_len=128, lr=3e-3, warmup_steps=40,
+  c.train = dict(steps=400, batch_size=64, seq_len=128, lr=3e-3, warmup_steps=40,
                  weight_decay=0.1, clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.05,
-                 log_every=50, eval_every=150, eval_batches=4, checkpoint_every=100)
-  c.eval = dict(questions_per_level=20, max_new_tokens=112, temperature=0.7, top_k=0,
+                 log_every=50, eval_every=200, eval_batches=4, checkpoint_every=100)
+  c.eval = dict(questions_per_level=30, max_new_tokens=112, temperature=0.7, top_k=0,
                 top_p=1.0, num_samples=64, majority_ns=(1, 2, 4, 8, 16, 32, 64),
                 max_batch=2048)
   # Monte Carlo step labels on training questions (paper: 16 samples x 16 rollouts).
@@ -46,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Verifier evaluation on the eval_policy samples (eval.num_samples per question).
   c.verify = dict(aggregation="last", threshold=0.5, score_batch=256)
   # Step-level search kernels on a subset of the held-out questions (ttc_jax/search/sweep.py).
-  c.search = dict(questions_per_level=10, budgets=(4, 16, 64),
+  c.search = dict(questions_per_level=20, budgets=(4, 16, 64),
                   methods=("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"),
                   max_rounds=10, max_step_tokens=16, max_new_tokens=112, temperature=0.7,
                   top_k=0, top_p=1.0, max_beams=2048, seed=0)
@@ -56,15 +56,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.revision = dict(
       context_attempts=4,              # previous attempts in context (paper: 4)
       max_len=544, max_new_tokens=96, max_rows=1024,
-      data=dict(questions_per_level=60, samples_per_question=16, temperature=1.0,
+      data=dict(questions_per_level=100, samples_per_question=16, temperature=1.0,
                 max_new_tokens=96, max_batch=2048, max_per_question=4, seed=0,
                 # targets must be right at every step (the task's exact checker), not only in
                 # their final answer: lucky right answers taught wrong arithmetic (docs/results.md)
                 exact_targets=True),
-      sft=dict(steps=80, batch_size=16, seq_len=448, lr=3e-4, warmup_steps=20, weight_decay=0.1,
+      sft=dict(steps=120, batch_size=16, seq_len=448, lr=3e-4, warmup_steps=20, weight_decay=0.1,
                clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.1, log_every=20,
                eval_every=20, patience=2, heldout_fraction=0.1),
-      chains=dict(questions_per_level=16, skip_questions=60, chains=4, steps=4, temperature=1.0,
+      chains=dict(questions_per_level=24, skip_questions=100, chains=4, steps=4, temperature=1.0,
                   seed=1),
       orm=dict(value_train, seq_len=448, steps=100, batch_size=16),
       rl=dict(steps=30, prompts_per_step=8, group_size=8, temperature=1.0, max_new_tokens=96,
@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
               advantage="group_normalized", loss="clipped_pg", updates_per_batch=1,
               log_every=10, eval_every=15, checkpoint_every=15, heldout_fraction=0.1,
               eval_contexts=64),
-      eval=dict(questions_per_level=10, budgets=(1, 2, 4, 8, 16), temperature=0.7,
+      eval=dict(questions_per_level=20, budgets=(1, 2, 4, 8, 16), temperature=0.7,
                 report_steps=8, step_chains=4, score_batch=64, seed=2),
   )
   # Compute-optimal study (paper §3.2, §7): 5 difficulty bins of the search questions, 2-fold
