@@ -104,7 +104,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
       a.set_title(f"bin {b}", fontsize=9)
       a.set_xlabel("generation budget")
       a.grid(alpha=0.3)
-      _clip_accuracy(a)
+    axes[0].set_ylim(-0.02, 1.02)          # shared by the bins: accuracies span 0..1
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=6)
     paths.append(_save(fig, workdir, name))
@@ -123,13 +123,14 @@ def plot(rep: dict, workdir: str) -> list[str]:
       a.bar([int(b) + (i - (len(rs) - 1) / 2) * w for b in bins], gains, w,
             label=f"R={r} (budget {table[r][bins[0]]['budget']})")
     a.axhline(0, color="k", lw=0.8)
-    lo, hi = a.get_ylim()
-    a.set_ylim(min(lo, -0.1), max(hi, 0.1))
     a.set_xticks([int(b) for b in bins])
     a.set_xlabel("oracle difficulty bin (0 = easiest)")
     a.set_title(f"{title}: compute-optimal small model minus "
                 f"{rep['flops']['M']:.1f}x larger greedy", fontsize=9)
     a.legend(fontsize=7)
+  gains = [x["gain"] for t in fm.values() for row in t.values() for x in row.values()
+           if x["gain"] is not None] or [0.0]
+  ax[0][0].set_ylim(min(min(gains) - 0.05, -0.1), max(max(gains) + 0.05, 0.1))   # shared
   ax[0][0].set_ylabel("accuracy difference")
   paths.append(_save(fig, workdir, "flops_matched.png"))
   return paths
