@@ -163,3 +163,20 @@ def test_compute_optimal_policy_runs_on_a_toy_model():
   assert [r["strategy"] for r in recs] == ["best_of_n_weighted"] * 2
   with pytest.raises(ValueError, match="no strategy was chosen for budget 8"):
     hard.solve(problems[:1], 8, jax.random.key(3))
+  # a revision split runs through the `revise` callable with its C x L
+  calls = []
+
+  def revise(probs, c, l, rng):
+    calls.append((len(probs), c, l))
+    return ["3"] * len(probs)
+
+  rev = ComputeOptimalPolicy(policy, prm, tok, thresholds=[-1.0], choices={0: {4: "2x2"}},
+                             extract_answer=arith.extract_answer, equivalent=arith.equivalent,
+                             difficulty_samples=2, max_new_tokens=24, max_batch=64,
+                             revise=revise)
+  recs = rev.solve(problems, 4, jax.random.key(4))
+  assert calls == [(4, 2, 2)] and [r["answer"] for r in recs] == ["3"] * 4
+  assert all(r["strategy"] == "2x2" and r["generations"] == 4 for r in recs)
+  rev.revise = None
+  with pytest.raises(ValueError, match="needs revision chains"):
+    rev.solve(problems[:1], 4, jax.random.key(5))

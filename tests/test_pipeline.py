@@ -147,6 +147,9 @@ def test_compute_optimal_policy_from_the_run(smoke_run):
   recs = pol.solve(probs, 4, jax.random.key(0))
   assert len(recs) == len(probs) and all(r["generations"] == 4 for r in recs)
   assert {r["strategy"] for r in recs} <= set(pipe.cfg.search.methods) | {"best_of_n_weighted"}
+  rev = pipe.compute_optimal_policy(family="revision")
+  recs = rev.solve(probs, 4, jax.random.key(1))
+  assert len(recs) == len(probs) and {r["strategy"] for r in recs} <= {"4x1", "2x2", "1x4"}
 
 
 def test_rerun_skips_finished_stages(smoke_run, capsys):

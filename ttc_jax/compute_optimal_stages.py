@@ -75,20 +75,43 @@ class ComputeOptimalStages:
     return out
 
   def compute_optimal_policy(self, measure: str = "predicted", family: str = "search"):
-    """A ComputeOptimalPolicy from this run's policy, PRM and analysis (after the stages)."""
+    """A ComputeOptimalPolicy from this run's models and analysis (after the stages).
+
+    family: "search" (best-of-N weighted and the search kernels), "revision" or
+    "revision_rl" (C x L splits of the SFT / RL revision model, ORM selection).
+    Difficulty is always predicted with the policy and the PRM, as in the analysis.
+    """
     from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy
     from ttc_jax.prm import train as prm_train
-    if family != "search":
-      raise ValueError(f"ComputeOptimalPolicy runs the search family, not {family!r}")
     analysis = io_utils.read_json(self.path("compute_optimal", "analysis.json"))
     prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
                                      kind="prm", seed=self.cfg.seed, mesh=self.mesh)
+    revise = None
+    if family in ("revision", "revision_rl"):
+      revise = self._revise_fn("rl" if family == "revision_rl" else "sft")
     sc, e = self.cfg.search, self.cfg.eval
     return ComputeOptimalPolicy.from_analysis(
-        analysis, self.load_policy(), prm, self.tokenizer, measure=measure,
+        analysis, self.load_policy(), prm, self.tokenizer, measure=measure, family=family,
         extract_answer=arith.extract_answer, equivalent=arith.equivalent,
         difficulty_samples=int(e.num_samples), temperature=float(e.temperature),
         max_new_tokens=int(e.max_new_tokens), aggregation=self.cfg.verify.aggregation,
-        max_batch=int(e.max_batch), mesh=self.mesh,
+        max_batch=int(e.max_batch), mesh=self.mesh, revise=revise,
         search=dict(max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
                     max_new_tokens=sc.max_new_tokens, temperature=sc.temperature))
+
+  def _revise_fn(self, which: str):
+    """(problems, C, L, rng) -> answers: C chains of L attempts, hierarchical ORM selection."""
+    from ttc_jax.prm import train as prm_train
+    from ttc_jax.revision import evaluate as revision_eval
+    ev = self.cfg.revision.eval
+    model = self.load_revision(which)
+    orm = prm_train.load_value_model(self.path("revision_orm", "model"), self.revision_cfg,
+                                     self.tokenizer, kind="orm", seed=self.cfg.seed,
+                                     mesh=self.mesh)
+
+    def revise(problems, c: int, l: int, rng):
+      recs, _ = self._run_chains(model, list(problems), [l] * c, rng, ev.temperature)
+      self._score_chains(orm, recs, ev.score_batch)
+      return [revision_eval.select("orm", r["answers"], r["scores"], arith.equivalent)
+              for r in recs]
+    return revise

@@ -162,6 +162,20 @@ class RevisionStages:
                                 for c in answers]))
     return recs, stats
 
+  def _score_chains(self, orm, recs: list[dict], batch_size: int) -> float:
+    """Sets r["scores"][c][t], the ORM's final score of every attempt; returns seconds."""
+    from ttc_jax.prm import evaluate as prm_eval
+    rows = self._attempt_rows(recs)
+    t0 = time.perf_counter()
+    scores = prm_eval.score_solutions(orm, self.tokenizer, [x["prompt"] for x in rows],
+                                      [x["solution"] for x in rows], batch_size=batch_size,
+                                      mesh=self.mesh)
+    it = iter(scores)
+    for r in recs:
+      r["scores"] = [[(s[-1] if s else 0.0) for s in (next(it) for _ in c)]
+                     for c in r["attempts"]]
+    return time.perf_counter() - t0
+
   def _attempt_rows(self, recs: list[dict]) -> list[dict]:
     """One row per attempt: its revision prompt (truncated context) and its lines."""
     from ttc_jax.prm.evaluate import text_steps
@@ -229,7 +243,7 @@ class RevisionStages:
     return self._stage("eval_revision", sections, self._eval_revision)
 
   def _eval_revision(self) -> dict:
-    from ttc_jax.prm import evaluate as prm_eval, train as prm_train
+    from ttc_jax.prm import train as prm_train
     from ttc_jax.revision import chains, evaluate
     ev = self.cfg.revision.eval
     probs = self.problems("test", ev.questions_per_level)
@@ -242,16 +256,7 @@ class RevisionStages:
     for which in ("sft", "rl"):
       recs, stats = self._run_chains(self.load_revision(which), probs, lengths,
                                      jax.random.key(ev.seed), ev.temperature)
-      rows = self._attempt_rows(recs)
-      t0 = time.perf_counter()
-      scores = prm_eval.score_solutions(orm, self.tokenizer, [x["prompt"] for x in rows],
-                                        [x["solution"] for x in rows],
-                                        batch_size=ev.score_batch, mesh=self.mesh)
-      stats["orm_seconds"] = time.perf_counter() - t0
-      it = iter(scores)
-      for r in recs:
-        r["scores"] = [[(s[-1] if s else 0.0) for s in (next(it) for _ in c)]
-                       for c in r["attempts"]]
+      stats["orm_seconds"] = self._score_chains(orm, recs, ev.score_batch)
       io_utils.atomic_write_jsonl(self.path("revision_eval", f"chains_{which}.jsonl"), recs)
       out[which] = dict(evaluate.summarize(recs, budgets, arith.equivalent, self.levels,
                                            ev.report_steps), stats=stats)

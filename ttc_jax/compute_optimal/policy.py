@@ -6,8 +6,11 @@ truth: `difficulty_samples` policy samples, scored by the PRM, their mean
 final-answer score placed against the analysis' thresholds
 (`difficulty.assign`); (2) looks up the strategy chosen for that bin and the
 budget (`select.fit_choices` on all analysed questions); (3) runs it:
-best-of-N weighted (N samples, PRM-scored) or one of the search kernels
-(`search.sweep.run_method`). Questions are batched per (bin, strategy).
+best-of-N weighted (N samples, PRM-scored), one of the search kernels
+(`search.sweep.run_method`), or a revision split "CxL" (C chains of L
+attempts, through the `revise(problems, c, l, rng) -> answers` callable the
+pipeline builds from its revision model and ORM). Questions are batched per
+(bin, strategy).
 
 Cost records separate the difficulty estimate from the strategy's own
 generations, as report.json does.
@@ -29,6 +32,12 @@ from ttc_jax.search import best_of_n, sweep
 BEST_OF_N = "best_of_n_weighted"
 
 
+def revision_split(strategy: str) -> tuple[int, int] | None:
+  """(C, L) of a revision strategy name "CxL", else None."""
+  c, sep, l = strategy.partition("x")
+  return (int(c), int(l)) if sep and c.isdigit() and l.isdigit() else None
+
+
 @dataclasses.dataclass
 class ComputeOptimalPolicy:
   """policy / prm: a Transformer and a ValueModel; choices: {bin: {budget: strategy}}."""
@@ -46,12 +55,17 @@ class ComputeOptimalPolicy:
   search: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   max_batch: int = 1024
   mesh: Any = None
+  revise: Callable[[Sequence[dict], int, int, jax.Array], list] | None = None
 
   @classmethod
   def from_analysis(cls, analysis: Mapping, policy, prm, tokenizer, *, measure: str = "predicted",
-                    **kw) -> "ComputeOptimalPolicy":
-    """From compute_optimal/analysis.json (the search family, `measure` bins)."""
-    a = analysis["search"][measure]
+                    family: str = "search", **kw) -> "ComputeOptimalPolicy":
+    """From compute_optimal/analysis.json: `family` (search, revision, revision_rl) choices
+    under `measure` (predicted or oracle) bins."""
+    if family not in analysis:
+      raise ValueError(f"analysis has no {family!r} family; it has "
+                       f"{sorted(k for k in analysis if isinstance(analysis[k], dict))}")
+    a = analysis[family][measure]
     choices = {int(b): {int(n): s for n, s in per.items()} for b, per in a["choices"].items()}
     return cls(policy=policy, prm=prm, tokenizer=tokenizer, thresholds=a["thresholds"],
                choices=choices, **kw)
@@ -102,7 +116,13 @@ class ComputeOptimalPolicy:
     for g, (strat, idx) in enumerate(sorted(groups.items())):
       part = [problems[i] for i in idx]
       key = jax.random.fold_in(rng, g + 1)
-      if strat == BEST_OF_N:
+      split = revision_split(strat)
+      if split is not None:
+        if self.revise is None:
+          raise ValueError(f"strategy {strat!r} needs revision chains: pass `revise`")
+        answers = self.revise(part, split[0], split[1], key)
+        recs = [dict(answer=a, generations=float(budget)) for a in answers]
+      elif strat == BEST_OF_N:
         texts, _ = self._sample(part, budget, key)
         scores = self._final_scores(part, texts)
         recs = [dict(answer=best_of_n.best_of_n_weighted(
