@@ -27,3 +27,17 @@ def tiny_config(**kw) -> ModelConfig:
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
   return tiny_config()
+
+
+SMOKE_CONFIG = "configs/arith_smoke.py"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """The main job on the smoke config, run once per test session (worker): every test that
+  uses it is in the `smoke_run` xdist group (pytest.ini: --dist=loadgroup), so the pipeline
+  runs once for the report-contract tests and the notebook alike."""
+  from ttc_jax import run
+  workdir = str(tmp_path_factory.mktemp("smoke"))
+  assert run.main(["--config", SMOKE_CONFIG, "--workdir", workdir, "--no_progress"]) == 0
+  return workdir

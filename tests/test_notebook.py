@@ -1,9 +1,12 @@
-"""notebooks/quickstart.ipynb runs headless end to end (the smoke pipeline, 1-3 minutes).
+"""notebooks/quickstart.ipynb runs headless end to end.
 
 The kernel is a kernelspec written to tmp_path (found through JUPYTER_PATH), running
 this interpreter with the repository on PYTHONPATH, one CPU device (the 8 fake devices
 of conftest.py are switched off for it) and the tests' persistent compilation cache.
-The work directory is tmp_path/run, passed through TTC_QUICKSTART_WORKDIR.
+The work directory, passed through TTC_QUICKSTART_WORKDIR, is the session's smoke run
+(conftest.smoke_run, the same config): the notebook's `Pipeline.run()` resumes it (every
+stage found done, the report and plots rebuilt) instead of training everything a second
+time; the stages themselves are tested in test_pipeline.py.
 """
 
 import json
@@ -12,6 +15,7 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -52,8 +56,9 @@ def _kernelspec(tmp_path, workdir) -> None:
                "display_name": "ttc_jax test", "language": "python", "env": env}, f)
 
 
-def test_quickstart_notebook_runs(tmp_path, monkeypatch):
-  workdir = tmp_path / "run"
+def test_quickstart_notebook_runs(tmp_path, monkeypatch, smoke_run):
+  import pathlib
+  workdir = pathlib.Path(smoke_run)
   _kernelspec(tmp_path, workdir)
   monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
   nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -79,9 +84,11 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     rep = json.load(f)
   figures = _text(code[3])
   for needle in ("greedy pass@1 by level:", "PRM step AUROC:", "majority", "beam_m4",
+                 "compute-optimal search (oracle bins):", "FLOPs-matched at R=0.16",
                  "wall seconds by stage:", "report keys:"):
     assert needle in figures, (needle, figures)
-  for key in ("policy", "curves", "prm", "orm", "search", "revision", "plots", "wall_seconds"):
+  for key in ("policy", "curves", "prm", "orm", "search", "revision", "compute_optimal",
+              "flops_matched", "plots", "wall_seconds"):
     assert f"'{key}'" in figures.split("report keys:")[1], key
 
   plots = code[4]

@@ -9,13 +9,7 @@ from ttc_jax import run
 from ttc_jax.pipeline import StageMismatchError
 
 SMOKE = "configs/arith_smoke.py"
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("smoke"))
-  assert run.main(["--config", SMOKE, "--workdir", workdir, "--no_progress"]) == 0
-  return workdir
+pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 
 
 def test_report_contract(smoke_run):
