@@ -18,7 +18,7 @@ import json
 import os
 from typing import Mapping, Sequence
 
-import numpy as np
+from ttc_jax.tokenizers import BatchCodec, ids_1d
 
 # Token strings tried, in order, when a special is not given or configured.
 _DEFAULT_SPECIALS = {
@@ -35,7 +35,7 @@ def _special_from_config(value) -> str | None:
   return value if isinstance(value, str) else None
 
 
-class HFTokenizer:
+class HFTokenizer(BatchCodec):
   """A `tokenizers.Tokenizer` with CharTokenizer's interface.
 
   Attributes:
@@ -120,47 +120,13 @@ class HFTokenizer:
 
     Ids outside the vocabulary (a padded embedding table) are dropped.
     """
-    arr = np.asarray(ids)
-    if arr.ndim == 0:
-      arr = arr.reshape(1)
-    elif arr.ndim != 1:
-      raise ValueError(f"decode expects a 1-D id sequence, got shape {arr.shape}")
     keep = []
-    for t in arr.tolist():
+    for t in ids_1d(ids).tolist():
       if t == self.EOS and stop_at_eos:
         break
       if t not in (self.PAD, self.BOS, self.EOS) and 0 <= t < self.vocab_size:
         keep.append(int(t))
     return self._tok.decode(keep, skip_special_tokens=False)
-
-  def decode_batch(self, ids, lengths=None, stop_at_eos: bool = True) -> list[str]:
-    """Decode each row of a [B, T] array, up to `lengths[b]` tokens when given."""
-    arr = np.asarray(ids)
-    if arr.ndim != 2:
-      raise ValueError(f"decode_batch expects a [B, T] array, got shape {arr.shape}")
-    rows = arr if lengths is None else [r[: int(n)] for r, n in zip(arr, np.asarray(lengths))]
-    return [self.decode(r, stop_at_eos=stop_at_eos) for r in rows]
-
-  def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
-                   pad_left: bool = False, add_eos: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """(tokens int32[B, max_len] padded with PAD, lengths int32[B]); ValueError if one is too long."""
-    if isinstance(texts, str):
-      raise ValueError("encode_batch expects a sequence of strings, got one string")
-    tokens = np.full((len(texts), max_len), self.PAD, np.int32)
-    lengths = np.zeros((len(texts),), np.int32)
-    for b, text in enumerate(texts):
-      ids = self.encode(text, add_bos=add_bos, add_eos=add_eos)
-      if len(ids) > max_len:
-        raise ValueError(f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer than "
-                         f"max_len={max_len}: {text[:60]!r}")
-      lengths[b] = len(ids)
-      if ids:
-        if pad_left:
-          tokens[b, max_len - len(ids):] = ids
-        else:
-          tokens[b, :len(ids)] = ids
-    return tokens, lengths
 
   # -- identity --------------------------------------------------------------------
   def fingerprint(self) -> str:

@@ -22,7 +22,56 @@ def _dedupe(chars: str) -> str:
 ARITH_ALPHABET = _dedupe("0123456789+-*()=\n" + "Answer: ")
 
 
-class CharTokenizer:
+def ids_1d(ids) -> np.ndarray:
+    """A 1-D id array from a scalar or a 1-D sequence (ValueError otherwise)."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        return arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"decode expects a 1-D id sequence, got shape {arr.shape}")
+    return arr
+
+
+class BatchCodec:
+    """Batched encode/decode on top of a tokenizer's ``encode``, ``decode`` and ``PAD``
+    (shared by CharTokenizer and hf_tokenizer.HFTokenizer)."""
+
+    def decode_batch(self, ids, lengths=None, stop_at_eos: bool = True) -> list[str]:
+        """Decode each row of a [B, T] array, up to ``lengths[b]`` tokens when given."""
+        arr = np.asarray(ids)
+        if arr.ndim != 2:
+            raise ValueError(f"decode_batch expects a [B, T] array, got shape {arr.shape}")
+        rows = arr if lengths is None else [r[: int(n)] for r, n in zip(arr, np.asarray(lengths))]
+        return [self.decode(r, stop_at_eos=stop_at_eos) for r in rows]
+
+    def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
+                     pad_left: bool = False, add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Encode and pad to ``[B, max_len]`` int32 with PAD (right, or left if ``pad_left``).
+
+        Returns ``(tokens, lengths)``; lengths count BOS/EOS when added. ValueError naming the
+        index and both lengths when a text does not fit.
+        """
+        if isinstance(texts, str):
+            raise ValueError("encode_batch expects a sequence of strings, got one string")
+        if max_len < 0:
+            raise ValueError(f"max_len must be >= 0, got {max_len}")
+        tokens = np.full((len(texts), max_len), self.PAD, dtype=np.int32)
+        lengths = np.zeros((len(texts),), dtype=np.int32)
+        for b, text in enumerate(texts):
+            ids = self.encode(text, add_bos=add_bos, add_eos=add_eos)
+            if len(ids) > max_len:
+                raise ValueError(f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer "
+                                 f"than max_len={max_len}: {_short(text)}")
+            lengths[b] = len(ids)
+            if ids:
+                if pad_left:
+                    tokens[b, max_len - len(ids):] = ids
+                else:
+                    tokens[b, : len(ids)] = ids
+        return tokens, lengths
+
+
+class CharTokenizer(BatchCodec):
     """Maps characters of a fixed alphabet to ids, with PAD/BOS/EOS specials."""
 
     PAD, BOS, EOS = 0, 1, 2
@@ -78,14 +127,9 @@ class CharTokenizer:
     def decode(self, ids, stop_at_eos: bool = True) -> str:
         """Text of a 1-D id sequence (list or array): PAD/BOS skipped, stops at EOS if asked
         (otherwise EOS is skipped). Ids outside the vocabulary become ``unknown``."""
-        arr = np.asarray(ids)
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        elif arr.ndim != 1:
-            raise ValueError(f"decode expects a 1-D id sequence, got shape {arr.shape}")
         out = []
         n = len(self._alphabet)
-        for t in arr.tolist():
+        for t in ids_1d(ids).tolist():
             t = int(t)
             if t == self.EOS:
                 if stop_at_eos:
@@ -101,40 +145,6 @@ class CharTokenizer:
             else:
                 out.append(self._unknown)
         return "".join(out)
-
-    def decode_batch(self, ids, lengths=None, stop_at_eos: bool = True) -> list[str]:
-        """Decode each row of a [B, T] array, up to ``lengths[b]`` tokens when given."""
-        arr = np.asarray(ids)
-        if arr.ndim != 2:
-            raise ValueError(f"decode_batch expects a [B, T] array, got shape {arr.shape}")
-        rows = arr if lengths is None else [r[: int(n)] for r, n in zip(arr, np.asarray(lengths))]
-        return [self.decode(r, stop_at_eos=stop_at_eos) for r in rows]
-
-    def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
-                     pad_left: bool = False, add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Encode and pad to ``[B, max_len]`` int32 with PAD (right, or left if ``pad_left``).
-
-        Returns ``(tokens, lengths)``; lengths count BOS/EOS when added. ValueError naming the
-        index and both lengths when a text does not fit.
-        """
-        if isinstance(texts, str):
-            raise ValueError("encode_batch expects a sequence of strings, got one string")
-        if max_len < 0:
-            raise ValueError(f"max_len must be >= 0, got {max_len}")
-        tokens = np.full((len(texts), max_len), self.PAD, dtype=np.int32)
-        lengths = np.zeros((len(texts),), dtype=np.int32)
-        for b, text in enumerate(texts):
-            ids = self.encode(text, add_bos=add_bos, add_eos=add_eos)
-            if len(ids) > max_len:
-                raise ValueError(f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer "
-                                 f"than max_len={max_len}: {_short(text)}")
-            lengths[b] = len(ids)
-            if ids:
-                if pad_left:
-                    tokens[b, max_len - len(ids):] = ids
-                else:
-                    tokens[b, : len(ids)] = ids
-        return tokens, lengths
 
     # -- identity ----------------------------------------------------------------------------
     def to_json(self) -> str:
