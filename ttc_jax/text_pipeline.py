@@ -236,39 +236,17 @@ class TextPipeline(Stages):
                        self._eval_search)
 
   def _eval_search(self) -> dict:
-    from ttc_jax.prm import evaluate
     from ttc_jax.search import sweep
     sc, e = self.cfg.search, self.cfg.eval
     chosen = self.problems(int(sc.questions))
     policy, prm = self.load_policy(), self.load_prm()
-    records, stats = [], {}
-    for method in sc.methods:
-      for budget in sc.budgets:
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sc.seed),
-                                                    sweep.METHODS.index(method)), int(budget))
-        recs, st = sweep.run_method(
-            policy, prm, self.tokenizer, chosen, method, int(budget), rng,
-            extract_answer=self.extract, equivalent=self.grader.equivalent,
-            max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
-            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_k=sc.top_k,
-            top_p=sc.top_p, max_beams=sc.max_beams, mesh=self.mesh)   # budgets validated
-        records += recs
-        stats.setdefault(method, {})[str(budget)] = st
-        print(f"[eval_search] {method} @ {budget}: accuracy "
-              f"{np.mean([r['correct'] for r in recs]):.3f} in {st['seconds']:.1f}s")
+    records, out = sweep.evaluate_search(
+        policy, prm, self.tokenizer, chosen, sc, self.levels,
+        io_utils.read_jsonl(self.path("eval", "samples.jsonl")),
+        io_utils.read_jsonl(self.path("verifiers", "scores.jsonl")),
+        num_samples=e.num_samples, aggregation=self.cfg.verify.aggregation,
+        extract_answer=self.extract, equivalent=self.grader.equivalent, mesh=self.mesh)
     io_utils.atomic_write_jsonl(self.path("search", "results.jsonl"), records)
-    curves, by_level = sweep.curves(records, self.levels)
-    # Best-of-N baselines on the same questions, from the eval_policy samples and their scores.
-    wanted = {p["question"] for p in chosen}
-    samples = [r for r in io_utils.read_jsonl(self.path("eval", "samples.jsonl"))
-               if r["question"] in wanted]
-    scores = [s for s in io_utils.read_jsonl(self.path("verifiers", "scores.jsonl"))
-              if s["question"] in wanted]
-    budgets = tuple(int(b) for b in sc.budgets if int(b) <= e.num_samples)
-    base = evaluate.selection_curves(samples, {"prm": [v for s in scores for v in s["prm"]]},
-                                     budgets, self.grader.equivalent, self.cfg.verify.aggregation)
-    out = dict(curves=curves, curves_by_level=by_level, stats=stats, questions=len(chosen),
-               baselines={k: base[k] for k in ("majority", "prm_best_of_n_weighted")})
     io_utils.atomic_write_json(self.path("search", "eval.json"), out)
     return out
 

@@ -128,3 +128,45 @@ def curves(records: Sequence[dict], levels: Sequence[str]) -> tuple[dict, dict]:
     return {m: {b: float(np.mean(v)) for b, v in sorted(d.items())} for m, d in out.items()}
   return acc(records), {lv: acc([r for r in records if r["level"] == lv]) for lv in levels
                         if any(r["level"] == lv for r in records)}
+
+
+def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels: Sequence[str],
+                    samples: Sequence[dict], scores: Sequence[dict], *, num_samples: int,
+                    aggregation: str, extract_answer: Callable[[str], Any],
+                    equivalent: Callable[[Any, Any], bool], mesh=None
+                    ) -> tuple[list[dict], dict]:
+  """The eval_search stage's work: every method x budget of config section `sc` over `problems`.
+
+  Each (method, budget) gets its own RNG stream folded from `sc.seed`. The best-of-N
+  baselines (majority, PRM best-of-N weighted) come from the policy `samples` and their PRM
+  `scores` (scores.jsonl rows) of the same questions. Returns (per-question records, the
+  stage summary: curves, curves_by_level, stats, questions, baselines).
+  """
+  from ttc_jax.prm import evaluate
+  records, stats = [], {}
+  for method in sc.methods:
+    for budget in sc.budgets:
+      rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sc.seed),
+                                                  METHODS.index(method)), int(budget))
+      out = run_method(policy, prm, tokenizer, problems, method, int(budget), rng,
+                       extract_answer=extract_answer, equivalent=equivalent,
+                       max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
+                       max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
+                       top_k=sc.top_k, top_p=sc.top_p, max_beams=sc.max_beams, mesh=mesh)
+      if out is None:
+        print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
+        continue
+      recs, st = out
+      records += recs
+      stats.setdefault(method, {})[str(budget)] = st
+      acc = np.mean([r["correct"] for r in recs])
+      print(f"[eval_search] {method} @ {budget}: accuracy {acc:.3f} in {st['seconds']:.1f}s")
+  by_method, by_level = curves(records, levels)
+  wanted = {p["question"] for p in problems}
+  samples = [r for r in samples if r["question"] in wanted]
+  flat = [v for s in scores if s["question"] in wanted for v in s["prm"]]
+  budgets = tuple(int(b) for b in sc.budgets if int(b) <= num_samples)
+  base = evaluate.selection_curves(samples, {"prm": flat}, budgets, equivalent, aggregation)
+  return records, dict(curves=by_method, curves_by_level=by_level, stats=stats,
+                       questions=len(problems),
+                       baselines={k: base[k] for k in ("majority", "prm_best_of_n_weighted")})
