@@ -298,14 +298,20 @@ def load_split(builder_or_args: Any, split: str) -> Any:
   ``resolve_builder`` accepts.
   """
   builder = resolve_builder(builder_or_args)
+  return open_data_source(builder, split, builder_or_args["data_dir"]
+                          if isinstance(builder_or_args, Mapping) else None)
+
+
+def open_data_source(builder, split: str, data_dir=None):
+  """`builder`'s split as a TFDS data source: read through `tfds.data_source` from
+  `data_dir` when given, else `builder.as_data_source`. The first record is read here, so
+  a missing or corrupt shard fails with a RuntimeError naming the dataset's path."""
   path = os.fspath(builder.data_dir)
   try:
-    if isinstance(builder_or_args, Mapping):
-      args = dict(builder_or_args)
+    if data_dir is not None:
       source = tfds.data_source(
-          DATASET_NAME, split=split, data_dir=args["data_dir"], download=False,
-          builder_kwargs={"config": builder.builder_config,
-                          "file_format": FILE_FORMAT})
+          builder.name, split=split, data_dir=os.fspath(data_dir), download=False,
+          builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT})
     else:
       source = builder.as_data_source(split=split)
     if len(source) > 0:

@@ -51,7 +51,8 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from ttc_jax import grading
-from ttc_jax.data.arith_tfds import FILE_FORMAT, _quiet, decode_record, is_prepared
+from ttc_jax.data.arith_tfds import (FILE_FORMAT, _quiet, decode_record, is_prepared,
+                                     open_data_source)
 
 __all__ = ["DATASET_NAMES", "PROMPT_TEMPLATES", "TextDataSpec", "build_text_dataset",
            "decode_record", "load_problems", "load_split", "make_builder", "read_split_rows",
@@ -348,20 +349,8 @@ def load_split(builder_or_path: Any, split: str) -> Any:
     if split not in builder.info.splits:
         raise ValueError(f"split {split!r} not in the dataset at {path!r}: "
                          f"have {sorted(builder.info.splits)}")
-    try:
-        if isinstance(builder_or_path, Mapping):
-            source = tfds.data_source(
-                builder.name, split=split, data_dir=os.fspath(builder_or_path["data_dir"]),
-                download=False, builder_kwargs={"config": builder.builder_config,
-                                                "file_format": FILE_FORMAT})
-        else:
-            source = builder.as_data_source(split=split)
-        if len(source) > 0:
-            source[0]  # surface missing/corrupt shards here, naming the path
-    except Exception as e:
-        raise RuntimeError(
-            f"cannot read split {split!r} of the TFDS dataset at {path!r}: {e}") from e
-    return source
+    return open_data_source(builder, split, builder_or_path["data_dir"]
+                            if isinstance(builder_or_path, Mapping) else None)
 
 
 def load_problems(builder_or_path: Any, split: str) -> list[dict[str, Any]]:
