@@ -180,3 +180,16 @@ def test_compute_optimal_policy_runs_on_a_toy_model():
   rev.revise = None
   with pytest.raises(ValueError, match="needs revision chains"):
     rev.solve(problems[:1], 4, jax.random.key(5))
+
+
+def test_policy_from_analysis_names_bad_family_and_measure():
+  analysis = {"search": {"predicted": {"choices": {"0": {"4": "beam_m4"}}, "thresholds": []}}}
+  kw = dict(extract_answer=arith.extract_answer, equivalent=arith.equivalent)
+  pol = ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), **kw)
+  assert pol.choices == {0: {4: "beam_m4"}} and pol.budgets() == [4]
+  with pytest.raises(ValueError, match="analysis has no 'revision' family"):
+    ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), family="revision",
+                                       **kw)
+  with pytest.raises(ValueError, match="must be 'oracle' or 'predicted', got 'exact'"):
+    ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), measure="exact",
+                                       **kw)

@@ -26,16 +26,11 @@ import numpy as np
 
 from ttc_jax import evaluation
 from ttc_jax.compute_optimal import difficulty
+from ttc_jax.compute_optimal.tables import revision_split
 from ttc_jax.prm import evaluate as prm_eval
 from ttc_jax.search import best_of_n, sweep
 
 BEST_OF_N = "best_of_n_weighted"
-
-
-def revision_split(strategy: str) -> tuple[int, int] | None:
-  """(C, L) of a revision strategy name "CxL", else None."""
-  c, sep, l = strategy.partition("x")
-  return (int(c), int(l)) if sep and c.isdigit() and l.isdigit() else None
 
 
 @dataclasses.dataclass
@@ -65,6 +60,8 @@ class ComputeOptimalPolicy:
     if family not in analysis:
       raise ValueError(f"analysis has no {family!r} family; it has "
                        f"{sorted(k for k in analysis if isinstance(analysis[k], dict))}")
+    if measure not in ("oracle", "predicted"):
+      raise ValueError(f"difficulty measure must be 'oracle' or 'predicted', got {measure!r}")
     a = analysis[family][measure]
     choices = {int(b): {int(n): s for n, s in per.items()} for b, per in a["choices"].items()}
     return cls(policy=policy, prm=prm, tokenizer=tokenizer, thresholds=a["thresholds"],
@@ -85,7 +82,7 @@ class ComputeOptimalPolicy:
     prompts = [p["prompt"] for p, ts in zip(problems, texts) for _ in ts]
     flat = prm_eval.score_solutions(self.prm, self.tokenizer, prompts,
                                     [t for ts in texts for t in ts], mesh=self.mesh)
-    agg = [best_of_n.aggregate_steps(s, self.aggregation) if s else 0.0 for s in flat]
+    agg = best_of_n.solution_scores(flat, self.aggregation)
     out, pos = [], 0
     for ts in texts:
       out.append(agg[pos:pos + len(ts)])

@@ -15,6 +15,7 @@ report["flops_matched"].<R>.<bin>: {allowed_budget, budget, small, large, gain, 
 
 from __future__ import annotations
 
+from ttc_jax.compute_optimal.tables import revision_split
 from ttc_jax.report import _budget_curves, _save
 
 FAMILIES = (("search", "best_of_n_weighted"), ("revision", "parallel"),
@@ -145,7 +146,7 @@ def _revision_ratio(per: dict) -> dict:
   """{parallel, sequential, best split}: {bin: {N: acc}} from the per-split curves."""
   out: dict = {"parallel": {}, "sequential": {}, "best split": {}}
   for name, by_bin in per.items():
-    c, l = (int(x) for x in name.split("x"))
+    c, l = revision_split(name)
     for b, curve in by_bin.items():
       for n, acc in curve.items():
         if l == 1:

@@ -55,7 +55,7 @@ def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
   if len(questions) < co.num_bins * co.num_folds:
     raise ValueError(f"only {len(questions)} questions are common to the search, revision and "
                      f"policy evaluations: too few for {co.num_bins} bins x {co.num_folds} folds")
-  rows = tables._index(samples, questions, "eval_policy samples")
+  rows = tables.by_question(samples, questions, "eval_policy samples")
   final = tables.final_scores(scores, questions, "prm", cfg.verify.aggregation)
   measures = dict(oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
                   predicted=difficulty.predicted_score(final))

@@ -28,7 +28,7 @@ from ttc_jax.search import aggregate, best_of_n
 BASELINE = "best_of_n_weighted"
 
 
-def _index(records: Sequence[dict], questions: Sequence[str], what: str) -> list[dict]:
+def by_question(records: Sequence[dict], questions: Sequence[str], what: str) -> list[dict]:
   by_q = {r["question"]: r for r in records}
   missing = [q for q in questions if q not in by_q]
   if missing:
@@ -46,16 +46,15 @@ def common_questions(*question_lists: Sequence[str]) -> list[str]:
 def final_scores(score_records: Sequence[dict], questions: Sequence[str],
                  key: str = "prm", aggregation: str = "last") -> list[list[float]]:
   """Per question, one aggregated verifier score per sample (from verifiers/scores.jsonl)."""
-  rows = _index(score_records, questions, "verifier scores")
-  return [[best_of_n.aggregate_steps(s, aggregation) if s else 0.0 for s in r[key]]
-          for r in rows]
+  rows = by_question(score_records, questions, "verifier scores")
+  return [best_of_n.solution_scores(r[key], aggregation) for r in rows]
 
 
 def best_of_n_table(samples: Sequence[dict], scores: Sequence[Sequence[float]],
                     questions: Sequence[str], budgets: Sequence[int],
                     equivalent: Callable) -> dict[int, np.ndarray]:
   """{N: [Q]} best-of-N weighted accuracy per question from eval_policy samples."""
-  rows = _index(samples, questions, "eval_policy samples")
+  rows = by_question(samples, questions, "eval_policy samples")
   answers = [r["sample_answers"] for r in rows]
   targets = [str(r["answer"]) for r in rows]
   select = lambda a, s: best_of_n.best_of_n_weighted(a, s, equivalent)
@@ -85,11 +84,17 @@ def search_table(results: Sequence[dict], questions: Sequence[str]) -> dict[str,
   return out
 
 
+def revision_split(strategy: str) -> tuple[int, int] | None:
+  """(C, L) of a revision strategy name "CxL" (`revision_table`), else None."""
+  c, sep, l = strategy.partition("x")
+  return (int(c), int(l)) if sep and c.isdigit() and l.isdigit() else None
+
+
 def revision_table(chain_records: Sequence[dict], questions: Sequence[str],
                    budgets: Sequence[int], equivalent: Callable,
                    selection: str = "orm") -> tuple[dict[str, dict], list[str]]:
   """({"CxL": {N: [Q]}}, strategy order with the parallel splits first)."""
-  rows = _index(chain_records, questions, "revision chains")
+  rows = by_question(chain_records, questions, "revision chains")
   table: dict[str, dict[int, np.ndarray]] = {}
   order_par, order_rest = [], []
   for n in budgets:
@@ -102,4 +107,4 @@ def revision_table(chain_records: Sequence[dict], questions: Sequence[str],
 
 def per_question(records: Sequence[dict], questions: Sequence[str], key: str) -> np.ndarray:
   """[Q] of a boolean field (e.g. greedy_correct) of per-question records."""
-  return np.asarray([float(bool(r[key])) for r in _index(records, questions, key)])
+  return np.asarray([float(bool(r[key])) for r in by_question(records, questions, key)])

@@ -154,8 +154,7 @@ def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]
   for name, flat in scores.items():
     agg, pos = [], 0
     for a in answers:
-      agg.append([best_of_n.aggregate_steps(s, aggregation) if s else 0.0
-                  for s in flat[pos:pos + len(a)]])
+      agg.append(best_of_n.solution_scores(flat[pos:pos + len(a)], aggregation))
       pos += len(a)
     for method in ("best_of_n", "best_of_n_weighted"):
       out[f"{name}_{method}"] = best_of_n.curve(method, answers, targets, budgets,

@@ -38,6 +38,12 @@ def aggregate_steps(step_scores: Sequence[float], how: str = "last") -> float:
   raise ValueError(f"unknown step aggregation {how!r}; expected one of {STEP_AGGREGATIONS}")
 
 
+def solution_scores(step_scores: Sequence[Sequence[float]], how: str = "last") -> list[float]:
+  """`aggregate_steps` of each solution; a solution with no scored steps (no lines, or
+  text the tokenizer could not encode) scores 0."""
+  return [aggregate_steps(s, how) if len(s) else 0.0 for s in step_scores]
+
+
 def best_of_n(answers: Sequence[str | None], scores: Sequence[float]) -> str | None:
   """The answer of the highest-scoring solution with a parsable answer (ties: first)."""
   best, best_score = None, -np.inf
