@@ -8,6 +8,7 @@ import pytest
 tokenizers = pytest.importorskip("tokenizers")
 
 from ttc_jax import hf_tokenizer  # noqa: E402
+from hf_toys import bpe_tokenizer  # noqa: E402
 from ttc_jax.hf_tokenizer import HFTokenizer, chat_prompt, few_shot_prompt  # noqa: E402
 from ttc_jax.prm import data as prm_data  # noqa: E402
 
@@ -18,18 +19,8 @@ CORPUS = ["Question: 12+7=?\n\nStep 1: 12+7 = 19\nAnswer: 19",
 
 @pytest.fixture(scope="module")
 def raw():
-  """A byte-level BPE trained on a few strings, with <pad>/<s>/</s> specials."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tok.train_from_iterator(CORPUS, trainer)
-  # GPT-2's split regex keeps newlines apart; Llama-3/Qwen vocabularies have
-  # "\n\n" as one token, which an added token mimics here.
-  tok.add_tokens([tokenizers.AddedToken("\n\n", normalized=False)])
-  return tok
+  """A byte-level BPE trained on a few strings, with <pad>/<s>/</s> and a "\n\n" token."""
+  return bpe_tokenizer(CORPUS)
 
 
 @pytest.fixture(scope="module")

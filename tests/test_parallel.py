@@ -11,16 +11,10 @@ from ttc_jax import parallel
 from ttc_jax.models.transformer import create_model
 from ttc_jax.train.optim import make_optimizer
 from ttc_jax.train.trainer import Trainer
+from mp_worker import fixed_batch
 
 
-def _batch(b=8, t=16, seed=0):
-  rng = np.random.default_rng(seed)
-  x = rng.integers(3, 32, (b, t)).astype(np.int32)
-  seg = np.ones((b, t), np.int32)
-  seg[:, t // 2:] = 2
-  pos = np.concatenate([np.arange(t // 2), np.arange(t - t // 2)])[None].repeat(b, 0)
-  return dict(inputs=x, targets=np.roll(x, -1, 1), positions=pos.astype(np.int32),
-              segment_ids=seg, loss_mask=(rng.random((b, t)) > 0.3).astype(np.float32))
+_batch = fixed_batch      # one packed LM batch shared with the multi-process worker
 
 
 CFG = tiny_config(embed_dim=64, num_heads=8, num_kv_heads=8, head_dim=8, mlp_dim=128)

@@ -14,6 +14,7 @@ pytest.importorskip("tensorflow_datasets")
 
 from ttc_jax import config as config_lib  # noqa: E402
 from ttc_jax import io_utils, run  # noqa: E402
+from hf_toys import bpe_tokenizer  # noqa: E402
 from ttc_jax.hf_tokenizer import HFTokenizer  # noqa: E402
 from ttc_jax.prm import evaluate  # noqa: E402
 
@@ -26,17 +27,8 @@ QUESTIONS = [(f"Tom has {a} apples and buys {b} more. How many apples does he ha
 
 
 def _tokenizer():
-  """A byte-level BPE over the questions, with <pad>/<s>/</s>, a "\\n\\n" token and a <tag>."""
-  from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-  tok = Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-  tok.decoder = decoders.ByteLevel()
-  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-  tok.train_from_iterator([q + "\n" + a for q, a in QUESTIONS] * 4, trainer)
-  tok.add_tokens([AddedToken("\n\n", normalized=False)])
-  tok.add_special_tokens(["<tag>"])
-  return tok
+  """A byte-level BPE over the questions, with <pad>/<s>/</s>, a "\n\n" token and a <tag>."""
+  return bpe_tokenizer([q + "\n" + a for q, a in QUESTIONS] * 4, ["<tag>"])
 
 
 def _save_llama(path, vocab, seed, width=32):
