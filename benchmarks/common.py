@@ -175,6 +175,18 @@ def emit(obj: dict, out: str | None = None) -> str:
   return text
 
 
+def load_run(workdir: str):
+  """The `Pipeline` of a finished main job in `workdir` (its saved config.json)."""
+  import ml_collections
+  from ttc_jax.pipeline import Pipeline
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: --workdir must be a finished run's directory")
+  with open(path) as f:
+    cfg = ml_collections.ConfigDict(json.load(f))
+  return Pipeline(cfg, workdir, progress=False)
+
+
 def log(*args) -> None:
   """Progress messages go to stderr, so stdout stays one JSON object."""
   print(*args, file=sys.stderr, flush=True)

@@ -19,7 +19,6 @@ prefix_rollouts_per_s and tokens_per_s for both ways, and their ratio
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from typing import Any
 
@@ -71,14 +70,9 @@ def run(preset: str = "quick", *, workdir: str | None = None, prefixes: int | No
   n_naive = min(naive_prefixes or pr["naive_prefixes"], n)
   tok = CharTokenizer()
   if workdir:
-    import json
-
-    import ml_collections
-    from ttc_jax.pipeline import Pipeline
-    with open(os.path.join(workdir, "config.json")) as f:
-      cfg = ml_collections.ConfigDict(json.load(f))
-    model = Pipeline(cfg, workdir, progress=False).load_policy()
-    levels = cfg.task.levels
+    pipe = common.load_run(workdir)
+    model = pipe.load_policy()
+    levels = pipe.cfg.task.levels
   else:
     model = create_model(ModelConfig(**pr["model"]), seed)
     levels = pr["levels"]

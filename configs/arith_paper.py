@@ -32,7 +32,8 @@ def get_config():
                eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
   c.verify.update(score_batch=2048)
   c.search.update(questions_per_level=100, budgets=(4, 16, 64, 256), max_rounds=40,
-                  max_step_tokens=24, max_new_tokens=200, max_beams=16384)
+                  max_step_tokens=24, max_new_tokens=200, max_beams=16384,
+                  compact_levels=2)      # long searches: row compaction pays for its compiles
   # Revisions at the paper's scale: 64 samples per training question, chains to 64 attempts.
   r = c.revision
   r.update(max_len=1280, max_new_tokens=200, max_rows=8192)

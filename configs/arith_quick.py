@@ -49,7 +49,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.search = dict(questions_per_level=20, budgets=(4, 16, 64),
                   methods=("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"),
                   max_rounds=10, max_step_tokens=16, max_new_tokens=112, temperature=0.7,
-                  top_k=0, top_p=1.0, max_beams=2048, seed=0)
+                  top_k=0, top_p=1.0, max_beams=2048, seed=0,
+                  # no row compaction (beam.sample_and_score): on the 2-core CPU each kernel
+                  # shape compiles 3-5 s longer with it and 2048-row calls seldom fit in half;
+                  # eval_search measured 355 s without, 425-435 s with (docs/benchmarks.md)
+                  compact_levels=0)
   # Revisions (paper §6): trajectories of wrong-then-right attempts from policy samples, SFT of
   # the revision model, SFT chains on other training questions (ORM data and RL contexts), an
   # ORM on revision outputs, RL of the revision policy, chains on held-out questions.

@@ -117,6 +117,7 @@ def test_larger_model_keeps_the_vocabulary():
      r"nearest budgets it can: \[6, 9\]"),
     ("--config.search.budgets=(6,)", "method 'beam_m4' cannot spend a generation budget of 6"),
     ("--config.search.budgets=(0,)", "search.budgets must be positive"),
+    ("--config.search.compact_levels=-1", "search.compact_levels must be >= 0"),
     ("--config.task.train_per_level=0", "train_per_level must be positive .*empty dataset"),
     ("--config.task.test_per_level=0", "test_per_level must be positive"),
     ("--config.task.levels=ops=0-3", "config.task.levels: bad level spec"),

@@ -91,6 +91,19 @@ def test_knobs_are_traced_no_recompile(model):
   assert sampling._generate._cache_size() == n
 
 
+def test_a_subset_of_rows_samples_what_the_whole_batch_would():
+  logits = jax.random.normal(jax.random.key(1), (16, 12)) * 3
+  rows = jnp.array([13, 2, 7, 8], jnp.int32)
+  for params in (sampling.SamplingParams.make(0.8), sampling.SamplingParams.make(1.0, 5, 0.9)):
+    full = sampling.sample_token(logits, jax.random.key(4), params)
+    part = sampling.sample_token(logits[rows], jax.random.key(4), params, rows, 16)
+    np.testing.assert_array_equal(part, full[rows])
+  # the whole batch draws what jax.random.categorical draws
+  np.testing.assert_array_equal(
+      sampling.sample_token(logits, jax.random.key(4), sampling.SamplingParams.make(1.0)),
+      jax.random.categorical(jax.random.key(4), logits))
+
+
 def test_top_k_one_is_greedy(model):
   g = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=6,
                         eos_id=-1, temperature=0.0)

@@ -287,6 +287,24 @@ def test_mesh_results_equal_single_device(models, beam_seed0):
   np.testing.assert_allclose(res.policy_flops, beam_seed0.policy_flops, rtol=1e-6)
 
 
+def test_compacting_finished_rows_changes_nothing(models, beam_seed0):
+  """Rounds on R/2 or R/4 rows once enough beams finished: the same search (row-keyed noise)."""
+  toks, lens = _prompts()
+  kw = dict(n=N, groups=1, keep=N // M, params=T1, **KW)
+  off = beam.search(*models, toks, lens, jax.random.key(0), compact_levels=0, **kw)
+  deep = beam.search(*models, toks, lens, jax.random.key(0), compact_levels=5, **kw)
+  for res in (off, deep):
+    for f in RESULT_FIELDS + ("generations",):
+      np.testing.assert_array_equal(getattr(res, f), getattr(beam_seed0, f), err_msg=f)
+    np.testing.assert_allclose(res.step_scores, beam_seed0.step_scores, atol=1e-6)
+  # the small sizes were used: some round ran with at most a quarter of the rows active
+  steps = np.asarray(beam_seed0.num_steps).ravel()
+  assert any(0 < (steps > k).sum() <= steps.size // 4 for k in range(KW["max_rounds"]))
+  assert beam.COMPACT_LEVELS > 0
+  with pytest.raises(ValueError, match="compact_levels"):
+    beam.search(*models, toks, lens, jax.random.key(0), compact_levels=-1, **kw)
+
+
 def test_lookahead_k0_is_beam_search_and_k_is_traced(models, beam_seed0):
   kw = dict(n=N, m=M, params=T1, **KW)
   res0 = lookahead.lookahead_search(*models, *_prompts(), jax.random.key(0), k=0, **kw)

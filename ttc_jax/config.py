@@ -256,6 +256,8 @@ def validate_search(search: ml_collections.ConfigDict) -> None:
             "max_new_tokens", "max_beams"):
     if f in search and int(search[f]) < 1:
       raise ConfigError(f"config.search.{f} must be positive, got {search[f]}")
+  if "compact_levels" in search and int(search.compact_levels) < 0:
+    raise ConfigError(f"config.search.compact_levels must be >= 0, got {search.compact_levels}")
 
 
 def config_hash(section: Any) -> str:

@@ -88,14 +88,25 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
   return jax.lax.cond((top_k > 0) | (top_p < 1), apply, lambda lg: lg, logits)
 
 
-def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams) -> jax.Array:
-  """Samples int32[B] from logits[B, V] (greedy when temperature <= 0)."""
+def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams,
+                 rows: jax.Array | None = None, total_rows: int | None = None) -> jax.Array:
+  """Samples int32[B] from logits[B, V] (greedy when temperature <= 0).
+
+  Gumbel-max sampling, the same draws as `jax.random.categorical(rng, ...)`.
+  With `rows` (int32[B]), logits row i is row rows[i] of a batch of
+  `total_rows` and gets that row's noise: a subset of a batch samples exactly
+  what the whole batch would (search kernels decode only their active rows).
+  """
   ids = jnp.arange(logits.shape[-1])
   logits = jnp.where((params.vocab_limit <= 0) | (ids < params.vocab_limit), logits, -jnp.inf)
   def sample(lg):
     scaled = filter_logits(lg / jnp.maximum(params.temperature, 1e-6),
                            params.top_k, params.top_p)
-    return jax.random.categorical(rng, scaled, axis=-1).astype(jnp.int32)
+    if rows is None:
+      noise = jax.random.gumbel(rng, scaled.shape, scaled.dtype)
+    else:
+      noise = jax.random.gumbel(rng, (total_rows, scaled.shape[-1]), scaled.dtype)[rows]
+    return jnp.argmax(scaled + noise, axis=-1).astype(jnp.int32)
 
   def greedy(lg):
     return jnp.argmax(lg, axis=-1).astype(jnp.int32)
@@ -136,15 +147,18 @@ def gather_state(state: DecodeState, idx: jax.Array) -> DecodeState:
 
 
 def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
-           max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = ()
+           max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = (),
+           rows: jax.Array | None = None, total_rows: int | None = None
            ) -> tuple[DecodeState, jax.Array]:
   """Runs up to `max_new_tokens` decode steps; see the module docstring.
 
-  Returns the new state and `stopped[B]`: the token that ended this call's
-  segment for each sequence (EOS, a stop id), or -1 if it ran out of steps.
+  `rows`/`total_rows`: the state holds rows `rows` of a larger batch; each
+  samples with that row's noise (`sample_token`). Returns the new state and
+  `stopped[B]`: the token that ended this call's segment for each sequence
+  (EOS, a stop id), or -1 if it ran out of steps.
   """
   b, buf = state.tokens.shape
-  rows = jnp.arange(b)
+  ridx = jnp.arange(b)
   stop_arr = jnp.asarray(tuple(stop_ids) or (-1,), jnp.int32)
 
   def cond(carry):
@@ -155,16 +169,16 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
     i, st, paused, stopped = carry
     active = ~st.done & ~paused
     last = st.length - 1
-    tok = st.tokens[rows, last]
+    tok = st.tokens[ridx, last]
     logits, cache = model(tok[:, None], last[:, None], st.cache,
                           attention_mask=active[:, None])
     logits = logits[:, 0]
-    nxt = sample_token(logits, jax.random.fold_in(rng, i), params)
+    nxt = sample_token(logits, jax.random.fold_in(rng, i), params, rows, total_rows)
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits), nxt[:, None], -1)[:, 0]
     write = jnp.minimum(st.length, buf - 1)
-    tokens = st.tokens.at[rows, write].set(jnp.where(active, nxt, st.tokens[rows, write]))
-    logprobs = st.logprobs.at[rows, write].set(
-        jnp.where(active, lp, st.logprobs[rows, write]))
+    tokens = st.tokens.at[ridx, write].set(jnp.where(active, nxt, st.tokens[ridx, write]))
+    logprobs = st.logprobs.at[ridx, write].set(
+        jnp.where(active, lp, st.logprobs[ridx, write]))
     length = st.length + active.astype(jnp.int32)
     is_eos = active & (nxt == eos_id)
     is_stop = active & jnp.any(nxt[:, None] == stop_arr[None], axis=-1)

@@ -28,7 +28,7 @@ from ttc_jax import evaluation
 from ttc_jax.compute_optimal import difficulty
 from ttc_jax.compute_optimal.tables import revision_split
 from ttc_jax.prm import evaluate as prm_eval
-from ttc_jax.search import best_of_n, sweep
+from ttc_jax.search import beam, best_of_n, sweep
 
 BEST_OF_N = "best_of_n_weighted"
 
@@ -132,7 +132,8 @@ class ComputeOptimalPolicy:
             extract_answer=self.extract_answer, equivalent=self.equivalent,
             max_rounds=s.get("max_rounds", 12), max_step_tokens=s.get("max_step_tokens", 16),
             max_new_tokens=s.get("max_new_tokens", self.max_new_tokens),
-            temperature=s.get("temperature", self.temperature), mesh=self.mesh)
+            temperature=s.get("temperature", self.temperature),
+            compact_levels=int(s.get("compact_levels", beam.COMPACT_LEVELS)), mesh=self.mesh)
         if res is None:
           raise ValueError(f"strategy {strat!r} cannot spend a budget of {budget}")
         recs = [dict(answer=r["answer"], generations=r["generations"]) for r in res[0]]

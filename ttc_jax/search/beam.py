@@ -10,7 +10,10 @@ With N beams and beam width M, per question:
      (`lax.top_k`) and each is copied M times into the active slots (a gather
      of tokens and both caches).
 The outer `lax.while_loop` runs rounds until every beam is done or after
-`max_rounds`; the inner loop over tokens is the sampler's. The N beams left
+`max_rounds`; the inner loop over tokens is the sampler's. As beams finish,
+a round runs on R/2 or R/4 of the R = B*N rows when the active ones fit
+(`sample_and_score`, `compact_levels`): fixed shapes, less work on rows that
+would only be carried along. The N beams left
 (finished or not) are the candidates for best-of-N weighted selection
 (`state.select_answers`, on host).
 
@@ -56,6 +59,9 @@ from ttc_jax.search.state import Budget, SearchResult, SearchState
 #          *, max_step_tokens, eos_id, delimiter_id) -> (rank_values[B*W], state, cache, budget)
 Evaluate = Callable[..., tuple[jax.Array, DecodeState, dict, Budget]]
 
+# Default `compact_levels` of the kernels: rounds run on R, R/2 or R/4 rows.
+COMPACT_LEVELS = 2
+
 
 def run_tokens(tokens: jax.Array, start: jax.Array, width: int) -> jax.Array:
   """tokens[R, L] -> int32[R, width]: row r's tokens from start[r] on (clamped at L-1)."""
@@ -95,6 +101,68 @@ def init_state(policy, prm, prompts: jax.Array, prompt_lengths: jax.Array, *, wi
       finished=jnp.zeros((b, width), bool), round=jnp.int32(0), budget=budget)
 
 
+def _take_rows(tree, idx: jax.Array):
+  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
+
+
+def _put_rows(tree, idx: jax.Array, part):
+  return jax.tree.map(lambda x, y: x.at[idx].set(y), tree, part)
+
+
+def sample_and_score(policy, prm, state: DecodeState, prm_cache: dict, parents: jax.Array,
+                     key: jax.Array, params: SamplingParams, *, max_step_tokens: int,
+                     eos_id: int, delimiter_id: int, compact_levels: int = 0
+                     ) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
+  """Reorders beams by `parents` [B, W], then one step for every active row, PRM-scored.
+
+  `state` and `prm_cache` hold R = B*W rows before the reorder. Returns the
+  reordered, stepped state, `stopped[R]` (see `sampling.decode`), PRM values
+  float32[R] at each new step's end (meaningless where nothing was sampled)
+  and the PRM cache. Compaction: finished rows cost as much as active ones in
+  a fixed-shape batch, so with compact_levels = c > 0 the round runs on the
+  smallest of R, R/2, ..., R/2^c rows that holds every active row (a
+  `lax.switch` over those sizes; each compiles once): the active rows are
+  gathered straight from their parents and written back in place, while
+  finished rows, their own parents, are not copied at all. Each row samples
+  with its own row's noise, so the result is the same for every c.
+  """
+  b, w = parents.shape
+  r = b * w
+  sizes = [r >> j for j in range(compact_levels + 1) if r % (1 << j) == 0]
+
+  def run(dec, cache, rows):
+    dec_out, stopped = sampling.decode(policy, dec, key, params, max_new_tokens=max_step_tokens,
+                                       eos_id=eos_id, stop_ids=(delimiter_id,), rows=rows,
+                                       total_rows=r)
+    values, cache = extend_prm(prm, cache, dec_out.tokens, dec.length,
+                               dec_out.length - dec.length, max_step_tokens)
+    return dec_out, stopped, values, cache
+
+  def whole(operands):
+    dec, cache = search_state.take_beams(operands, parents)     # per-question gather
+    return run(dec, cache, None)
+
+  if len(sizes) == 1:
+    return whole((state, prm_cache))
+  flat = (parents + (jnp.arange(b, dtype=jnp.int32) * w)[:, None]).reshape(r)
+  active = ~state.done[flat]
+  order = jnp.argsort(~active, stable=True).astype(jnp.int32)       # active rows first
+
+  def on(size):
+    def part(operands):
+      dec, cache = operands
+      idx = order[:size]                   # every active row; the rest finished, own parents
+      src = flat[idx]
+      d, stopped, values, c = run(_take_rows(dec, src), _take_rows(cache, src), idx)
+      return (_put_rows(dec, idx, d), jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),
+              jnp.zeros((r,), jnp.float32).at[idx].set(values), _put_rows(cache, idx, c))
+    return whole if size == r else part
+
+  count = jnp.sum(active)
+  which = sum((count <= s).astype(jnp.int32) for s in sizes[1:])   # smallest size that fits
+  return jax.lax.switch(which, [on(s) for s in sizes], (state, prm_cache))
+
+
 def select_parents(score: jax.Array, done: jax.Array, *, groups: int, keep: int) -> jax.Array:
   """Parent slot int32[B, W] of every slot for the next round.
 
@@ -118,24 +186,27 @@ def select_parents(score: jax.Array, done: jax.Array, *, groups: int, keep: int)
 
 def search_round(policy, prm, st: SearchState, rng: jax.Array, params: SamplingParams,
                  lookahead: jax.Array, *, groups: int, keep: int, max_step_tokens: int,
-                 eos_id: int, delimiter_id: int, evaluate: Evaluate | None = None
-                 ) -> SearchState:
+                 eos_id: int, delimiter_id: int, evaluate: Evaluate | None = None,
+                 compact_levels: int = 0) -> SearchState:
   """Select + expand, sample one step per active beam, score it with the PRM."""
   b, w = st.score.shape
-  st = search_state.reorder_beams(st, select_parents(st.score, st.done, groups=groups,
-                                                     keep=keep))
   st = search_state.constrain_state(st)
-  before = st.policy
-  dec, stopped = sampling.decode(policy, before, jax.random.fold_in(rng, st.round), params,
-                                 max_new_tokens=max_step_tokens, eos_id=eos_id,
-                                 stop_ids=(delimiter_id,))
-  new = dec.length - before.length                                      # [B*W]
+  parents = select_parents(st.score, st.done, groups=groups, keep=keep)
+  # per-beam scalars are reordered here, the policy state and both caches by sample_and_score
+  score, step_scores, num_steps, finished, before_len = search_state.take_beams(
+      (st.score, st.step_scores, st.num_steps, st.finished,
+       st.policy.length.reshape(b, w)), parents, flat=False)
+  st = st.replace(score=score, step_scores=step_scores, num_steps=num_steps, finished=finished)
+  before_len = before_len.reshape(b * w)
+  dec, stopped, values, prm_cache = sample_and_score(
+      policy, prm, st.policy, st.prm_cache, parents, jax.random.fold_in(rng, st.round), params,
+      max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
+      compact_levels=compact_levels)
+  new = dec.length - before_len                                         # [B*W]
   stepped = new > 0
   cut_off = stepped & (stopped < 0)               # no delimiter/EOS in the step, or buffer full
   dec = dec.replace(done=dec.done | cut_off)
-  values, prm_cache = extend_prm(prm, st.prm_cache, dec.tokens, before.length, new,
-                                 max_step_tokens)
-  budget = st.budget.add_decode(before.length, dec.length).add_prm(before.length, new)
+  budget = st.budget.add_decode(before_len, dec.length).add_prm(before_len, new)
   rank_values = values
   if evaluate is not None:
     rank_values, dec, prm_cache, budget = evaluate(
@@ -155,14 +226,14 @@ def search_round(policy, prm, st: SearchState, rng: jax.Array, params: SamplingP
 def run_search(policy, prm, prompts, prompt_lengths, rng, params: SamplingParams,
                lookahead: jax.Array, *, n: int, groups: int, keep: int, max_rounds: int,
                max_step_tokens: int, max_new_tokens: int, eos_id: int, delimiter_id: int,
-               evaluate: Evaluate | None = None) -> SearchResult:
+               evaluate: Evaluate | None = None, compact_levels: int = 0) -> SearchResult:
   """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring)."""
   st = init_state(policy, prm, prompts, prompt_lengths, width=n, max_new_tokens=max_new_tokens,
                   max_step_tokens=max_step_tokens, max_rounds=max_rounds)
   round_fn = functools.partial(
       search_round, policy, prm, rng=rng, params=params, lookahead=lookahead, groups=groups,
       keep=keep, max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-      evaluate=evaluate)
+      evaluate=evaluate, compact_levels=compact_levels)
   # Run while (a) rounds remain and (b) some beam of some question is active.
   st = jax.lax.while_loop(lambda s: (s.round < max_rounds) & jnp.any(~s.policy.done),
                           lambda s: round_fn(st=s), st)
@@ -175,27 +246,31 @@ def run_search(policy, prm, prompts, prompt_lengths, rng, params: SamplingParams
 
 @functools.partial(jax.jit, static_argnames=(
     "graphdefs", "n", "groups", "keep", "max_rounds", "max_step_tokens", "max_new_tokens",
-    "eos_id", "delimiter_id", "evaluate"))
+    "eos_id", "delimiter_id", "evaluate", "compact_levels"))
 def _search(graphdefs, states, prompts, prompt_lengths, rng, params, lookahead, *, n, groups,
-            keep, max_rounds, max_step_tokens, max_new_tokens, eos_id, delimiter_id, evaluate):
+            keep, max_rounds, max_step_tokens, max_new_tokens, eos_id, delimiter_id, evaluate,
+            compact_levels=0):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   return run_search(policy, prm, prompts, prompt_lengths, rng, params, lookahead, n=n,
                     groups=groups, keep=keep, max_rounds=max_rounds,
                     max_step_tokens=max_step_tokens, max_new_tokens=max_new_tokens,
-                    eos_id=eos_id, delimiter_id=delimiter_id, evaluate=evaluate)
+                    eos_id=eos_id, delimiter_id=delimiter_id, evaluate=evaluate,
+                    compact_levels=compact_levels)
 
 
 def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, keep: int,
            max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int, eos_id: int,
            delimiter_id: int, params: SamplingParams | None = None, lookahead: int = 0,
-           evaluate: Evaluate | None = None) -> SearchResult:
+           evaluate: Evaluate | None = None, compact_levels: int = COMPACT_LEVELS
+           ) -> SearchResult:
   """Validates arguments and runs the jitted kernel (shared by beam, lookahead, DVTS).
 
   prompts: int32[B, P] right-padded (BOS first), prompt_lengths: int32[B].
   `params` defaults to temperature 1 without filters. Under
   `parallel.use_mesh(mesh)`, with prompts placed by `parallel.data_sharding`,
   questions and their beams are split over the batch mesh axes; beam gathers
-  stay within a question's shard.
+  stay within a question's shard. `compact_levels`: see `sample_and_score`
+  (the default halves the batch up to twice as beams finish; 0 = off).
   """
   prompts = jnp.asarray(prompts, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
@@ -211,17 +286,21 @@ def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, ke
   sampling.check_fits(policy.cfg, prompts.shape[1], max_new_tokens, "policy")
   if lookahead < 0:
     raise ValueError(f"lookahead must be >= 0, got {lookahead}")
+  if compact_levels < 0:
+    raise ValueError(f"compact_levels must be >= 0, got {compact_levels}")
   params = SamplingParams.make() if params is None else params
   (g_pol, s_pol), (g_prm, s_prm) = nnx.split(policy), nnx.split(prm)
   return _search((g_pol, g_prm), (s_pol, s_prm), prompts, prompt_lengths, rng, params,
                  jnp.int32(lookahead), n=n, groups=groups, keep=keep, max_rounds=max_rounds,
                  max_step_tokens=max_step_tokens, max_new_tokens=max_new_tokens,
-                 eos_id=int(eos_id), delimiter_id=int(delimiter_id), evaluate=evaluate)
+                 eos_id=int(eos_id), delimiter_id=int(delimiter_id), evaluate=evaluate,
+                 compact_levels=int(compact_levels))
 
 
 def beam_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int,
                 max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int, eos_id: int,
-                delimiter_id: int, params: SamplingParams | None = None) -> SearchResult:
+                delimiter_id: int, params: SamplingParams | None = None,
+                compact_levels: int = COMPACT_LEVELS) -> SearchResult:
   """PRM beam search with N beams and beam width M (M divides N); see the module docstring.
 
   Returns the N candidates per question (`SearchResult`); pick answers with
@@ -232,4 +311,4 @@ def beam_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int,
   return search(policy, prm, prompts, prompt_lengths, rng, n=n, groups=1, keep=n // m,
                 max_rounds=max_rounds, max_step_tokens=max_step_tokens,
                 max_new_tokens=max_new_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-                params=params)
+                params=params, compact_levels=compact_levels)

@@ -60,12 +60,13 @@ def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_valu
 
 def lookahead_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int, k: int,
                      max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int,
-                     eos_id: int, delimiter_id: int, params: SamplingParams | None = None
-                     ) -> SearchResult:
+                     eos_id: int, delimiter_id: int, params: SamplingParams | None = None,
+                     compact_levels: int = beam.COMPACT_LEVELS) -> SearchResult:
   """Beam search (N beams, width M) ranking each step by the PRM after k greedy steps."""
   if m < 1 or n % m:
     raise ValueError(f"beam width m={m} must divide n={n}")
   return beam.search(policy, prm, prompts, prompt_lengths, rng, n=n, groups=1, keep=n // m,
                      max_rounds=max_rounds, max_step_tokens=max_step_tokens,
                      max_new_tokens=max_new_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-                     params=params, lookahead=k, evaluate=rollout_values)
+                     params=params, lookahead=k, evaluate=rollout_values,
+                     compact_levels=compact_levels)

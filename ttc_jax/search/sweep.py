@@ -65,7 +65,8 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
                rng: jax.Array, *, extract_answer: Callable[[str], Any],
                equivalent: Callable[[Any, Any], bool], max_rounds: int, max_step_tokens: int,
                max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
-               max_beams: int = 2048, mesh=None) -> tuple[list[dict], dict] | None:
+               max_beams: int = 2048, compact_levels: int = beam.COMPACT_LEVELS, mesh=None
+               ) -> tuple[list[dict], dict] | None:
   """Searches every problem (dicts with prompt, answer) with `method` at `budget`.
 
   Returns (per-question records, stats) or None when the budget does not fit
@@ -85,7 +86,8 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
   max_new = min(max_new_tokens, policy.cfg.max_len - plen)
   params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
   kw = dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens, max_new_tokens=max_new,
-            eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params)
+            eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params,
+            compact_levels=compact_levels)
   records: list[dict] = []
   t0 = time.perf_counter()
   for i, s in enumerate(range(0, len(problems), chunk)):
@@ -152,7 +154,9 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels
                        extract_answer=extract_answer, equivalent=equivalent,
                        max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
                        max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-                       top_k=sc.top_k, top_p=sc.top_p, max_beams=sc.max_beams, mesh=mesh)
+                       top_k=sc.top_k, top_p=sc.top_p, max_beams=sc.max_beams,
+                       compact_levels=int(sc.get("compact_levels", beam.COMPACT_LEVELS)),
+                       mesh=mesh)
       if out is None:
         print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
         continue
