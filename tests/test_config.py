@@ -159,3 +159,13 @@ def test_read_jsonl_names_file_and_line_of_bytes_that_are_not_utf8(tmp_path):
   p.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe"}\n')
   with pytest.raises(ValueError, match=r"line 2 of .*x.jsonl is not UTF-8"):
     io_utils.read_jsonl(str(p))
+
+
+def test_speed_only_search_fields_leave_stage_hashes_alone():
+  base = config_lib.load_config(QUICK, [])
+  for levels in (0, 2, 3):
+    other = config_lib.load_config(QUICK, [f"--config.search.compact_levels={levels}"])
+    assert config_lib.config_hash(config_lib.search_section(other.search)) == \
+        config_lib.config_hash(config_lib.search_section(base.search))
+  changed = config_lib.load_config(QUICK, ["--config.search.max_rounds=3"])
+  assert config_lib.search_section(changed.search) != config_lib.search_section(base.search)

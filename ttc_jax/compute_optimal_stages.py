@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from ttc_jax import config as config_lib
 from ttc_jax import evaluation, io_utils
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.tasks import arith
@@ -63,7 +64,8 @@ class ComputeOptimalStages:
   def stage_compute_optimal(self) -> dict:
     c = self.cfg
     sections = dict(self._large_sections(), eval=c.eval.to_dict(), labels=c.labels.to_dict(),
-                    prm=c.prm.to_dict(), verify=c.verify.to_dict(), search=c.search.to_dict(),
+                    prm=c.prm.to_dict(), verify=c.verify.to_dict(),
+                    search=config_lib.search_section(c.search),
                     revision=c.revision.to_dict(), compute_optimal=c.compute_optimal.to_dict())
     return self._stage("compute_optimal", sections, self._compute_optimal)
 
@@ -83,6 +85,7 @@ class ComputeOptimalStages:
     """
     from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy
     from ttc_jax.prm import train as prm_train
+    from ttc_jax.search import beam
     analysis = io_utils.read_json(self.path("compute_optimal", "analysis.json"))
     prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
                                      kind="prm", seed=self.cfg.seed, mesh=self.mesh)
@@ -97,7 +100,8 @@ class ComputeOptimalStages:
         max_new_tokens=int(e.max_new_tokens), aggregation=self.cfg.verify.aggregation,
         max_batch=int(e.max_batch), mesh=self.mesh, revise=revise,
         search=dict(max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
-                    max_new_tokens=sc.max_new_tokens, temperature=sc.temperature))
+                    max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
+                    compact_levels=sc.get("compact_levels", beam.COMPACT_LEVELS)))
 
   def _revise_fn(self, which: str):
     """(problems, C, L, rng) -> answers: C chains of L attempts, hierarchical ORM selection."""

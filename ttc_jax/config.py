@@ -260,6 +260,18 @@ def validate_search(search: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"config.search.compact_levels must be >= 0, got {search.compact_levels}")
 
 
+# Search fields that change how fast a stage runs, never what it computes (the kernels
+# return the same results for every value; tests/test_search.py): left out of stage hashes,
+# so turning them does not invalidate finished stages.
+SEARCH_SPEED_FIELDS = ("compact_levels",)
+
+
+def search_section(search: Any) -> dict:
+  """`config.search` as a dict for stage hashes: without `SEARCH_SPEED_FIELDS`."""
+  d = search.to_dict() if isinstance(search, ml_collections.ConfigDict) else dict(search)
+  return {k: v for k, v in d.items() if k not in SEARCH_SPEED_FIELDS}
+
+
 def config_hash(section: Any) -> str:
   """Stable short hash of a config section (dict/ConfigDict/value)."""
   if isinstance(section, ml_collections.ConfigDict):

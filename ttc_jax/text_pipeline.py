@@ -232,7 +232,7 @@ class TextPipeline(Stages):
     return out
 
   def stage_eval_search(self) -> dict:
-    return self._stage("eval_search", dict(self._prm_sections(), search=self.cfg.search.to_dict()),
+    return self._stage("eval_search", dict(self._prm_sections(), search=config_lib.search_section(self.cfg.search)),
                        self._eval_search)
 
   def _eval_search(self) -> dict:
@@ -276,7 +276,7 @@ class TextPipeline(Stages):
 
   def stage_compute_optimal(self) -> dict:
     c = self.cfg
-    sections = dict(self._prm_sections(), search=c.search.to_dict(),
+    sections = dict(self._prm_sections(), search=config_lib.search_section(c.search),
                     compute_optimal=c.compute_optimal.to_dict(), large_policy=c.hf.large_policy)
 
     def run():

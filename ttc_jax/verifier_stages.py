@@ -129,7 +129,7 @@ class VerifierStages:
   def stage_eval_search(self) -> dict:
     c = self.cfg
     sections = dict(self._labels_sections(), eval=c.eval.to_dict(), prm=c.prm.to_dict(),
-                    search=c.search.to_dict())
+                    search=config_lib.search_section(c.search))
     return self._stage("eval_search", sections, self._eval_search)
 
   def _eval_search(self) -> dict:
