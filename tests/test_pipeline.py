@@ -85,6 +85,8 @@ def test_revision_report_contract(smoke_run):
     assert 0.0 <= rv["right_to_wrong"][which] <= 1.0
     assert set(rv["splits"][which]["orm"]["4"]) == {"4x1", "2x2", "1x4"}
   assert rv["rl_vs_sft"]["budget"] == 4
+  assert rv["rl_vs_sft"]["sequential_gain_standard_error"] >= 0.0
+  assert -1.0 <= rv["rl_vs_sft"]["sequential_gain_majority"] <= 1.0
   assert rv["data"]["trajectories"] > 0 and rv["rl_train"]["final_metrics"]["step"] == 2
   with open(os.path.join(smoke_run, "revision_rl", "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]

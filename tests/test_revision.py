@@ -175,6 +175,21 @@ def test_split_accuracy_flips_and_pass_at_step():
                                                                         _eq)
 
 
+def test_paired_gain_and_its_standard_error():
+  from ttc_jax.revision import evaluate
+  def recs(first_answers):              # one chain of one attempt per question, target "1"
+    return [dict(question=f"q{i}", target="1", answers=[[a]], scores=[[0.5]])
+            for i, a in enumerate(first_answers)]
+  base, other = recs(["1", "0", "0", "1"]), recs(["1", "1", "1", "0"])
+  g = evaluate.paired_gain(base, other, 1, 1, "majority", _eq)
+  d = np.array([0.0, 1.0, 1.0, -1.0])                      # other - base per question
+  assert g["questions"] == 4 and g["gain"] == pytest.approx(0.25)
+  assert g["standard_error"] == pytest.approx(d.std(ddof=1) / 2.0)
+  assert np.isnan(evaluate.paired_gain(base[:1], other[:1], 1, 1, "orm", _eq)["standard_error"])
+  with pytest.raises(ValueError, match="same questions"):
+    evaluate.paired_gain(base, other[::-1], 1, 1, "orm", _eq)
+
+
 @pytest.mark.parametrize("override,message", [
     ("revision.rl.advantage='grpo2'", "not registered"),
     ("revision.rl.group_size=1", "group_size must be >= 2"),

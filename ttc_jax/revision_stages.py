@@ -253,16 +253,23 @@ class RevisionStages:
                                      self.tokenizer, kind="orm", seed=self.cfg.seed,
                                      mesh=self.mesh)
     out = dict(budgets=list(budgets), chain_lengths=lengths, questions=len(probs))
+    recs_of = {}
     for which in ("sft", "rl"):
       recs, stats = self._run_chains(self.load_revision(which), probs, lengths,
                                      jax.random.key(ev.seed), ev.temperature)
       stats["orm_seconds"] = self._score_chains(orm, recs, ev.score_batch)
       io_utils.atomic_write_jsonl(self.path("revision_eval", f"chains_{which}.jsonl"), recs)
+      recs_of[which] = recs
       out[which] = dict(evaluate.summarize(recs, budgets, arith.equivalent, self.levels,
                                            ev.report_steps), stats=stats)
       o = out[which]["overall"]
       steps = [None if v is None else round(v, 3) for v in o["pass_at_step"]]
       print(f"[eval_revision] {which}: pass@1 by step {steps}, "
             f"right->wrong {o['flips']['right_to_wrong']:.3f}")
+    # RL minus SFT, sequential at the largest budget, paired by question (with its noise)
+    top = max(budgets)
+    out["rl_vs_sft"] = dict(budget=top, **{
+        sel: evaluate.paired_gain(recs_of["sft"], recs_of["rl"], 1, top, sel, arith.equivalent)
+        for sel in evaluate.SELECTIONS})
     io_utils.atomic_write_json(self.path("revision_eval", "eval.json"), out)
     return out

@@ -63,6 +63,23 @@ def split_correct(records: Sequence[dict], c: int, l: int, how: str,
   return np.asarray(out, dtype=np.float64)
 
 
+def paired_gain(base: Sequence[dict], other: Sequence[dict], c: int, l: int, how: str,
+                equivalent: Equiv) -> dict:
+  """`other` minus `base` in accuracy of the c x l split, paired by question.
+
+  Both record lists must cover the same questions in the same order. Returns
+  gain (mean of the per-question differences), standard_error (their sample
+  standard deviation / sqrt(Q); NaN for one question) and questions (Q).
+  """
+  if [r.get("question") for r in base] != [r.get("question") for r in other]:
+    raise ValueError("paired_gain needs both record lists over the same questions, in order")
+  d = (split_correct(other, c, l, how, equivalent)
+       - split_correct(base, c, l, how, equivalent))
+  se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+  return dict(gain=float(np.mean(d)) if d.size else float("nan"), standard_error=se,
+              questions=int(d.size))
+
+
 def split_accuracy(records: Sequence[dict], c: int, l: int, how: str,
                    equivalent: Equiv) -> float:
   """Mean over questions of `split_correct`."""

@@ -56,6 +56,12 @@ def section(rev: dict) -> tuple[dict, dict, dict]:
                           sequential_gain=seq["rl"] - seq["sft"],
                           right_to_wrong_sft=out["right_to_wrong"]["sft"],
                           right_to_wrong_rl=out["right_to_wrong"]["rl"])
+  paired = ev.get("rl_vs_sft", {})        # absent in runs evaluated before it was added
+  if "orm" in paired:
+    out["rl_vs_sft"]["sequential_gain_standard_error"] = paired["orm"]["standard_error"]
+    out["rl_vs_sft"]["sequential_gain_majority"] = paired["majority"]["gain"]
+    out["rl_vs_sft"]["sequential_gain_majority_standard_error"] = (
+        paired["majority"]["standard_error"])
   out["data"] = rev["data"]
   out["sft_train"] = {k: rev["sft"][k] for k in ("best_step", "best_eval_loss",
                                                  "train_trajectories", "heldout_trajectories")}
