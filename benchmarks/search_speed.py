@@ -45,7 +45,7 @@ from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.reward import create_value_model
 from ttc_jax.models.transformer import create_model
 from ttc_jax.sampling import SamplingParams
-from ttc_jax.search import beam, reference
+from ttc_jax.search import beam, reference, sweep
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
@@ -96,17 +96,17 @@ def _trained_setup(workdir: str, questions: int | None):
   probs = pipe.problems("test", per_level)
   by_level = [probs[i::per_level] for i in range(per_level)]    # one of each level per row
   chosen = [p for row in by_level for p in row][:b]
-  enc = max(len(tok.encode(p["prompt"])) + 1 for p in chosen)
-  plen = -(-enc // 8) * 8
-  prompts, lens = tok.encode_batch([p["prompt"] for p in chosen], plen, add_bos=True)
   policy = pipe.load_policy()
   prm = prm_train.load_value_model(pipe.path("prm", "model"), pipe.model_cfg, tok, kind="prm",
                                    seed=pipe.cfg.seed)
-  kw = dict(max_rounds=int(sc.max_rounds), max_step_tokens=int(sc.max_step_tokens),
-            max_new_tokens=min(int(sc.max_new_tokens), policy.cfg.max_len - plen),
-            eos_id=tok.EOS, delimiter_id=tok.newline_id,
-            params=SamplingParams.make(float(sc.temperature), int(sc.top_k), float(sc.top_p),
-                                       vocab_limit=tok.vocab_size))
+  texts = [p["prompt"] for p in chosen]
+  plen, kw = sweep.kernel_args(policy, tok, texts, max_rounds=int(sc.max_rounds),
+                               max_step_tokens=int(sc.max_step_tokens),
+                               max_new_tokens=int(sc.max_new_tokens),
+                               temperature=float(sc.temperature), top_k=int(sc.top_k),
+                               top_p=float(sc.top_p))
+  kw.pop("compact_levels")                  # the benchmark times both settings itself
+  prompts, lens = tok.encode_batch(texts, plen, add_bos=True)
   return (policy, prm, np.asarray(prompts), np.asarray(lens), kw,
           dict(workdir=workdir, trained=True, levels=[p["level"] for p in chosen],
                temperature=float(sc.temperature)))

@@ -118,10 +118,10 @@ def _round(graphdefs, states, st, rng):
 
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
 def _check_caches(graphdefs, states, st, parents, extra):
-  """Reorders, then reads both caches next to a cacheless recompute of the tokens."""
+  """Reorders (the kernel's gather), then reads both caches next to a cacheless recompute."""
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  st = state.reorder_beams(st, parents)
-  pol = st.policy
+  pol, prm_cache = state.take_beams((st.policy, st.prm_cache), parents)
+  st = st.replace(policy=pol, prm_cache=prm_cache)
   rows, last = jnp.arange(pol.length.shape[0]), pol.length - 1
   cached, _ = policy(pol.tokens[rows, last][:, None], last[:, None], pol.cache)
   steps = jnp.arange(pol.tokens.shape[1])[None]

@@ -85,7 +85,6 @@ class ComputeOptimalStages:
     """
     from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy
     from ttc_jax.prm import train as prm_train
-    from ttc_jax.search import beam
     analysis = io_utils.read_json(self.path("compute_optimal", "analysis.json"))
     prm = prm_train.load_value_model(self.path("prm", "model"), self.model_cfg, self.tokenizer,
                                      kind="prm", seed=self.cfg.seed, mesh=self.mesh)
@@ -101,7 +100,7 @@ class ComputeOptimalStages:
         max_batch=int(e.max_batch), mesh=self.mesh, revise=revise,
         search=dict(max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
                     max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-                    compact_levels=sc.get("compact_levels", beam.COMPACT_LEVELS)))
+                    **{k: sc[k] for k in ("compact_levels",) if k in sc}))
 
   def _revise_fn(self, which: str):
     """(problems, C, L, rng) -> answers: C chains of L attempts, hierarchical ORM selection."""

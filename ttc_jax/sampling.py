@@ -141,8 +141,9 @@ def repeat_state(state: DecodeState, n: int) -> DecodeState:
   return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), state)
 
 
-def gather_state(state: DecodeState, idx: jax.Array) -> DecodeState:
-  """Reorders/selects sequences (beams) with int32 idx[B'] over the batch axis."""
+def gather_state(state, idx: jax.Array):
+  """Reorders/selects sequences (beams) with int32 idx[B'] over the batch axis of every
+  leaf (a `DecodeState`, a KV cache or any pytree of [B, ...] arrays)."""
   return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), state)
 
 

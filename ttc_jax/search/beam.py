@@ -101,10 +101,6 @@ def init_state(policy, prm, prompts: jax.Array, prompt_lengths: jax.Array, *, wi
       finished=jnp.zeros((b, width), bool), round=jnp.int32(0), budget=budget)
 
 
-def _take_rows(tree, idx: jax.Array):
-  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), tree)
-
-
 def _put_rows(tree, idx: jax.Array, part):
   return jax.tree.map(lambda x, y: x.at[idx].set(y), tree, part)
 
@@ -153,7 +149,7 @@ def sample_and_score(policy, prm, state: DecodeState, prm_cache: dict, parents: 
       dec, cache = operands
       idx = order[:size]                   # every active row; the rest finished, own parents
       src = flat[idx]
-      d, stopped, values, c = run(_take_rows(dec, src), _take_rows(cache, src), idx)
+      d, stopped, values, c = run(*sampling.gather_state((dec, cache), src), idx)
       return (_put_rows(dec, idx, d), jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),
               jnp.zeros((r,), jnp.float32).at[idx].set(values), _put_rows(cache, idx, c))
     return whole if size == r else part

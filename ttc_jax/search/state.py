@@ -4,8 +4,9 @@ Layout: B questions x W beam slots. Per-beam arrays are [B, W, ...]; the
 policy's `DecodeState` and the PRM's KV cache are flattened to B*W rows (row
 b*W + w), so every model call sees one batch. Reordering beams is one gather
 of every per-beam leaf with within-question parent indices `parents[B, W]`
-(`reorder_beams`): slot w of question b becomes a copy of slot parents[b, w]
-of the same question, caches included.
+(`take_beams`; `beam.sample_and_score` for the policy state and caches): slot
+w of question b becomes a copy of slot parents[b, w] of the same question,
+caches included.
 
 Invariants between rounds (tests check them):
   * policy: `tokens[r, :length[r]]` is row r's prompt + steps; its cache holds
@@ -154,15 +155,6 @@ def take_beams(tree: Any, parents: jax.Array, flat: bool = True) -> Any:
     out = jax.vmap(lambda xq, pq: jnp.take(xq, pq, axis=0))(xb, parents)
     return out.reshape(x.shape)
   return jax.tree.map(one, tree)
-
-
-def reorder_beams(state: SearchState, parents: jax.Array) -> SearchState:
-  """Slot w of question b becomes a copy of slot parents[b, w]: tokens, caches, scores."""
-  policy, prm_cache = take_beams((state.policy, state.prm_cache), parents)
-  score, step_scores, num_steps, finished = take_beams(
-      (state.score, state.step_scores, state.num_steps, state.finished), parents, flat=False)
-  return state.replace(policy=policy, prm_cache=prm_cache, score=score,
-                       step_scores=step_scores, num_steps=num_steps, finished=finished)
 
 
 def _constrain_cache(cache: dict) -> dict:

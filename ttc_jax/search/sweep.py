@@ -61,6 +61,21 @@ def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict)
   return dvts.dvts(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
 
 
+def kernel_args(policy, tokenizer, prompts: Sequence[str], *, max_rounds: int,
+                max_step_tokens: int, max_new_tokens: int, temperature: float, top_k: int = 0,
+                top_p: float = 1.0, compact_levels: int = beam.COMPACT_LEVELS
+                ) -> tuple[int, dict]:
+  """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
+  longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len."""
+  enc = max(len(tokenizer.encode(p)) + 1 for p in prompts)
+  plen = int(math.ceil(enc / 8) * 8)
+  params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
+  return plen, dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens,
+                    max_new_tokens=min(max_new_tokens, policy.cfg.max_len - plen),
+                    eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params,
+                    compact_levels=compact_levels)
+
+
 def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, budget: int,
                rng: jax.Array, *, extract_answer: Callable[[str], Any],
                equivalent: Callable[[Any, Any], bool], max_rounds: int, max_step_tokens: int,
@@ -81,13 +96,10 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
   if mesh is not None:
     d = mesh.shape["data"] * mesh.shape["fsdp"]
     chunk = int(math.ceil(chunk / d) * d)
-  enc = max(len(tokenizer.encode(p["prompt"])) + 1 for p in problems)
-  plen = int(math.ceil(enc / 8) * 8)
-  max_new = min(max_new_tokens, policy.cfg.max_len - plen)
-  params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
-  kw = dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens, max_new_tokens=max_new,
-            eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params,
-            compact_levels=compact_levels)
+  plen, kw = kernel_args(policy, tokenizer, [p["prompt"] for p in problems],
+                         max_rounds=max_rounds, max_step_tokens=max_step_tokens,
+                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                         top_p=top_p, compact_levels=compact_levels)
   records: list[dict] = []
   t0 = time.perf_counter()
   for i, s in enumerate(range(0, len(problems), chunk)):
