@@ -34,6 +34,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import common
+from ttc_jax import parallel
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.transformer import Transformer
 from ttc_jax.sampling import generate
@@ -162,8 +163,15 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
         new_tokens: int | None = None, warmup: int = 1, repeats: int = 5, seed: int = 0,
         hf_threads: int | None = None, peak: bool = True, peak_n: int | None = None,
         skip_hf: bool = False, interleave: bool = True,
-        model_overrides: dict | None = None) -> dict:
-  """Runs both samplers and returns the result dict (see the module docstring)."""
+        model_overrides: dict | None = None, devices: int | None = None) -> dict:
+  """Runs both samplers and returns the result dict (see the module docstring).
+
+  `devices`: how many of `jax.devices()` our sampler runs on (default: all, or the
+  most that divide the batch), as a
+  data-parallel (devices, 1, 1) mesh with the batch sharded and the weights
+  replicated. With more than one, our sampler is also timed on one device in the
+  same interleaved run (`ours_one_device_*`, `speedup_one_device`).
+  """
   spec = PRESETS[preset]
   b = spec["batch"] if batch is None else batch
   p = spec["prompt_len"] if prompt_len is None else prompt_len
@@ -172,18 +180,37 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   cfg = ModelConfig(**dict(mdims, max_len=max(p + m, 16)))
   eos_id = cfg.vocab_size          # outside the vocabulary: never sampled
 
+  n_dev = devices
+  if n_dev is None:   # every device, or the most that divide the batch
+    n_dev = max(n for n in range(1, len(jax.devices()) + 1) if b % n == 0)
+  if not 1 <= n_dev <= len(jax.devices()) or b % n_dev:
+    raise ValueError(f"devices={n_dev}: needs 1..{len(jax.devices())} devices dividing "
+                     f"batch {b}")
   model = build_model(cfg, seed)
   perturb_norms(model, seed=seed + 1)
   prompts_np = np.random.default_rng(seed).integers(0, cfg.vocab_size, (b, p), dtype=np.int64)
-  prompts = jnp.asarray(prompts_np, jnp.int32)
-  lengths = jnp.full((b,), p, jnp.int32)
   key = jax.random.key(seed)
 
-  def ours():
-    return generate(model, prompts, lengths, key, num_samples=1, max_new_tokens=m,
-                    eos_id=eos_id, temperature=0.0)
+  def sampler(mesh):
+    """Our generate call on `mesh` (None: the default device)."""
+    m_ = model
+    prompts = jnp.asarray(prompts_np, jnp.int32)
+    lengths = jnp.full((b,), p, jnp.int32)
+    if mesh is not None:
+      m_ = nnx.merge(*nnx.split(model))
+      parallel.shard_module(m_, mesh)
+      prompts = jax.device_put(prompts, parallel.data_sharding(mesh, 2))
+      lengths = jax.device_put(lengths, parallel.data_sharding(mesh, 1))
 
-  common.log(f"[ours] compiling ({preset}: B={b} P={p} M={m})")
+    def call():
+      with parallel.use_mesh(mesh):
+        return generate(m_, prompts, lengths, key, num_samples=1, max_new_tokens=m,
+                        eos_id=eos_id, temperature=0.0)
+    return call
+
+  mesh = (parallel.make_mesh((n_dev, 1, 1), jax.devices()[:n_dev]) if n_dev > 1 else None)
+  ours = sampler(mesh)
+  common.log(f"[ours] compiling ({preset}: B={b} P={p} M={m}, {n_dev} device(s))")
   load_before = _loadavg()
   first_s, out = common.time_first_call(ours)
   ours_tokens = np.asarray(out.tokens[:, 0])                          # [B, M]
@@ -191,6 +218,12 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
     raise RuntimeError(f"our sampler stopped early: lengths {np.asarray(out.lengths)}")
   fns = {"ours": ours}
   blocks = {}
+  if n_dev > 1:
+    one = sampler(None)
+    one_tokens = np.asarray(one().tokens[:, 0])
+    if not np.array_equal(one_tokens, ours_tokens):
+      raise RuntimeError("our sampler differs between one device and the mesh")
+    fns["ours_one_device"] = one
 
   hf = threads = None
   if not skip_hf:
@@ -233,7 +266,9 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
                  "new_tokens": m, "greedy": True, "dtype": "float32",
                  "warmup": warmup, "repeats": repeats, "seed": seed,
                  "interleaved": interleave,
-                 "norm_scales_perturbed": True},
+                 "norm_scales_perturbed": True, "ours_devices": n_dev,
+                 "ours_mesh": None if mesh is None else dict(mesh.shape),
+                 "backend": jax.default_backend()},
       "ours_tokens_per_s": ours_tps,
       "ours_median_s": ours_t["median_s"],
       "ours_min_s": ours_t["min_s"],
@@ -243,6 +278,13 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   }
   flops = decode_flops(cfg, b, p, m)
   result["ours_flops_per_s"] = flops / ours_t["median_s"]
+  if "ours_one_device" in tm:
+    one_t = tm["ours_one_device"]
+    result.update({"ours_one_device_tokens_per_s": b * m / one_t["median_s"],
+                   "ours_one_device_median_s": one_t["median_s"],
+                   "ours_one_device_times_s": one_t["times"],
+                   "mesh_speedup": one_t["median_s"] / ours_t["median_s"]})
+    common.log(f"[ours, one device] median {one_t['median_s']*1e3:.1f} ms")
 
   if hf is not None:
     hf_t = tm["hf"]
@@ -260,6 +302,8 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
         "hf_min_s": hf_t["min_s"],
         "hf_times_s": hf_t["times"],
         "speedup": ours_tps / hf_tps,
+        **({"speedup_one_device": result["ours_one_device_tokens_per_s"] / hf_tps}
+           if "ours_one_device_tokens_per_s" in result else {}),
         # Ratio of best-case times: less sensitive to background load.
         "speedup_min_times": hf_t["min_s"] / ours_t["min_s"],
         "greedy_match": match,
@@ -297,13 +341,21 @@ def main(argv=None) -> dict:
   parser.add_argument("--hf-threads", type=int, default=None,
                       help="torch threads (default: os.cpu_count())")
   parser.add_argument("--skip-hf", action="store_true", help="time our sampler only")
+  parser.add_argument("--host-devices", type=int, default=None,
+                      help="split the CPU into this many XLA devices (default: one per "
+                           "core; 1 = one device using every core)")
+  parser.add_argument("--devices", type=int, default=None,
+                      help="devices our sampler runs on (default: all, or the most "
+                           "that divide the batch)")
   parser.add_argument("--no-interleave", dest="interleave", action="store_false",
                       help="time all of ours, then all of HF (default: alternate calls)")
   args = parser.parse_args(argv)
+  parallel.split_host_cpu(args.host_devices)
   res = run(args.preset, batch=args.batch, prompt_len=args.prompt_len,
             new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats,
             seed=args.seed, hf_threads=args.hf_threads, peak=args.peak,
-            peak_n=args.peak_n, skip_hf=args.skip_hf, interleave=args.interleave)
+            peak_n=args.peak_n, skip_hf=args.skip_hf, interleave=args.interleave,
+            devices=args.devices)
   common.emit(res, args.out)
   return res
 

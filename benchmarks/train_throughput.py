@@ -111,7 +111,7 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
         levels: str | None = None, warmup: int = 2, repeats: int = 20,
         num_batches: int = 4, seed: int = 0, lr: float | None = None, peak: bool = True,
         peak_sizes=DEFAULT_PEAK_SIZES, peak_repeats: int = 5,
-        model_overrides: dict | None = None, mesh_shape=None) -> dict:
+        model_overrides: dict | None = None, mesh_shape=None, microbatches: int = 1) -> dict:
   p = PRESETS[preset]
   b = p["batch"] if batch is None else batch
   t = p["seq_len"] if seq_len is None else seq_len
@@ -139,7 +139,8 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       model = create_model(cfg, seed, mesh)
   # AdamW + clipping as in training; a constant rate (no warm-up) so the timed
   # steps do real updates.
-  trainer = Trainer(model, make_optimizer(lr, steps=10_000, warmup_steps=0), mesh=mesh)
+  trainer = Trainer(model, make_optimizer(lr, steps=10_000, warmup_steps=0), mesh=mesh,
+                    microbatches=microbatches)
   it = {"i": 0}
 
   def step():
@@ -165,6 +166,7 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
                  "warmup": warmup, "repeats": repeats, "num_batches": len(batches),
                  "num_params": cfg.num_params, "dtype": cfg.dtype, "lr": lr,
                  "mesh_shape": None if mesh is None else dict(mesh.shape),
+                 "microbatches": microbatches,
                  "devices": len(jax.devices())},
       "tokens_per_s": tokens / step_s,
       "non_pad_tokens_per_s": real * tokens / step_s,
@@ -217,15 +219,12 @@ def main(argv=None) -> dict:
   parser.add_argument("--host-devices", type=int, default=None,
                       help="split the CPU into this many XLA devices (sets "
                            "--xla_force_host_platform_device_count; use with --mesh -1,1,1)")
+  parser.add_argument("--microbatches", type=int, default=1,
+                      help="gradient-accumulation row groups per step (Trainer(microbatches=))")
   parser.add_argument("--out", default=None, help="also write the JSON object to this path")
   args = parser.parse_args(argv)
   if args.host_devices:
-    import os  # noqa: PLC0415
-    from jax._src import xla_bridge  # noqa: PLC0415
-    if xla_bridge.backends_are_initialized():
-      raise RuntimeError("--host-devices must be set before JAX starts its backend")
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                               f"device_count={args.host_devices}").strip()
+    parallel.split_host_cpu(args.host_devices)
   if args.peak_sizes:
     sizes = tuple(int(s) for s in args.peak_sizes.split(","))
   else:
@@ -235,7 +234,8 @@ def main(argv=None) -> dict:
             warmup=args.warmup, repeats=args.repeats, num_batches=args.num_batches,
             seed=args.seed, peak=args.peak, peak_sizes=sizes,
             peak_repeats=args.peak_repeats, model_overrides=overrides,
-            mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None)
+            mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None,
+            microbatches=args.microbatches)
   common.emit(res, args.out)
   return res
 

@@ -14,7 +14,8 @@ FIELDS = ("benchmark", "config", "ours_tokens_per_s", "hf_tokens_per_s", "speedu
 @pytest.mark.skipif(not _HAVE_HF, reason="torch/transformers not importable")
 def test_sampler_throughput_tiny_preset():
   res = run_benchmark("sampler_throughput.py", ["--preset", "tiny",
-       "--repeats", "1", "--warmup", "0", "--no-peak"], FIELDS, timeout=180)
+       "--repeats", "1", "--warmup", "0", "--no-peak", "--host-devices", "2"], FIELDS,
+       timeout=180)
   assert res["benchmark"] == "sampler_throughput"
   cfg = res["config"]
   assert (cfg["batch"], cfg["prompt_len"], cfg["new_tokens"]) == (2, 4, 8)
@@ -26,3 +27,8 @@ def test_sampler_throughput_tiny_preset():
     assert res[f] > 0, (f, res[f])
   assert res["compile_s"] >= 0
   assert res["machine"]["backend"] == "cpu"
+  # The CPU split into 2 devices: our side runs data-parallel over both (the batch is
+  # sharded, the tokens equal one device's), and is timed on one device in the same run.
+  assert cfg["ours_devices"] == 2 and cfg["ours_mesh"]["data"] == 2
+  for f in ("ours_one_device_tokens_per_s", "mesh_speedup", "speedup_one_device"):
+    assert res[f] > 0, (f, res[f])

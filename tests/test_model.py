@@ -8,7 +8,7 @@ from flax import nnx
 
 from conftest import tiny_config
 from ttc_jax.models.config import ModelConfig
-from ttc_jax.models.transformer import create_model, init_cache
+from ttc_jax.models.transformer import create_model, init_cache, write_rows
 
 
 def _tokens(b, t, seed=0, vocab=32):
@@ -102,3 +102,19 @@ def test_bad_model_config_errors():
     ModelConfig.from_dict({"embed_dims": 3})
   with pytest.raises(ValueError, match="unknown dtype"):
     ModelConfig(dtype="float8")
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_write_rows_equals_vmapped_dynamic_update_slice(width):
+  """Per-row window writes (the cache update and the sampler's token writes), with
+  starts clamped so the window fits, exactly as lax.dynamic_update_slice does."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(5, 2, 3, 8)), jnp.float32)            # [B,Kh,D,S]
+  upd = jnp.asarray(rng.normal(size=(5, 2, 3, width)), jnp.float32)
+  start = jnp.array([0, 2, 7, 5, 9], jnp.int32)                          # 7, 9: clamped
+  want = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (0, 0, i)))(x, upd, start)
+  np.testing.assert_array_equal(write_rows(x, start, upd, axis=3), want)
+  xt = x.swapaxes(2, 3)                                                   # [B,Kh,S,D]
+  want_t = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (0, i, 0)))(
+      xt, upd.swapaxes(2, 3), start)
+  np.testing.assert_array_equal(write_rows(xt, start, upd.swapaxes(2, 3), axis=2), want_t)

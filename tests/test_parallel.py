@@ -73,3 +73,52 @@ def test_make_mesh_errors_name_the_problem():
 def test_constrain_is_identity_without_mesh():
   x = np.ones((4, 4), np.float32)
   assert parallel.constrain(x, ("batch", None)) is x
+
+
+@pytest.mark.parametrize("shape,k", [(None, 2), (None, 4), ((2, 2, 2), 2)])
+def test_microbatched_step_matches_whole_batch(shape, k, reference):
+  """Gradient accumulation over k row groups (weighted by loss tokens) is the whole
+  batch's loss, gradients and update; on a mesh too. Row groups get unequal loss-token
+  counts here (random loss mask), so an unweighted mean of group losses would differ."""
+  ref_loss, ref_grads, ref_metrics, ref_params = reference
+  mesh = None if shape is None else parallel.make_mesh(shape)
+  with parallel.use_mesh(mesh):
+    model = create_model(CFG, 0, mesh)
+  tr = Trainer(model, make_optimizer(1e-3, 10, 0), mesh=mesh, microbatches=k)
+  loss, grads = tr.grads(_batch())
+  np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-5, atol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.device_get(grads)), jax.tree.leaves(ref_grads)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+  metrics = jax.device_get(tr.train_step(_batch()))
+  for key in ("loss", "token_accuracy", "grad_norm", "loss_tokens"):
+    np.testing.assert_allclose(metrics[key], ref_metrics[key], atol=1e-5, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(jax.device_get(nnx.state(tr.model))),
+                  jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_microbatches_errors_name_the_problem():
+  with pytest.raises(ValueError, match="microbatches must be >= 1"):
+    Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), microbatches=0)
+  tr = Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), microbatches=3)
+  with pytest.raises(ValueError, match="not divisible by microbatches=3"):
+    tr.train_step(_batch())               # 8 rows
+
+  def no_tokens(model, batch):
+    logits, _ = model(batch["inputs"], batch["positions"])
+    return logits.mean(), {}
+  tr = Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), loss_fn=no_tokens,
+               microbatches=2)
+  with pytest.raises(ValueError, match="loss_tokens"):
+    tr.train_step(_batch())
+
+
+def test_split_host_cpu(monkeypatch):
+  # The test session already set 8 host devices: that flag is left alone.
+  assert parallel.split_host_cpu(2) == 8
+  assert "device_count=8" in __import__("os").environ["XLA_FLAGS"]
+  # Without the flag, once JAX runs, the split cannot take effect: a clear error.
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+  with pytest.raises(RuntimeError, match="before JAX initialises"):
+    parallel.split_host_cpu(2)
+  assert "device_count" not in __import__("os").environ["XLA_FLAGS"]

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from conftest import tiny_config
 from ttc_jax import sampling
@@ -156,3 +157,28 @@ def test_padded_rows_few_shapes_little_padding():
   assert shapes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
   assert all(n <= padded_rows(n, 256) <= max(2 * n, n + 31) for n in range(1, 257))
   assert padded_rows(5, 4) == 4 and padded_rows(1, 1) == 1
+
+
+def test_decode_on_a_data_mesh_needs_no_collectives_but_the_stop_test():
+  """Every per-row read and write of the decode loop (tokens, log-probs, KV cache) stays on
+  the device that holds the row: under a data-sharded mesh the compiled generate has no
+  all-gathers (explicit row-index vectors made GSPMD gather indices every step), only the
+  all-reduce of the loop's "any sequence active" test; and it samples what one device does."""
+  from ttc_jax import parallel
+  mesh = parallel.make_mesh((8, 1, 1))
+  prompts = jnp.tile(PROMPTS, (4, 1))
+  lens = jnp.tile(LENS, 4)
+  with parallel.use_mesh(mesh):
+    m = create_model(CFG, 7, mesh)
+    p = jax.device_put(prompts, parallel.data_sharding(mesh, 2))
+    ln = jax.device_put(lens, parallel.data_sharding(mesh, 1))
+    graphdef, state = nnx.split(m)
+    args = (graphdef, state, p, ln, jax.random.key(0), sampling.SamplingParams.make(0.7))
+    kw = dict(num_samples=1, max_new_tokens=12, eos_id=2, stop_ids=(3,))
+    hlo = sampling.generate_split.lower(*args, **kw).compile().as_text()
+    out = sampling.generate_split(*args, **kw)
+  assert "all-gather" not in hlo and "all-to-all" not in hlo
+  assert hlo.count("all-reduce(") + hlo.count("all-reduce-start(") <= 2, hlo.count("all-reduce")
+  one = sampling.generate(create_model(CFG, 7), prompts, lens, jax.random.key(0),
+                          max_new_tokens=12, eos_id=2, stop_ids=(3,), temperature=0.7)
+  np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(one.tokens))

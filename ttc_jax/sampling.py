@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ttc_jax.models.transformer import init_cache
+from ttc_jax.models.transformer import init_cache, write_rows
 
 
 @flax.struct.dataclass
@@ -147,6 +147,12 @@ def gather_state(state, idx: jax.Array):
   return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), state)
 
 
+def _at(x: jax.Array, idx: jax.Array) -> jax.Array:
+  """x[b, idx[b]] for x[B, L], idx int32[B] (a gather batched over rows, so each
+  device of a data-sharded mesh reads its own rows without collectives)."""
+  return jnp.take_along_axis(x, idx[:, None], axis=1)[:, 0]
+
+
 def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
            max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = (),
            rows: jax.Array | None = None, total_rows: int | None = None
@@ -159,7 +165,6 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
   (EOS, a stop id), or -1 if it ran out of steps.
   """
   b, buf = state.tokens.shape
-  ridx = jnp.arange(b)
   stop_arr = jnp.asarray(tuple(stop_ids) or (-1,), jnp.int32)
 
   def cond(carry):
@@ -170,16 +175,16 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
     i, st, paused, stopped = carry
     active = ~st.done & ~paused
     last = st.length - 1
-    tok = st.tokens[ridx, last]
+    tok = _at(st.tokens, last)
     logits, cache = model(tok[:, None], last[:, None], st.cache,
                           attention_mask=active[:, None])
     logits = logits[:, 0]
     nxt = sample_token(logits, jax.random.fold_in(rng, i), params, rows, total_rows)
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits), nxt[:, None], -1)[:, 0]
     write = jnp.minimum(st.length, buf - 1)
-    tokens = st.tokens.at[ridx, write].set(jnp.where(active, nxt, st.tokens[ridx, write]))
-    logprobs = st.logprobs.at[ridx, write].set(
-        jnp.where(active, lp, st.logprobs[ridx, write]))
+    tokens = write_rows(st.tokens, write, jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
+    logprobs = write_rows(st.logprobs, write,
+                          jnp.where(active, lp, _at(st.logprobs, write))[:, None], 1)
     length = st.length + active.astype(jnp.int32)
     is_eos = active & (nxt == eos_id)
     is_stop = active & jnp.any(nxt[:, None] == stop_arr[None], axis=-1)

@@ -123,6 +123,24 @@ def _attention_bwd(groups, res, dout):
 attention_core.defvjp(_attention_fwd, _attention_bwd)
 
 
+def write_rows(x: jax.Array, start: jax.Array, update: jax.Array, axis: int) -> jax.Array:
+  """x[b, ..., start[b] : start[b] + w, ...] = update[b] along `axis`, for every row b.
+
+  x: [B, ...]; start: int32[B]; update: [B, ...] with x's shape except `w` on `axis`.
+  Same values as a vmapped `lax.dynamic_update_slice` (starts clamped so the window
+  fits), written as one scatter whose batch axis is a scatter batching dimension:
+  under a data-sharded mesh every device writes its own rows, where an explicit
+  row-index vector makes GSPMD all-gather the indices (collectives per decode step).
+  """
+  dnums = jax.lax.ScatterDimensionNumbers(
+      update_window_dims=tuple(range(1, update.ndim)), inserted_window_dims=(),
+      scatter_dims_to_operand_dims=(axis,), operand_batching_dims=(0,),
+      scatter_indices_batching_dims=(0,))
+  return jax.lax.scatter(x, start.astype(jnp.int32)[:, None], update, dnums,
+                         indices_are_sorted=True, unique_indices=True,
+                         mode=jax.lax.GatherScatterMode.CLIP)
+
+
 def rope_frequencies(d: int, theta: float, scaling: tuple = ()) -> jax.Array:
   """Inverse frequencies float32[D/2] of RoPE over head_dim `d`.
 
@@ -149,16 +167,26 @@ def rope_frequencies(d: int, theta: float, scaling: tuple = ()) -> jax.Array:
   return jnp.where(medium, smoothed, scaled)
 
 
-def rope(x: jax.Array, positions: jax.Array, theta: float, scaling: tuple = ()) -> jax.Array:
-  """Rotary embedding (rotate-half convention). x: [B,T,H,D], positions: [B,T].
+def rope_tables(positions: jax.Array, d: int, theta: float, scaling: tuple = ()
+                ) -> tuple[jax.Array, jax.Array]:
+  """(cos, sin) float32[B,T,1,D/2] of RoPE at positions[B,T] over head_dim `d`.
+
+  Computed once per forward and shared by every layer's q and k (the sines and
+  cosines are the costly part of RoPE on CPU).
+  """
+  freq = rope_frequencies(d, theta, scaling)                            # [D/2]
+  ang = positions[..., None].astype(jnp.float32) * freq                 # [B,T,D/2]
+  return jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
+
+
+def apply_rope(x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotary embedding (rotate-half convention) of x[B,T,H,D] with `rope_tables`.
 
   Rotates the pairs (x[..., i], x[..., i + D/2]), as Hugging Face Llama/Qwen2
   do, so their q/k projections load without a permutation.
   """
+  cos, sin = tables
   d = x.shape[-1]
-  freq = rope_frequencies(d, theta, scaling)                            # [D/2]
-  ang = positions[..., None].astype(jnp.float32) * freq                 # [B,T,D/2]
-  cos, sin = jnp.cos(ang)[:, :, None, :], jnp.sin(ang)[:, :, None, :]
   xf = x.astype(jnp.float32)
   x1, x2 = xf[..., : d // 2], xf[..., d // 2:]
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
@@ -183,8 +211,9 @@ class Attention(nnx.Module):
       self.v_bias = _param(rngs, z, (kv, hd), ("kv_heads", "head_dim"), pd)
     self.cfg = cfg
 
-  def __call__(self, x, positions, mask, layer_cache, write_index):
-    """x: [B,T,d]; mask: [B,T,S] bool; layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None."""
+  def __call__(self, x, rot, mask, layer_cache, write_index):
+    """x: [B,T,d]; rot: `rope_tables` of the positions; mask: [B,T,S] bool;
+    layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None."""
     cfg, dt = self.cfg, to_dtype(self.cfg.dtype)
     q = dense(x, self.q[...].astype(dt))
     k = dense(x, self.k[...].astype(dt))
@@ -192,15 +221,13 @@ class Attention(nnx.Module):
     if cfg.qkv_bias:
       q, k, v = (q + self.q_bias[...].astype(dt), k + self.k_bias[...].astype(dt),
                  v + self.v_bias[...].astype(dt))
-    q = parallel.constrain(rope(q, positions, cfg.rope_theta, cfg.rope_scaling),
-                           ("batch", "length", "act_heads", None))
-    k = rope(k, positions, cfg.rope_theta, cfg.rope_scaling)
+    q = parallel.constrain(apply_rope(q, rot), ("batch", "length", "act_heads", None))
+    k = apply_rope(k, rot)
     if layer_cache is not None:
-      upd = lambda c, u, i, at: jax.lax.dynamic_update_slice(c, u, at(i))
-      k_all = jax.vmap(lambda c, u, i: upd(c, u, i, lambda i: (0, 0, i)))(
-          layer_cache["k"], k.transpose(0, 2, 3, 1).astype(layer_cache["k"].dtype), write_index)
-      v_all = jax.vmap(lambda c, u, i: upd(c, u, i, lambda i: (0, i, 0)))(
-          layer_cache["v"], v.transpose(0, 2, 1, 3).astype(layer_cache["v"].dtype), write_index)
+      k_all = write_rows(layer_cache["k"], write_index,
+                         k.transpose(0, 2, 3, 1).astype(layer_cache["k"].dtype), axis=3)
+      v_all = write_rows(layer_cache["v"], write_index,
+                         v.transpose(0, 2, 1, 3).astype(layer_cache["v"].dtype), axis=2)
       layer_cache = {"k": k_all, "v": v_all}
       k, v = k_all.astype(dt), v_all.astype(dt)                     # [B,Kh,D,S], [B,Kh,S,D]
     b, t, h, hd = q.shape
@@ -264,8 +291,8 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs=rngs)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, positions, mask, layer_cache, write_index):
-    a, layer_cache = self.attn(self.attn_norm(x), positions, mask, layer_cache, write_index)
+  def __call__(self, x, rot, mask, layer_cache, write_index):
+    a, layer_cache = self.attn(self.attn_norm(x), rot, mask, layer_cache, write_index)
     x = x + a
     x = x + self.mlp(self.mlp_norm(x))
     return parallel.constrain(x, ("batch", "length", "act_embed")), layer_cache
@@ -314,10 +341,11 @@ class Transformer(nnx.Module):
       s = cache["layers"][0]["k"].shape[-1]
       q_pos = index[:, None] + jnp.arange(tokens.shape[1])[None]        # [B,T]
       mask = jnp.arange(s)[None, None, :] <= q_pos[:, :, None]          # [B,T,S]
+    rot = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     new_layers = []
     for i, block in enumerate(self.blocks):
       lc = None if cache is None else cache["layers"][i]
-      x, lc = block(x, positions, mask, lc, index)
+      x, lc = block(x, rot, mask, lc, index)
       new_layers.append(lc)
     x = self.final_norm(x)
     if cache is not None:
