@@ -16,7 +16,8 @@ def get_config():
   c.model.update(embed_dim=32, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=16,
                  mlp_dim=64, max_len=64)
   c.train.update(steps=300, batch_size=16, seq_len=64, warmup_steps=10, log_every=100,
-                 eval_every=300, eval_batches=1, checkpoint_every=150)
+                 eval_every=300, eval_batches=1, checkpoint_every=150,
+                 microbatches=2)   # exercises gradient accumulation in every CI run
   c.eval.update(questions_per_level=4, max_new_tokens=40, num_samples=4,
                 majority_ns=(1, 2, 4), max_batch=64)
   c.labels.update(questions_per_level=4, samples_per_question=2, rollouts=2, max_new_tokens=40,

@@ -42,6 +42,8 @@ def test_overrides_are_typed():
     ("--config.orm.heldout_fraction=1.5", "orm.heldout_fraction"),
     ("--config.prm.seq_len=4096", "prm.seq_len=4096 exceeds"),
     ("--config.verify.aggregation=mean", "verify.aggregation"),
+    ("--config.train.microbatches=3", "positive divisor of config.train.batch_size=64"),
+    ("--config.train.microbatches=0", "microbatches=0 must be a positive divisor"),
 ])
 def test_bad_overrides_name_the_problem(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
@@ -169,3 +171,23 @@ def test_speed_only_search_fields_leave_stage_hashes_alone():
         config_lib.config_hash(config_lib.search_section(base.search))
   changed = config_lib.load_config(QUICK, ["--config.search.max_rounds=3"])
   assert config_lib.search_section(changed.search) != config_lib.search_section(base.search)
+
+
+def test_speed_only_train_fields_leave_stage_hashes_alone():
+  base = config_lib.load_config(QUICK, [])
+  other = config_lib.load_config(QUICK, ["--config.train.microbatches=8"])
+  assert other.train.microbatches == 8
+  assert config_lib.train_section(other.train) == config_lib.train_section(base.train)
+  assert "microbatches" not in config_lib.train_section(base.train)
+  changed = config_lib.load_config(QUICK, ["--config.train.steps=3"])
+  assert config_lib.train_section(changed.train) != config_lib.train_section(base.train)
+
+
+def test_main_job_host_devices_flag(capsys):
+  from ttc_jax import run
+  assert run.main(["--config", QUICK, "--host_devices", "0"]) == 2
+  assert "--host_devices must be >= 1" in capsys.readouterr().err
+  # An explicit device count already in XLA_FLAGS (the tests' 8) wins over the flag.
+  assert run.main(["--config", QUICK, "--host_devices", "2", "--workdir",
+                   "/nonexistent/never-created", "--config.mesh.shape=(3,1,1)"]) == 2
+  assert "jax.device_count() is 8" in capsys.readouterr().err

@@ -138,6 +138,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for f in ("log_every", "eval_every", "checkpoint_every"):
     if f in t and int(t[f]) < 0:
       raise ConfigError(f"config.train.{f} must be >= 0, got {t[f]}")
+  mb = int(t.get("microbatches", 1))
+  if mb < 1 or t.batch_size % mb:
+    raise ConfigError(f"config.train.microbatches={t.get('microbatches')} must be a positive "
+                      f"divisor of config.train.batch_size={t.batch_size}")
   if t.seq_len > cfg.model.max_len:
     raise ConfigError(f"config.train.seq_len={t.seq_len} exceeds model.max_len={cfg.model.max_len}")
   validate_mesh(cfg)
@@ -266,10 +270,23 @@ def validate_search(search: ml_collections.ConfigDict) -> None:
 SEARCH_SPEED_FIELDS = ("compact_levels",)
 
 
+# Fields of config.train that change speed, not results (up to float summation order).
+TRAIN_SPEED_FIELDS = ("microbatches",)
+
+
+def _hashed(section: Any, speed_fields: tuple) -> dict:
+  d = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+  return {k: v for k, v in d.items() if k not in speed_fields}
+
+
 def search_section(search: Any) -> dict:
   """`config.search` as a dict for stage hashes: without `SEARCH_SPEED_FIELDS`."""
-  d = search.to_dict() if isinstance(search, ml_collections.ConfigDict) else dict(search)
-  return {k: v for k, v in d.items() if k not in SEARCH_SPEED_FIELDS}
+  return _hashed(search, SEARCH_SPEED_FIELDS)
+
+
+def train_section(train: Any) -> dict:
+  """`config.train` as a dict for stage hashes: without `TRAIN_SPEED_FIELDS`."""
+  return _hashed(train, TRAIN_SPEED_FIELDS)
 
 
 def config_hash(section: Any) -> str:

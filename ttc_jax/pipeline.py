@@ -94,8 +94,8 @@ class Pipeline(Stages, VerifierStages, RevisionStages, ComputeOptimalStages):
 
   def _policy_sections(self) -> dict:
     c = self.cfg
-    return dict(task=c.task.to_dict(), model=c.model.to_dict(), train=c.train.to_dict(),
-                seed=c.seed)
+    return dict(task=c.task.to_dict(), model=c.model.to_dict(),
+                train=config_lib.train_section(c.train), seed=c.seed)
 
   def stage_policy(self) -> dict:
     return self._stage("policy", self._policy_sections(),
@@ -113,7 +113,8 @@ class Pipeline(Stages, VerifierStages, RevisionStages, ComputeOptimalStages):
     tx = optim.make_optimizer(t.lr, t.steps, t.warmup_steps, t.weight_decay, t.clip_norm,
                               t.b1, t.b2, t.final_lr_fraction)
     trainer = Trainer(model, tx, mesh=self.mesh,
-                      skip_nonfinite=bool(t.get("skip_nonfinite", False)))
+                      skip_nonfinite=bool(t.get("skip_nonfinite", False)),
+                      microbatches=int(t.get("microbatches", 1)))
     data = data_pipeline.make_train_iterator(
         builder, self.tokenizer, t.batch_size, t.seq_len, seed=c.seed,
         process_index=jax.process_index(), process_count=jax.process_count())

@@ -32,6 +32,10 @@ def parse_args(argv):
   p.add_argument("--config", required=True, help="config file defining get_config()")
   p.add_argument("--workdir", default=None, help="run directory (default runs/<config name>)")
   p.add_argument("--no_progress", action="store_true", help="disable progress bars")
+  p.add_argument("--host_devices", type=int, default=None,
+                 help="split a CPU host into this many XLA devices (e.g. one per core) so "
+                      "the (-1,1,1) mesh runs data-parallel over the cores; no effect on "
+                      "accelerators (default: one CPU device)")
   args, rest = p.parse_known_args(argv)
   bad = [a for a in rest if not a.startswith("--config.")]
   if bad:
@@ -41,6 +45,12 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
   args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.host_devices is not None:
+    if args.host_devices < 1:
+      print(f"error: --host_devices must be >= 1, got {args.host_devices}", file=sys.stderr)
+      return 2
+    from ttc_jax import parallel                 # before the config touches jax.devices()
+    parallel.split_host_cpu(args.host_devices)
   from ttc_jax import config as config_lib
   try:
     cfg = config_lib.load_config(args.config, overrides)
