@@ -210,10 +210,10 @@ _HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 def split_host_cpu(n: int | None = None) -> int | None:
   """Splits the CPU into `n` XLA devices (default: one per core), before JAX starts.
 
-  On the CPU backend one device runs its small per-step ops on about one core
-  (measured on 2 cores: the same decode step at 1 and 2 cores takes as long), so a
-  data-parallel mesh over one device per core is how a CPU host uses all of its
-  cores. Sets `--xla_force_host_platform_device_count` in XLA_FLAGS; has no effect
+  On the CPU backend one device runs small ops on about one core (measured on 2
+  cores: a batch-64 decode step takes as long pinned to one core as on both), so
+  a data-parallel mesh over one device per core is how a CPU host uses all of its
+  cores at small batches (large ones already spread over the cores: little gain). Sets `--xla_force_host_platform_device_count` in XLA_FLAGS; has no effect
   on accelerator backends. Leaves an explicit flag already in XLA_FLAGS alone (the
   tests' 8 fake devices) and returns the count in force; raises RuntimeError when
   JAX's backends are already initialised (the flag would be ignored).

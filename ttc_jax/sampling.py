@@ -182,7 +182,8 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
     nxt = sample_token(logits, jax.random.fold_in(rng, i), params, rows, total_rows)
     lp = jnp.take_along_axis(jax.nn.log_softmax(logits), nxt[:, None], -1)[:, 0]
     write = jnp.minimum(st.length, buf - 1)
-    tokens = write_rows(st.tokens, write, jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
+    tokens = write_rows(st.tokens, write,
+                        jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
     logprobs = write_rows(st.logprobs, write,
                           jnp.where(active, lp, _at(st.logprobs, write))[:, None], 1)
     length = st.length + active.astype(jnp.int32)
