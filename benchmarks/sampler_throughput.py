@@ -14,6 +14,12 @@ and excluded from the median. `greedy_match` is the fraction of generated
 tokens that agree; with identical float32 weights it should be 1.0, and a
 lower value points at a mismatch between the two implementations.
 
+Both sides use every core: HF through torch's threads (`--hf-threads`, default
+os.cpu_count()), ours as a data-parallel mesh over one XLA device per core
+(`--host-devices`, default one per core; on an accelerator the CPU split does
+nothing and ours runs on the accelerator's devices). Ours is also timed on one
+device in the same run (`speedup_one_device`).
+
 The two sides are timed call by call in alternation (`--no-interleave` to
 time one after the other). Measure on an otherwise idle machine: when other
 processes compete for the cores, torch's OpenMP threads slow down far more
@@ -167,10 +173,10 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   """Runs both samplers and returns the result dict (see the module docstring).
 
   `devices`: how many of `jax.devices()` our sampler runs on (default: all, or the
-  most that divide the batch), as a
-  data-parallel (devices, 1, 1) mesh with the batch sharded and the weights
-  replicated. With more than one, our sampler is also timed on one device in the
-  same interleaved run (`ours_one_device_*`, `speedup_one_device`).
+  most that divide the batch), as a data-parallel (devices, 1, 1) mesh with the
+  batch sharded and the weights replicated. With more than one, our sampler is
+  also timed on one device in the same interleaved run (`ours_one_device_*`,
+  `speedup_one_device`, `mesh_speedup`).
   """
   spec = PRESETS[preset]
   b = spec["batch"] if batch is None else batch
