@@ -180,7 +180,7 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
                           attention_mask=active[:, None])
     logits = logits[:, 0]
     nxt = sample_token(logits, jax.random.fold_in(rng, i), params, rows, total_rows)
-    lp = jnp.take_along_axis(jax.nn.log_softmax(logits), nxt[:, None], -1)[:, 0]
+    lp = _at(jax.nn.log_softmax(logits), nxt)
     write = jnp.minimum(st.length, buf - 1)
     tokens = write_rows(st.tokens, write,
                         jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
