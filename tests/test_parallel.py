@@ -1,5 +1,7 @@
 """Sharded loss and gradients on 8 fake CPU devices equal the single-device ones."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -116,9 +118,11 @@ def test_microbatches_errors_name_the_problem():
 def test_split_host_cpu(monkeypatch):
   # The test session already set 8 host devices: that flag is left alone.
   assert parallel.split_host_cpu(2) == 8
-  assert "device_count=8" in __import__("os").environ["XLA_FLAGS"]
+  assert "device_count=8" in os.environ["XLA_FLAGS"]
   # Without the flag, once JAX runs, the split cannot take effect: a clear error.
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
   with pytest.raises(RuntimeError, match="before JAX initialises"):
     parallel.split_host_cpu(2)
-  assert "device_count" not in __import__("os").environ["XLA_FLAGS"]
+  assert "device_count" not in os.environ["XLA_FLAGS"]
+  with pytest.raises(ValueError, match="host device count must be >= 1"):
+    parallel.split_host_cpu(0)

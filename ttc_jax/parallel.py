@@ -222,7 +222,8 @@ def split_host_cpu(n: int | None = None) -> int | None:
   for tok in flags.split():
     if tok.startswith(_HOST_DEVICES_FLAG + "="):
       return int(tok.split("=", 1)[1])
-  n = n or os.cpu_count() or 1
+  if n is None:
+    n = os.cpu_count() or 1
   if n < 1:
     raise ValueError(f"host device count must be >= 1, got {n}")
   from jax._src import xla_bridge  # noqa: PLC0415  (no public "backends started?" query)
