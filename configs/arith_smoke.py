@@ -39,7 +39,8 @@ def get_config():
   r.orm.update(steps=4, batch_size=4, seq_len=192, warmup_steps=1, log_every=2, eval_every=2,
                patience=2, heldout_fraction=0.3)
   r.rl.update(steps=2, prompts_per_step=2, group_size=2, max_new_tokens=40, log_every=1,
-              eval_every=2, checkpoint_every=2, heldout_fraction=0.3, eval_contexts=4)
+              eval_every=2, checkpoint_every=2, heldout_fraction=0.3, eval_contexts=4,
+              contexts="all")      # the smoke policy's chains may hold no mixed question
   r.eval.update(questions_per_level=2, budgets=(1, 2, 4), report_steps=4, step_chains=1,
                 score_batch=16)
   c.compute_optimal.update(num_bins=2, large_model=dict(embed_dim=48, mlp_dim=96))

@@ -68,6 +68,48 @@ def test_trajectory_k_capped_by_available_wrong_answers():
                                  np.random.default_rng(0)) == []
 
 
+def _keep_case():
+  q = "3*4+5"
+  right = "3*4=12\n12+5=17\nAnswer: 17"
+  wrong = ["3*4=12\n12+5=18\nAnswer: 18", "3*4=7\n7+5=99\nAnswer: 99", "1+1=2\nAnswer: 2"]
+  samples = wrong + [right, right, right]
+  return q, right, wrong, samples, [arith.is_correct(s, 17) for s in samples]
+
+
+def test_keep_fraction_zero_is_the_papers_data():
+  q, _, _, samples, ok = _keep_case()
+  a = traj.build_trajectories(q, samples, ok, np.random.default_rng(3), max_context=4)
+  b = traj.build_trajectories(q, samples, ok, np.random.default_rng(3), max_context=4,
+                              keep_fraction=0.0)
+  assert a == b and {t["kind"] for t in a} == {"revise"}
+
+
+def test_keep_trajectories_end_with_a_right_attempt_after_wrong_ones():
+  q, right, wrong, samples, ok = _keep_case()
+  rng = np.random.default_rng(0)
+  seen_k, kinds = set(), []
+  for _ in range(60):
+    for t in traj.build_trajectories(q, samples, ok, rng, max_context=4, keep_fraction=0.5):
+      kinds.append(t["kind"])
+      assert t["target"] == right and t["prompt"] == fmt.revision_prompt(q, t["attempts"])
+      assert t["k"] == len(t["attempts"])
+      if t["kind"] == "keep":
+        seen_k.add(t["k"])
+        assert t["attempts"][-1] == right
+        assert len(set(t["attempts"][:-1])) == t["k"] - 1
+        assert all(a in wrong for a in t["attempts"][:-1])
+      else:
+        assert right not in t["prompt"]
+  assert seen_k == {1, 2, 3, 4}                   # 1 right + Uniform{0..3} wrong, capped by 3
+  assert 0.35 < kinds.count("keep") / len(kinds) < 0.65
+  only_right = traj.build_trajectories("1+1", ["1+1=2\nAnswer: 2"], [True],
+                                       np.random.default_rng(0), keep_fraction=1.0)
+  assert only_right[0]["attempts"] == ["1+1=2\nAnswer: 2"]     # the target itself in context
+  assert traj.summarize(only_right)["kinds"] == {"keep": 1}
+  with pytest.raises(ValueError, match="keep_fraction"):
+    traj.build_trajectories(q, samples, ok, rng, keep_fraction=-0.1)
+
+
 def test_prompt_format_and_truncation():
   atts = [f"1+{i}={i + 1}\nAnswer: {i + 1}" for i in range(6)]
   assert fmt.revision_prompt("1+1", []) == "1+1\n"
@@ -196,6 +238,8 @@ def test_paired_gain_and_its_standard_error():
     ("revision.eval.budgets=(1,3)", "powers of two"),
     ("revision.sft.seq_len=1024", "exceeds config.revision.max_len"),
     ("revision.rl.checkpoint_every=3", "multiple of updates_per_batch"),
+    ("revision.data.keep_fraction=1.5", "keep_fraction must lie in"),
+    ("revision.rl.contexts='easy'", "contexts must be one of"),
 ])
 def test_bad_revision_config_is_named(override, message):
   from ttc_jax import config as config_lib

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from conftest import tiny_config
 from ttc_jax.models.transformer import create_model
@@ -89,3 +90,15 @@ def test_rollout_batch_masks_generated_tokens_and_grades_on_device():
   assert src.get_state() == {"step": 0}
   next(src)
   assert src.get_state() == {"step": 1}
+
+
+def test_mixed_contexts_keep_questions_with_right_and_wrong_attempts():
+  recs = [dict(question="a", correct=[[True, True], [True, True]]),
+          dict(question="b", correct=[[False, True], [True, True]]),
+          dict(question="c", correct=[[False], [False]])]
+  assert [r["question"] for r in rl.select_chain_records(recs, "mixed")] == ["b"]
+  assert rl.select_chain_records(recs, "all") == recs
+  with pytest.raises(ValueError, match="'easy'"):
+    rl.select_chain_records(recs, "easy")
+  with pytest.raises(ValueError, match="none of the 2 questions"):
+    rl.select_chain_records([recs[0], recs[2]], "mixed")

@@ -76,7 +76,8 @@ class RevisionStages:
     fits = lambda t: len(t["prompt"]) + len(t["target"]) + 2 <= limit
     trajs = trajectories.build_dataset(recs, np.random.default_rng(d.seed),
                                        max_context=r.context_attempts,
-                                       max_per_question=d.max_per_question, keep=fits)
+                                       max_per_question=d.max_per_question,
+                                       keep_fraction=float(d.keep_fraction), keep=fits)
     records_lib.write_records(self.path("revision_data", "trajectories.array_record"), trajs)
     out = dict(trajectories.summarize(trajs), sampling=stats, dropped_lucky_right=lucky,
                sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
@@ -217,10 +218,11 @@ class RevisionStages:
       from ttc_jax.revision import rl
       from ttc_jax.tasks import arith_device
       rl_cfg = self.cfg.revision.rl
-      rows = self._attempt_rows(
-          io_utils.read_jsonl(self.path("revision_chains", "train_chains.jsonl")))
+      recs = rl.select_chain_records(
+          io_utils.read_jsonl(self.path("revision_chains", "train_chains.jsonl")),
+          rl_cfg.contexts)
       contexts = [dict(prompt=x["prompt"], answer=x["answer"], question=x["question"])
-                  for x in rows]
+                  for x in self._attempt_rows(recs)]
       held = [c for c in contexts if prm_data.is_heldout(c["question"], rl_cfg.heldout_fraction)]
       train = [c for c in contexts if not prm_data.is_heldout(c["question"],
                                                                rl_cfg.heldout_fraction)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 SECTIONS = {
     "data": ("questions_per_level", "samples_per_question", "temperature", "max_new_tokens",
-             "max_batch", "max_per_question", "exact_targets", "seed"),
+             "max_batch", "max_per_question", "exact_targets", "keep_fraction", "seed"),
     "sft": ("steps", "batch_size", "seq_len", "lr", "warmup_steps", "weight_decay", "clip_norm",
             "b1", "b2", "final_lr_fraction", "log_every", "eval_every", "patience",
             "heldout_fraction"),
@@ -12,7 +12,7 @@ SECTIONS = {
     "rl": ("steps", "prompts_per_step", "group_size", "temperature", "max_new_tokens", "lr",
            "warmup_steps", "clip_norm", "clip_eps", "kl_coef", "advantage", "loss",
            "updates_per_batch", "log_every", "eval_every", "checkpoint_every",
-           "heldout_fraction", "eval_contexts"),
+           "heldout_fraction", "eval_contexts", "contexts"),
     "eval": ("questions_per_level", "budgets", "temperature", "report_steps", "step_chains",
              "score_batch", "seed"),
 }
@@ -59,6 +59,10 @@ def validate_revision(cfg, error=ValueError) -> None:
   if r.rl.advantage not in algo.ADVANTAGES:
     raise error(f"config.revision.rl.advantage {r.rl.advantage!r} is not registered; "
                 f"known: {sorted(algo.ADVANTAGES)}")
+  from ttc_jax.revision.rl import RL_CONTEXTS
+  if r.rl.contexts not in RL_CONTEXTS:
+    raise error(f"config.revision.rl.contexts must be one of {RL_CONTEXTS}, got "
+                f"{r.rl.contexts!r}")
   if r.rl.loss not in algo.LOSSES:
     raise error(f"config.revision.rl.loss {r.rl.loss!r} is not registered; "
                 f"known: {sorted(algo.LOSSES)}")
@@ -66,6 +70,9 @@ def validate_revision(cfg, error=ValueError) -> None:
     raise error(f"config.revision.rl.checkpoint_every={r.rl.checkpoint_every} must be a multiple "
                 f"of updates_per_batch={r.rl.updates_per_batch} (exact resume needs "
                 "checkpoints between rollout batches)")
+  if not 0.0 <= float(r.data.keep_fraction) <= 1.0:
+    raise error(f"config.revision.data.keep_fraction must lie in [0, 1], got "
+                f"{r.data.keep_fraction}")
   budgets = tuple(int(b) for b in r.eval.budgets)
   if not budgets or any(b < 1 or b & (b - 1) for b in budgets):
     raise error(f"config.revision.eval.budgets must be powers of two, got {r.eval.budgets}")
