@@ -102,3 +102,12 @@ def test_mixed_contexts_keep_questions_with_right_and_wrong_attempts():
     rl.select_chain_records(recs, "easy")
   with pytest.raises(ValueError, match="none of the 2 questions"):
     rl.select_chain_records([recs[0], recs[2]], "mixed")
+
+
+def test_after_wrong_contexts_keep_rows_whose_previous_attempt_was_wrong():
+  rows = [dict(prompt="a", previous_correct=None), dict(prompt="b", previous_correct=False),
+          dict(prompt="c", previous_correct=True)]
+  assert [r["prompt"] for r in rl.select_context_rows(rows, "mixed_after_wrong")] == ["b"]
+  assert rl.select_context_rows(rows, "mixed") == rows == rl.select_context_rows(rows, "all")
+  with pytest.raises(ValueError, match="'easy'"):
+    rl.select_context_rows(rows, "easy")

@@ -189,7 +189,8 @@ class RevisionStages:
           rows.append(dict(question=r["question"], level=r["level"], answer=r["target"],
                            chain=ci, step=t, steps=text_steps(att), solution=att,
                            prompt=fmt.revision_prompt(r["question"], fmt.truncate(chain[:t], k)),
-                           answer_correct=r["correct"][ci][t]))
+                           answer_correct=r["correct"][ci][t],
+                           previous_correct=bool(r["correct"][ci][t - 1]) if t else None))
     return rows
 
   # --- ORM on revision outputs ------------------------------------------------------------
@@ -222,7 +223,7 @@ class RevisionStages:
           io_utils.read_jsonl(self.path("revision_chains", "train_chains.jsonl")),
           rl_cfg.contexts)
       contexts = [dict(prompt=x["prompt"], answer=x["answer"], question=x["question"])
-                  for x in self._attempt_rows(recs)]
+                  for x in rl.select_context_rows(self._attempt_rows(recs), rl_cfg.contexts)]
       held = [c for c in contexts if prm_data.is_heldout(c["question"], rl_cfg.heldout_fraction)]
       train = [c for c in contexts if not prm_data.is_heldout(c["question"],
                                                                rl_cfg.heldout_fraction)]

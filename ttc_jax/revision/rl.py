@@ -42,16 +42,16 @@ from ttc_jax.train.trainer import Trainer
 RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 # Which questions' SFT-chain attempts become RL contexts (config revision.rl.contexts).
-RL_CONTEXTS = ("all", "mixed")
+RL_CONTEXTS = ("all", "mixed", "mixed_after_wrong")
 
 
 def select_chain_records(recs: Sequence[dict], mode: str) -> list[dict]:
   """The chain records (dicts with `correct`: bool[chains][steps]) RL draws contexts from.
 
-  "all": every one. "mixed": only questions whose chains held both right and
-  wrong attempts. Elsewhere the G samples of a group are almost always all
-  right or all wrong, so their group-normalised advantages are zero and the
-  step spends its rollouts on the KL term alone.
+  "all": every one. "mixed" and "mixed_after_wrong": only questions whose
+  chains held both right and wrong attempts. Elsewhere the G samples of a
+  group are almost always all right or all wrong, so their group-normalised
+  advantages are zero and the step spends its rollouts on the KL term alone.
   """
   if mode not in RL_CONTEXTS:
     raise ValueError(f"RL contexts mode must be one of {RL_CONTEXTS}, got {mode!r}")
@@ -59,9 +59,23 @@ def select_chain_records(recs: Sequence[dict], mode: str) -> list[dict]:
     return list(recs)
   out = [r for r in recs if len({bool(c) for ch in r["correct"] for c in ch}) == 2]
   if recs and not out:
-    raise ValueError(f"RL contexts 'mixed': none of the {len(recs)} questions' chains had both "
+    raise ValueError(f"RL contexts {mode!r}: none of the {len(recs)} questions' chains had both "
                      "right and wrong attempts; use contexts='all' or more chains")
   return out
+
+
+def select_context_rows(rows: Sequence[dict], mode: str) -> list[dict]:
+  """The attempt rows (dicts with `previous_correct`: the previous attempt's correctness,
+  None for a chain's first attempt) whose prompts become RL contexts.
+
+  "mixed_after_wrong": only rows whose previous attempt was wrong, so every group
+  asks the policy to revise a wrong answer; other modes keep every row.
+  """
+  if mode not in RL_CONTEXTS:
+    raise ValueError(f"RL contexts mode must be one of {RL_CONTEXTS}, got {mode!r}")
+  if mode != "mixed_after_wrong":
+    return list(rows)
+  return [r for r in rows if r["previous_correct"] is False]
 
 
 def token_logp(model, inputs: jax.Array, targets: jax.Array, positions: jax.Array) -> jax.Array:
