@@ -45,6 +45,11 @@ RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 RL_CONTEXTS = ("all", "mixed", "mixed_after_wrong")
 
 
+def _check_contexts_mode(mode: str) -> None:
+  if mode not in RL_CONTEXTS:
+    raise ValueError(f"RL contexts mode must be one of {RL_CONTEXTS}, got {mode!r}")
+
+
 def select_chain_records(recs: Sequence[dict], mode: str) -> list[dict]:
   """The chain records (dicts with `correct`: bool[chains][steps]) RL draws contexts from.
 
@@ -53,8 +58,7 @@ def select_chain_records(recs: Sequence[dict], mode: str) -> list[dict]:
   group are almost always all right or all wrong, so their group-normalised
   advantages are zero and the step spends its rollouts on the KL term alone.
   """
-  if mode not in RL_CONTEXTS:
-    raise ValueError(f"RL contexts mode must be one of {RL_CONTEXTS}, got {mode!r}")
+  _check_contexts_mode(mode)
   if mode == "all":
     return list(recs)
   out = [r for r in recs if len({bool(c) for ch in r["correct"] for c in ch}) == 2]
@@ -71,8 +75,7 @@ def select_context_rows(rows: Sequence[dict], mode: str) -> list[dict]:
   "mixed_after_wrong": only rows whose previous attempt was wrong, so every group
   asks the policy to revise a wrong answer; other modes keep every row.
   """
-  if mode not in RL_CONTEXTS:
-    raise ValueError(f"RL contexts mode must be one of {RL_CONTEXTS}, got {mode!r}")
+  _check_contexts_mode(mode)
   if mode != "mixed_after_wrong":
     return list(rows)
   return [r for r in rows if r["previous_correct"] is False]

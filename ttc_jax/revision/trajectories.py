@@ -15,7 +15,8 @@ right previous attempt into a wrong one (on this task: a 1-operation question
 answered 99.7% right at the first attempt fell to 61% at the second). With
 probability `keep_fraction` a trajectory's last attempt in context is instead a
 right one (the target itself when no other right text exists), after
-k - 1 ~ Uniform{0..max_context - 1} random wrong ones, and the target is right:
+k - 1 ~ Uniform{0..max_context - 1} random wrong ones (capped by how many
+exist), and the target is right:
 the model learns to keep an answer it can check, and to revise one it cannot.
 Every trajectory records its `kind`: "revise" (the paper's) or "keep".
 """
