@@ -116,9 +116,12 @@ def test_microbatches_errors_name_the_problem():
 
 
 def test_split_host_cpu(monkeypatch):
+  jax.devices()        # backends up under the session's flags (this test may run first)
   # The test session already set 8 host devices: that flag is left alone.
   assert parallel.split_host_cpu(2) == 8
   assert "device_count=8" in os.environ["XLA_FLAGS"]
+  with pytest.raises(ValueError, match="host device count must be >= 1"):
+    parallel.split_host_cpu(0)                  # a bad count is an error even then
   # Without the flag, once JAX runs, the split cannot take effect: a clear error.
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
   with pytest.raises(RuntimeError, match="before JAX initialises"):

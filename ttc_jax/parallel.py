@@ -213,19 +213,21 @@ def split_host_cpu(n: int | None = None) -> int | None:
   On the CPU backend one device runs small ops on about one core (measured on 2
   cores: a batch-64 decode step takes as long pinned to one core as on both), so
   a data-parallel mesh over one device per core is how a CPU host uses all of its
-  cores at small batches (large ones already spread over the cores: little gain). Sets `--xla_force_host_platform_device_count` in XLA_FLAGS; has no effect
-  on accelerator backends. Leaves an explicit flag already in XLA_FLAGS alone (the
-  tests' 8 fake devices) and returns the count in force; raises RuntimeError when
-  JAX's backends are already initialised (the flag would be ignored).
+  cores at small batches (large ones already spread over the cores: little gain).
+  Sets `--xla_force_host_platform_device_count` in XLA_FLAGS; has no effect on
+  accelerator backends. Leaves an explicit flag already in XLA_FLAGS alone (the
+  tests' 8 fake devices) and returns the count in force; raises ValueError for
+  n < 1 (with or without that flag) and RuntimeError when JAX's backends are
+  already initialised (the flag would be ignored).
   """
+  if n is not None and n < 1:
+    raise ValueError(f"host device count must be >= 1, got {n}")
   flags = os.environ.get("XLA_FLAGS", "")
   for tok in flags.split():
     if tok.startswith(_HOST_DEVICES_FLAG + "="):
       return int(tok.split("=", 1)[1])
   if n is None:
     n = os.cpu_count() or 1
-  if n < 1:
-    raise ValueError(f"host device count must be >= 1, got {n}")
   from jax._src import xla_bridge  # noqa: PLC0415  (no public "backends started?" query)
   if xla_bridge.backends_are_initialized():
     raise RuntimeError("split_host_cpu must run before JAX initialises its backends "
