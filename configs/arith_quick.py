@@ -63,6 +63,9 @@ def get_config() -> ml_collections.ConfigDict:
   # ORM on revision outputs, RL of the revision policy, chains on held-out questions.
   c.revision = dict(
       context_attempts=4,              # previous attempts in context (paper: 4)
+      # where revision prompts put the question: "first" (question, attempts) or "last"
+      # (attempts, question: the new attempt starts right after it; revision/format.py)
+      question_position="first",
       max_len=544, max_new_tokens=96, max_rows=1024,
       data=dict(questions_per_level=100, samples_per_question=16, temperature=1.0,
                 max_new_tokens=96, max_batch=2048, max_per_question=4, seed=0,

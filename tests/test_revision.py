@@ -120,6 +120,21 @@ def test_prompt_format_and_truncation():
   assert fmt.clean_attempt("\n1+1=2\n\n\nAnswer: 2\n\n") == "1+1=2\nAnswer: 2"
 
 
+def test_question_last_format_puts_the_question_right_before_the_new_attempt():
+  atts = ["1+2=3\nAnswer: 3", "\n1+2=4\n\nAnswer: 4\n"]
+  assert fmt.revision_prompt("1+2", [], "last") == fmt.revision_prompt("1+2", []) == "1+2\n"
+  assert fmt.revision_prompt("1+2", atts, "last") == "1+2=3\nAnswer: 3\n\n1+2=4\nAnswer: 4\n\n1+2\n"
+  with pytest.raises(ValueError, match="question position"):
+    fmt.revision_prompt("1+2", atts, "middle")
+  rng = np.random.default_rng(0)
+  samples = ["1+2=3\nAnswer: 3", "1+2=4\nAnswer: 4", "1+2=5\nAnswer: 5"]
+  for t in traj.build_trajectories("1+2", samples, [True, False, False], rng, keep_fraction=0.5,
+                                   question_position="last"):
+    assert t["prompt"] == fmt.revision_prompt("1+2", t["attempts"], "last")
+    assert t["prompt"].endswith("1+2\n")
+    assert t["kind"] == "keep" or t["target"] not in t["prompt"]
+
+
 def test_chain_lengths_cover_every_split():
   lengths = chains.chain_lengths((1, 2, 4, 8, 16))
   assert lengths == [16, 8, 4, 4, 2, 2, 2, 2] + [1] * 8
@@ -132,7 +147,8 @@ def test_chain_lengths_cover_every_split():
     chains.chain_lengths((6,))
 
 
-def test_device_assembled_prompt_equals_host_format():
+@pytest.mark.parametrize("position", fmt.QUESTION_POSITIONS)
+def test_device_assembled_prompt_equals_host_format(position):
   ids = chains.TokenIds.from_tokenizer(TOK)
   atts = ["1+2=3\nAnswer: 3", "\n2*2=4\n\nAnswer: 4\n", "Answer: 5", "9-1=8\nAnswer: 8",
           "7*7=49\nAnswer: 49", "Answer: 0"]
@@ -148,20 +164,24 @@ def test_device_assembled_prompt_equals_host_format():
     for ctx in (1, 4):
       prompts, plen = chains.assemble_prompts(jnp.asarray(qt), jnp.asarray(ql),
                                               jnp.asarray(hist), jnp.asarray(hlen),
-                                              jnp.int32(step), context=ctx, ids=ids)
-      want = [TOK.BOS] + TOK.encode(fmt.revision_prompt("2+3*4", fmt.truncate(atts[:step], ctx)))
+                                              jnp.int32(step), context=ctx, ids=ids,
+                                              question_position=position)
+      want = [TOK.BOS] + TOK.encode(
+          fmt.revision_prompt("2+3*4", fmt.truncate(atts[:step], ctx), position))
       assert int(plen[0]) == len(want)
       assert np.asarray(prompts[0, :len(want)]).tolist() == want
       assert not np.asarray(prompts[0, len(want):]).any()
 
 
-def test_greedy_chains_equal_host_revision_loop():
+@pytest.mark.parametrize("position", fmt.QUESTION_POSITIONS)
+def test_greedy_chains_equal_host_revision_loop(position):
   cfg = tiny_config(max_len=160)
   model = create_model(cfg, 3)
   qs = ["1+2", "3*4-5"]
   lengths = [3, 2, 1]
   hist, hlen, stats = chains.run_chains(model, TOK, qs, lengths, jax.random.key(0), context=2,
-                                        max_new_tokens=12, temperature=0.0, max_rows=64)
+                                        max_new_tokens=12, temperature=0.0, max_rows=64,
+                                        question_position=position)
   assert hist.shape == (2, 3, 3, 12) and hlen.shape == (2, 3, 3)
   assert (hlen[:, 1, 2] == 0).all() and (hlen[:, 2, 1:] == 0).all()
   assert stats["generations"] == 12
@@ -172,7 +192,7 @@ def test_greedy_chains_equal_host_revision_loop():
       assert len(texts[b][c]) == n
       done = []
       for t in range(n):
-        prompt = fmt.revision_prompt(q, fmt.truncate(done, 2))
+        prompt = fmt.revision_prompt(q, fmt.truncate(done, 2), position)
         toks, lens = TOK.encode_batch([prompt], 96, add_bos=True)
         out = sampling.generate(model, toks, lens, jax.random.key(1), max_new_tokens=12,
                                 eos_id=TOK.EOS, params=params)
@@ -240,6 +260,7 @@ def test_paired_gain_and_its_standard_error():
     ("revision.rl.checkpoint_every=3", "multiple of updates_per_batch"),
     ("revision.data.keep_fraction=1.5", "keep_fraction must lie in"),
     ("revision.rl.contexts='easy'", "contexts must be one of"),
+    ("revision.question_position='middle'", "question_position must be one of"),
 ])
 def test_bad_revision_config_is_named(override, message):
   from ttc_jax import config as config_lib

@@ -34,10 +34,17 @@ class RevisionStages:
     return ModelConfig.from_dict(dict(self.cfg.model.to_dict(),
                                       max_len=int(self.cfg.revision.max_len)))
 
+  @property
+  def question_position(self) -> str:
+    """Where revision prompts put the question (`format.revision_prompt`); "first" if unset."""
+    return str(self.cfg.revision.get("question_position", "first"))
+
   def _rev_sections(self, *parts: str) -> dict:
     r = self.cfg.revision
-    out = dict(self._policy_sections(), revision_data=r.data.to_dict(),
-               revision_common=dict(context_attempts=r.context_attempts, max_len=r.max_len))
+    common = dict(context_attempts=r.context_attempts, max_len=r.max_len)
+    if self.question_position != "first":   # hashed only when set: older runs stay reusable
+      common["question_position"] = self.question_position
+    out = dict(self._policy_sections(), revision_data=r.data.to_dict(), revision_common=common)
     for p in parts:
       out[f"revision_{p}"] = r[p].to_dict()
     return out
@@ -77,7 +84,8 @@ class RevisionStages:
     trajs = trajectories.build_dataset(recs, np.random.default_rng(d.seed),
                                        max_context=r.context_attempts,
                                        max_per_question=d.max_per_question,
-                                       keep_fraction=float(d.keep_fraction), keep=fits)
+                                       keep_fraction=float(d.keep_fraction),
+                                       question_position=self.question_position, keep=fits)
     records_lib.write_records(self.path("revision_data", "trajectories.array_record"), trajs)
     out = dict(trajectories.summarize(trajs), sampling=stats, dropped_lucky_right=lucky,
                sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
@@ -147,7 +155,8 @@ class RevisionStages:
       hist, hlen, st = chains.run_chains(
           model, self.tokenizer, [probs[i]["question"] for i in idx], lengths,
           jax.random.fold_in(rng, budget), context=r.context_attempts, max_new_tokens=budget,
-          temperature=temperature, max_rows=r.max_rows, mesh=self.mesh)
+          temperature=temperature, max_rows=r.max_rows,
+          question_position=self.question_position, mesh=self.mesh)
       for i, t in zip(idx, chains.attempt_texts(self.tokenizer, hist, hlen)):
         texts[i] = t
       for k in ("generated_tokens", "seconds", "generations"):
@@ -188,7 +197,8 @@ class RevisionStages:
         for t, att in enumerate(chain):
           rows.append(dict(question=r["question"], level=r["level"], answer=r["target"],
                            chain=ci, step=t, steps=text_steps(att), solution=att,
-                           prompt=fmt.revision_prompt(r["question"], fmt.truncate(chain[:t], k)),
+                           prompt=fmt.revision_prompt(r["question"], fmt.truncate(chain[:t], k),
+                                                      self.question_position),
                            answer_correct=r["correct"][ci][t],
                            previous_correct=bool(r["correct"][ci][t - 1]) if t else None))
     return rows

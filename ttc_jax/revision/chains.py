@@ -78,25 +78,40 @@ def clean_tokens(seg: jax.Array, seg_len: jax.Array, ids: TokenIds
   return _compact(c1, content | (nl & prev_content & later_content))
 
 
+def _place(out: jax.Array, toks: jax.Array, n: jax.Array, pos: jax.Array) -> jax.Array:
+  """Writes the first n[r] tokens of toks[r] into out[r] from column pos[r] (out of range: dropped)."""
+  r, width = out.shape
+  w = toks.shape[1]
+  dest = jnp.where(jnp.arange(w)[None] < n[:, None], pos[:, None] + jnp.arange(w)[None], width)
+  return out.at[jnp.arange(r)[:, None], dest].set(toks, mode="drop")
+
+
 def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Array,
-                     h_lengths: jax.Array, step: jax.Array, *, context: int, ids: TokenIds
-                     ) -> tuple[jax.Array, jax.Array]:
+                     h_lengths: jax.Array, step: jax.Array, *, context: int, ids: TokenIds,
+                     question_position: str = "first") -> tuple[jax.Array, jax.Array]:
   """Revision prompts for attempt `step` of each row.
 
   questions: int32[R, Q] ([BOS] question \\n, right-padded); q_lengths[R];
   history[R, S, A], h_lengths[R, S]; step: traced int. Uses attempts
-  step-context .. step-1 (those >= 0). Returns prompts int32[R, Q + context*(A+2)]
-  and their lengths [R].
+  step-context .. step-1 (those >= 0), with the question before them or, for
+  question_position "last", after them (`format.revision_prompt`). Returns
+  prompts int32[R, Q + context*(A+2)] and their lengths [R].
   """
   r, q = questions.shape
   _, s, a = history.shape
   chex.assert_shape(q_lengths, (r,))
   chex.assert_shape(h_lengths, (r, s))
+  last = fmt.check_question_position(question_position) == "last"
   width = q + context * (a + 2)
   rows = jnp.arange(r)
-  out = jnp.zeros((r, width), jnp.int32).at[:, :q].set(
-      jnp.where(jnp.arange(q)[None] < q_lengths[:, None], questions, ids.pad))
-  pos = q_lengths.astype(jnp.int32)
+  q_lengths = q_lengths.astype(jnp.int32)
+  out = jnp.zeros((r, width), jnp.int32)
+  if last:        # BOS, the attempts, then the question without its BOS
+    out = out.at[:, 0].set(ids.bos)
+    pos = jnp.ones((r,), jnp.int32)
+  else:
+    out = _place(out, questions, q_lengths, jnp.zeros((r,), jnp.int32))
+    pos = q_lengths
   for j in range(context):
     slot = step - context + j
     live = slot >= 0
@@ -104,18 +119,20 @@ def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Ar
     seg = jax.lax.dynamic_index_in_dim(history, idx, axis=1, keepdims=False)
     seg_len = jnp.where(live, jax.lax.dynamic_index_in_dim(h_lengths, idx, 1, False), 0)
     toks, n = clean_tokens(seg, seg_len, ids)
-    dest = jnp.where(jnp.arange(a)[None] < n[:, None], pos[:, None] + jnp.arange(a)[None], width)
-    out = out.at[rows[:, None], dest].set(toks, mode="drop")
+    out = _place(out, toks, n, pos)
     for off in (0, 1):
       out = out.at[rows, jnp.where(live, pos + n + off, width)].set(ids.newline, mode="drop")
     pos = pos + jnp.where(live, n + 2, 0)
+  if last:
+    out = _place(out, questions[:, 1:], q_lengths - 1, pos)
+    pos = pos + q_lengths - 1
   return out, pos
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "start", "num_steps", "context",
-                                             "ids"))
+                                             "ids", "question_position"))
 def _phase(graphdef, model_state, questions, q_lengths, history, h_lengths, rng, params, *,
-           start, num_steps, context, ids):
+           start, num_steps, context, ids, question_position):
   model = nnx.merge(graphdef, model_state)
   r, s, a = history.shape
   ctx = min(context, start + num_steps - 1)       # most attempts any step here sees
@@ -123,7 +140,8 @@ def _phase(graphdef, model_state, questions, q_lengths, history, h_lengths, rng,
 
   def body(t, carry):
     hist, hlen = carry
-    prompts, plen = assemble_prompts(questions, q_lengths, hist, hlen, t, context=ctx, ids=ids)
+    prompts, plen = assemble_prompts(questions, q_lengths, hist, hlen, t, context=ctx, ids=ids,
+                                     question_position=question_position)
     state = sampling.prefill(model, prompts, plen, prompts.shape[1] + a)
     state, _ = sampling.decode(model, state, jax.random.fold_in(rng, t), params,
                                max_new_tokens=a, eos_id=ids.eos)
@@ -173,13 +191,15 @@ def splits(budget: int) -> list[tuple[int, int]]:
 def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int],
                rng: jax.Array, *, context: int = fmt.DEFAULT_CONTEXT, max_new_tokens: int,
                temperature: float, top_k: int = 0, top_p: float = 1.0, max_rows: int = 512,
-               mesh=None) -> tuple[np.ndarray, np.ndarray, dict]:
+               question_position: str = "first", mesh=None
+               ) -> tuple[np.ndarray, np.ndarray, dict]:
   """Runs chains of the given per-chain `lengths` for every question.
 
   Returns history int32[B, C, S, A] (numpy), h_lengths int32[B, C, S] (0
   where chain c has fewer than S steps) and stats (generated tokens, seconds,
   compiled phase shapes). Questions run in chunks of at most
-  max_rows // C, padded (`evaluation.padded_rows`) to a few shapes.
+  max_rows // C, padded (`evaluation.padded_rows`) to a few shapes. Prompts
+  follow `format.revision_prompt` with `question_position`.
   """
   lengths = [int(x) for x in lengths]
   if not lengths or any(x < 1 for x in lengths) or lengths != sorted(lengths, reverse=True):
@@ -222,7 +242,8 @@ def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int
       with parallel.use_mesh(mesh):
         sub_h, sub_l = _phase(graphdef, mstate, rows_q, rows_ql, sub_h, sub_l,
                               jax.random.fold_in(jax.random.fold_in(rng, ci), start), params,
-                              start=start, num_steps=num, context=context, ids=ids)
+                              start=start, num_steps=num, context=context, ids=ids,
+                              question_position=question_position)
       hist = hist.at[:, :nc].set(sub_h.reshape(b, nc, s, a))
       hlen = hlen.at[:, :nc].set(sub_l.reshape(b, nc, s))
     h, l = jax.device_get((hist, hlen))

@@ -11,6 +11,16 @@ empty line (its steps are non-empty lines joined by one newline). With k = 0
 the revision prompt is exactly the policy's prompt, so the revision model's
 first attempt in a chain is a plain sample.
 
+With question position "last" (`config.revision.question_position`) the
+question follows the attempts instead:
+
+  a_1 \\n\\n ... a_k \\n\\n <question>\\n
+
+so the new attempt starts right after its question, as in the policy's own
+prompts, however many attempts precede it (the policy trained on 128-token
+rows has never seen its question further back; RoPE is relative). k = 0 is
+again the policy's prompt.
+
 At test time the context keeps the `context_attempts` (paper: 4) most recent
 attempts (`truncate`); training trajectories put at most that many wrong
 attempts before the target.
@@ -22,6 +32,7 @@ from typing import Sequence
 
 SEPARATOR = "\n\n"
 DEFAULT_CONTEXT = 4
+QUESTION_POSITIONS = ("first", "last")
 
 
 def clean_attempt(text: str) -> str:
@@ -38,6 +49,16 @@ def truncate(attempts: Sequence[str], context_attempts: int = DEFAULT_CONTEXT) -
   return list(attempts[max(0, len(attempts) - context_attempts):]) if context_attempts else []
 
 
-def revision_prompt(question: str, attempts: Sequence[str]) -> str:
+def check_question_position(position: str) -> str:
+  if position not in QUESTION_POSITIONS:
+    raise ValueError(f"question position must be one of {QUESTION_POSITIONS}, got {position!r}")
+  return position
+
+
+def revision_prompt(question: str, attempts: Sequence[str], question_position: str = "first"
+                    ) -> str:
   """The prompt for a new attempt at `question` after `attempts` (oldest first)."""
-  return question + "\n" + "".join(clean_attempt(a) + SEPARATOR for a in attempts)
+  context = "".join(clean_attempt(a) + SEPARATOR for a in attempts)
+  if check_question_position(question_position) == "last":
+    return context + question + "\n"
+  return question + "\n" + context

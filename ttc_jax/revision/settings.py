@@ -35,6 +35,10 @@ def validate_revision(cfg, error=ValueError) -> None:
     for f in names:
       if f not in r[sec]:
         raise error(f"config.revision.{sec} has no field {f!r}")
+  from ttc_jax.revision.format import QUESTION_POSITIONS
+  if r.get("question_position", "first") not in QUESTION_POSITIONS:
+    raise error(f"config.revision.question_position must be one of {QUESTION_POSITIONS}, got "
+                f"{r.question_position!r}")
   if int(r.context_attempts) < 0:
     raise error(f"config.revision.context_attempts must be >= 0, got {r.context_attempts}")
   for f in ("max_len", "max_new_tokens", "max_rows"):

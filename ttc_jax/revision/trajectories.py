@@ -74,7 +74,7 @@ def closest(target: str, candidates: Sequence[str]) -> int:
 def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence[bool],
                        rng: np.random.Generator, *, max_context: int = fmt.DEFAULT_CONTEXT,
                        max_per_question: int | None = None, keep_fraction: float = 0.0,
-                       **extra) -> list[dict]:
+                       question_position: str = "first", **extra) -> list[dict]:
   """Trajectories for one question from its sampled `attempts` and their correctness.
 
   Attempts are cleaned (`format.clean_attempt`); wrong ones are de-duplicated.
@@ -83,7 +83,8 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
   (random ones) are kept. Returns dicts with `question`, `attempts` (oldest
   first: for kind "revise" all wrong, the closest one last; for kind "keep"
   wrong ones then a right one), `target`, `k` (attempts in context), `kind`,
-  `prompt` (the revision prompt) and any `extra` fields. With keep_fraction 0
+  `prompt` (the revision prompt, `format.revision_prompt` with
+  `question_position`) and any `extra` fields. With keep_fraction 0
   (the paper's data) the draws, and so the output, do not depend on it.
   """
   if not 0.0 <= keep_fraction <= 1.0:
@@ -113,7 +114,7 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
       context = [wrong[int(j)] for j in picks] + [others[int(rng.integers(len(others)))]]
       out.append(dict(extra, question=question, attempts=context, target=target,
                       k=len(context), kind="keep",
-                      prompt=fmt.revision_prompt(question, context)))
+                      prompt=fmt.revision_prompt(question, context, question_position)))
       continue
     k = min(int(rng.integers(0, max_context + 1)), len(wrong))
     context: list[str] = []
@@ -123,13 +124,14 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
       picks = rng.choice(len(rest), size=k - 1, replace=False) if k > 1 else []
       context = [wrong[rest[int(j)]] for j in picks] + [wrong[near]]
     out.append(dict(extra, question=question, attempts=context, target=target, k=k,
-                    kind="revise", prompt=fmt.revision_prompt(question, context)))
+                    kind="revise", prompt=fmt.revision_prompt(question, context, question_position)))
   return out
 
 
 def build_dataset(records: Sequence[dict], rng: np.random.Generator, *,
                   max_context: int = fmt.DEFAULT_CONTEXT,
                   max_per_question: int | None = None, keep_fraction: float = 0.0,
+                  question_position: str = "first",
                   keep: Callable[[dict], bool] | None = None) -> list[dict]:
   """Trajectories for many questions.
 
@@ -142,7 +144,8 @@ def build_dataset(records: Sequence[dict], rng: np.random.Generator, *,
     extra = {k: r[k] for k in ("level", "answer") if k in r}
     for t in build_trajectories(r["question"], r["samples"], r["sample_correct"], rng,
                                 max_context=max_context, max_per_question=max_per_question,
-                                keep_fraction=keep_fraction, **extra):
+                                keep_fraction=keep_fraction,
+                                question_position=question_position, **extra):
       if keep is None or keep(t):
         out.append(t)
   return out
