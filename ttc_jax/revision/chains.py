@@ -79,7 +79,8 @@ def clean_tokens(seg: jax.Array, seg_len: jax.Array, ids: TokenIds
 
 
 def _place(out: jax.Array, toks: jax.Array, n: jax.Array, pos: jax.Array) -> jax.Array:
-  """Writes the first n[r] tokens of toks[r] into out[r] from column pos[r] (out of range: dropped)."""
+  """out[r, pos[r] : pos[r] + n[r]] = toks[r, :n[r]] for every row r (columns past the end
+  are dropped). out: int32[R, W]; toks: int32[R, w]; n, pos: int32[R]."""
   r, width = out.shape
   w = toks.shape[1]
   dest = jnp.where(jnp.arange(w)[None] < n[:, None], pos[:, None] + jnp.arange(w)[None], width)

@@ -124,7 +124,8 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
       picks = rng.choice(len(rest), size=k - 1, replace=False) if k > 1 else []
       context = [wrong[rest[int(j)]] for j in picks] + [wrong[near]]
     out.append(dict(extra, question=question, attempts=context, target=target, k=k,
-                    kind="revise", prompt=fmt.revision_prompt(question, context, question_position)))
+                    kind="revise",
+                    prompt=fmt.revision_prompt(question, context, question_position)))
   return out
 
 
