@@ -110,8 +110,9 @@ def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Ar
   if last:        # BOS, the attempts, then the question without its BOS
     out = out.at[:, 0].set(ids.bos)
     pos = jnp.ones((r,), jnp.int32)
-  else:
-    out = _place(out, questions, q_lengths, jnp.zeros((r,), jnp.int32))
+  else:           # the question, then the attempts
+    out = out.at[:, :q].set(jnp.where(jnp.arange(q)[None] < q_lengths[:, None], questions,
+                                      ids.pad))
     pos = q_lengths
   for j in range(context):
     slot = step - context + j
