@@ -8,7 +8,8 @@ from flax import nnx
 
 from conftest import tiny_config
 from ttc_jax.models.config import ModelConfig
-from ttc_jax.models.transformer import create_model, init_cache, write_rows
+from ttc_jax.models.ops import write_rows
+from ttc_jax.models.transformer import create_model, init_cache
 
 
 def _tokens(b, t, seed=0, vocab=32):

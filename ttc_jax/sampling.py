@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ttc_jax.models.transformer import init_cache, write_rows
+from ttc_jax.models.ops import write_rows
+from ttc_jax.models.transformer import init_cache
 
 
 @flax.struct.dataclass
