@@ -189,3 +189,27 @@ def test_verifier_plot_leaves_search_curves_out(tmp_path, monkeypatch):
                     "beam_m4": {"4": 0.4}}, "prm": {"step_auroc": 0.8}}
   report._plot_curves(rep, str(tmp_path))
   assert drawn == ["majority", "prm_best_of_n_weighted"]
+
+
+def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
+  """`revision.sft.replay_fraction`: f / (1 - f) rows per trajectory, a plain prompt and a
+  step-exact reference solution each, from questions neither the revision data nor the SFT
+  chains use."""
+  from ttc_jax import config as config_lib
+  from ttc_jax.pipeline import Pipeline
+  from ttc_jax.tasks import arith
+  cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.0"])
+  assert Pipeline(cfg, smoke_run, progress=False)._sft_replay(10) == []
+  cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.5"])
+  pipe = Pipeline(cfg, smoke_run, progress=False)
+  rows = pipe._sft_replay(10)
+  n_levels = len(pipe.levels)
+  assert 10 <= len(rows) < 10 + n_levels
+  r = cfg.revision
+  used = {p["question"] for p in pipe.problems("train", r.data.questions_per_level)}
+  used |= {p["question"] for p in pipe.problems("train", r.chains.questions_per_level,
+                                                skip=r.chains.skip_questions)}
+  for row in rows:
+    q = row["prompt"][:-1]
+    assert row["prompt"] == q + "\n" and q not in used
+    assert arith.check_solution(q, row["target"]).all_correct

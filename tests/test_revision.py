@@ -259,6 +259,7 @@ def test_paired_gain_and_its_standard_error():
     ("revision.sft.seq_len=1024", "exceeds config.revision.max_len"),
     ("revision.rl.checkpoint_every=3", "multiple of updates_per_batch"),
     ("revision.data.keep_fraction=1.5", "keep_fraction must lie in"),
+    ("revision.sft.replay_fraction=1.0", "replay_fraction must lie in"),
     ("revision.rl.contexts='easy'", "contexts must be one of"),
     ("revision.question_position='middle'", "question_position must be one of"),
 ])
@@ -271,3 +272,46 @@ def test_bad_revision_config_is_named(override, message):
   cfg = config_lib.apply_overrides(cfg, [override])
   with pytest.raises(ValueError, match=message):
     validate_revision(cfg)
+
+
+def test_sft_replay_examples_join_training_only():
+  """Replay rows are trained on (counted, too-long ones dropped), never held out."""
+  import ml_collections
+  from ttc_jax.revision import sft
+  trajs = []
+  for a in range(4):
+    for b in range(5):
+      q = f"{a}+{b}"
+      trajs.append(dict(question=q, prompt=fmt.revision_prompt(q, []),
+                        target=f"{q}={a + b}\nAnswer: {a + b}"))
+  replay = [dict(prompt="1*2\n", target="1*2=2\nAnswer: 2"),
+            dict(prompt="9-3\n", target="9-3=6\n" * 20 + "Answer: 6")]   # too long
+  s = ml_collections.ConfigDict(dict(
+      steps=2, batch_size=2, seq_len=40, lr=1e-3, warmup_steps=1, weight_decay=0.0,
+      clip_norm=1.0, b1=0.9, b2=0.95, final_lr_fraction=0.1, log_every=1, eval_every=1,
+      patience=5, heldout_fraction=0.3))
+  import tempfile
+  with tempfile.TemporaryDirectory() as d:
+    _, summary = sft.train_revision_model(create_model(tiny_config(max_len=48), 0), TOK, trajs,
+                                          s, d, progress=False, replay=replay)
+  assert summary["replay_examples"] == 1
+  assert summary["train_trajectories"] + summary["heldout_trajectories"] == len(trajs)
+
+
+def test_context_probe_prompts():
+  """Triples follow wrong attempts only; each condition's prompt holds what it names."""
+  from ttc_jax.revision import context_probe
+  recs = [dict(question=f"{i}+1", level="ops1" if i < 2 else "ops2",
+               attempts=[[f"{i}+1={i}\nAnswer: {i}", f"{i}+1={i + 1}\nAnswer: {i + 1}",
+                          f"{i}+1={i + 1}\nAnswer: {i + 1}"]],
+               correct=[[False, True, True]]) for i in range(4)]
+  pairs, prompts = context_probe.probe_prompts(recs, 10, context=4)
+  assert sorted(pairs) == [(i, 0, 1) for i in range(4)]          # only after the wrong one
+  for k, (qi, ci, t) in enumerate(pairs):
+    q, wrong = recs[qi]["question"], recs[qi]["attempts"][0][0]
+    assert prompts["actual"][k] == fmt.revision_prompt(q, [wrong])
+    assert prompts["last1"][k] == prompts["actual"][k]
+    assert prompts["fresh"][k] == prompts["policy"][k] == q + "\n"
+    other = prompts["foreign"][k][len(q) + 1:]
+    assert other.startswith(recs[qi ^ 1]["question"])           # same level, other question
+  assert context_probe.probe_prompts(recs, 2)[0] == pairs[:2]

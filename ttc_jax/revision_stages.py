@@ -47,6 +47,8 @@ class RevisionStages:
     out = dict(self._policy_sections(), revision_data=r.data.to_dict(), revision_common=common)
     for p in parts:
       out[f"revision_{p}"] = r[p].to_dict()
+    if "sft" in parts and not float(r.sft.get("replay_fraction", 0.0)):
+      out["revision_sft"].pop("replay_fraction", None)   # unset and 0 hash alike
     return out
 
   def _meta(self, sections: dict) -> dict:
@@ -112,12 +114,31 @@ class RevisionStages:
       with parallel.use_mesh(self.mesh):
         model = create_model(self.revision_cfg, self.cfg.seed, self.mesh)
       nnx.update(model, nnx.state(self.load_policy()))
+      trajs = self._trajectories()
       _, summary = sft.train_revision_model(
-          model, self.tokenizer, self._trajectories(), self.cfg.revision.sft,
+          model, self.tokenizer, trajs, self.cfg.revision.sft,
           self.path("revision_sft"), seed=self.cfg.seed, mesh=self.mesh,
-          meta=self._meta(sections), progress=self.progress)
+          meta=self._meta(sections), progress=self.progress,
+          replay=self._sft_replay(len(trajs)))
       return summary
     return self._stage("revision_sft", sections, run)
+
+  def _sft_replay(self, num_trajectories: int) -> list[dict]:
+    """Policy rows (plain prompt, reference solution) for `revision.sft.replay_fraction`:
+    f / (1 - f) per trajectory, from training questions after those of the revision data
+    and the SFT chains (so RL contexts and ORM data stay on questions SFT never saw)."""
+    from ttc_jax.revision import format as fmt
+    r = self.cfg.revision
+    frac = float(r.sft.get("replay_fraction", 0.0))
+    if frac <= 0.0:
+      return []
+    want = int(round(frac / (1.0 - frac) * num_trajectories))
+    per_level = max(1, -(-want // len(self.levels)))
+    skip = max(int(r.data.questions_per_level),
+               int(r.chains.skip_questions) + int(r.chains.questions_per_level))
+    probs = self.problems("train", per_level, skip=skip)
+    return [dict(prompt=fmt.revision_prompt(p["question"], [], self.question_position),
+                 target=p["solution"]) for p in probs]
 
   def load_revision(self, which: str = "sft"):
     return self.load_lm(self.path(f"revision_{which}", "model"), self.revision_cfg)

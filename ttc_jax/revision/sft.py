@@ -6,6 +6,12 @@ the loss is on the target tokens and EOS only (`packing.tokenize_example`).
 The model starts from the policy checkpoint (a `max_len` long enough for
 the context; RoPE has no position table to resize). Held-out questions
 (a hash split, `prm.data.is_heldout`) give the eval loss and early stopping.
+
+Replay (an extension, `revision.sft.replay_fraction`): the policy's own rows,
+a plain prompt and a reference solution of training questions the trajectories
+do not use, mixed into the training examples (not the held-out ones), so
+fine-tuning on long revision prompts does not cost the model the arithmetic of
+its first attempt (docs/results.md).
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ def examples(tokenizer, trajectories: Sequence[dict], seq_len: int) -> tuple[lis
 
 def train_revision_model(model, tokenizer, trajectories: Sequence[dict], settings: Any,
                          out_dir: str, *, seed: int = 0, mesh=None, meta: dict | None = None,
-                         progress: bool = True) -> tuple[Any, dict]:
+                         progress: bool = True, replay: Sequence[dict] = ()
+                         ) -> tuple[Any, dict]:
   """Fine-tunes `model` on `trajectories`; returns (trained model, summary).
+
+  replay: extra training examples, dicts with `prompt` and `target` (those
+  longer than seq_len are dropped), shuffled in with the trajectories.
 
   settings: steps, batch_size, seq_len, lr, warmup_steps, weight_decay,
   clip_norm, b1, b2, final_lr_fraction, log_every, eval_every, patience,
@@ -46,6 +56,9 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   held_ex, _ = examples(tokenizer, held, s.seq_len)
   if not train_ex or not held_ex:
     raise ValueError(f"no revision trajectory fits seq_len={s.seq_len}")
+  replay_ex, _ = examples(tokenizer, replay, s.seq_len)
+  n_traj = len(train_ex)
+  train_ex = train_ex + replay_ex
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
   held_batches = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
@@ -58,5 +71,6 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   model = trainer.model
   return model, dict(final_metrics=last, best_step=int(last["best_step"]),
                      best_eval_loss=float(last["best_eval_loss"]),
-                     train_trajectories=len(train_ex), heldout_trajectories=len(held_ex),
+                     train_trajectories=n_traj, heldout_trajectories=len(held_ex),
+                     replay_examples=len(replay_ex),
                      dropped_too_long=dropped)
