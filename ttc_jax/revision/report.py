@@ -64,8 +64,9 @@ def section(rev: dict) -> tuple[dict, dict, dict]:
         paired["majority"]["standard_error"])
   out["data"] = rev["data"]
   out["sft_train"] = {k: rev["sft"][k] for k in ("best_step", "best_eval_loss",
-                                                 "train_trajectories", "heldout_trajectories",
-                                                 "replay_examples") if k in rev["sft"]}
+                                                 "train_trajectories", "heldout_trajectories")}
+  if "replay_examples" in rev["sft"]:           # absent in runs from before replay
+    out["sft_train"]["replay_examples"] = rev["sft"]["replay_examples"]
   out["orm_train"] = {k: rev["orm"][k] for k in ("best_step", "best_eval_loss",
                                                  "train_solutions", "heldout_solutions")}
   out["rl_train"] = rev["rl"]
