@@ -84,7 +84,10 @@ def get_config() -> ml_collections.ConfigDict:
                # half the SFT examples are policy rows (plain prompt, reference solution;
                # revision/sft.py): without them SFT over-fit and its first attempt fell from the
                # policy's 0.30 to 0.125 on hard questions; parallel@16 0.407 -> 0.557
-               replay_fraction=0.5),
+               replay_fraction=0.5,
+               # share of the replay rows that get attempts at other questions in context
+               # (revision/sft.py foreign_context); 0 = plain rows only
+               replay_foreign_fraction=0.0),
       # chains on training questions after the revision data's 300 per level
       chains=dict(questions_per_level=24, skip_questions=300, chains=4, steps=4, temperature=1.0,
                   seed=1),

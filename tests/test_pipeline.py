@@ -197,6 +197,7 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
   chains use."""
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline import Pipeline
+  from ttc_jax.revision import format as fmt
   from ttc_jax.tasks import arith
   cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.0"])
   assert Pipeline(cfg, smoke_run, progress=False)._sft_replay(10) == []
@@ -213,3 +214,17 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
     q = row["prompt"][:-1]
     assert row["prompt"] == q + "\n" and q not in used
     assert arith.check_solution(q, row["target"]).all_correct
+  # replay_foreign_fraction: some rows read their question back across other questions'
+  # attempts (from the training trajectories); the targets stay the same rows'
+  trajs = pipe._trajectories()
+  cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.5",
+                                       "--config.revision.sft.replay_foreign_fraction=1.0"])
+  foreign = Pipeline(cfg, smoke_run, progress=False)._sft_replay(10, trajs)
+  assert [r["target"] for r in foreign] == [r["target"] for r in rows]
+  assert any(r.get("foreign") for r in foreign)
+  attempts = {a for t in trajs for a in t["attempts"]}
+  for r in foreign:
+    if r.get("foreign"):
+      assert r["prompt"].startswith(r["question"] + "\n") and len(r["prompt"]) <= cfg.revision.sft.seq_len
+      ctx = r["prompt"][len(r["question"]) + 1:].split(fmt.SEPARATOR)[:-1]
+      assert len(ctx) == r["foreign"] and set(ctx) <= attempts

@@ -260,6 +260,7 @@ def test_paired_gain_and_its_standard_error():
     ("revision.rl.checkpoint_every=3", "multiple of updates_per_batch"),
     ("revision.data.keep_fraction=1.5", "keep_fraction must lie in"),
     ("revision.sft.replay_fraction=1.0", "replay_fraction must lie in"),
+    ("revision.sft.replay_foreign_fraction=1.5", "replay_foreign_fraction must lie in"),
     ("revision.rl.contexts='easy'", "contexts must be one of"),
     ("revision.question_position='middle'", "question_position must be one of"),
 ])
@@ -272,6 +273,44 @@ def test_bad_revision_config_is_named(override, message):
   cfg = config_lib.apply_overrides(cfg, [override])
   with pytest.raises(ValueError, match=message):
     validate_revision(cfg)
+
+
+def test_foreign_context_takes_other_questions_attempts_of_the_same_level():
+  """Foreign-context replay rows: 1..max_context attempts, each written for another question
+  of the row's level, in a revision prompt; the target stays the reference solution."""
+  from ttc_jax.revision import sft
+  pool = [dict(question=f"{a}+{b}", level=lv, attempts=[f"{a}+{b}={a + b + w}\nAnswer: {a + b + w}"
+                                                         for w in (off, off + 1)])
+          for lv, off in (("ops=1", 0), ("ops=2", 5)) for a in range(3) for b in range(3)]
+  owner = {a: (t["question"], t["level"]) for t in pool for a in t["attempts"]}
+  rows = [dict(question=f"{a}+{b}", level="ops=1", prompt=f"{a}+{b}\n",
+               target=f"{a}+{b}={a + b}\nAnswer: {a + b}") for a in range(3) for b in range(3)]
+  rng = np.random.default_rng(0)
+  out = sft.foreign_context(rows, pool, 1.0, max_context=3, rng=rng)
+  assert len(out) == len(rows)
+  ks = []
+  for row, new in zip(rows, out):
+    assert new["target"] == row["target"] and new["question"] == row["question"]
+    k = new["foreign"]
+    ks.append(k)
+    ctx = new["prompt"][len(row["prompt"]):].split(fmt.SEPARATOR)[:-1]
+    assert new["prompt"] == fmt.revision_prompt(row["question"], ctx) and len(ctx) == k
+    assert 1 <= k <= 3 and len(set(ctx)) == k
+    for a in ctx:
+      assert owner[a][0] != row["question"] and owner[a][1] == "ops=1"
+  assert len(set(ks)) > 1
+  # fraction 0, or a level with no attempts in the pool: rows come back as they are
+  assert sft.foreign_context(rows, pool, 0.0, max_context=3, rng=rng) == rows
+  other = [dict(r, level="ops=5") for r in rows]
+  assert sft.foreign_context(other, pool, 1.0, max_context=3, rng=rng) == other
+  # too long: the oldest attempts go first; a row nothing fits stays plain
+  short = sft.foreign_context(rows, pool, 1.0, max_context=3, rng=np.random.default_rng(1),
+                              fits=lambda t: len(t["prompt"]) <= 30)   # one attempt fits
+  assert all(r["foreign"] == 1 and len(r["prompt"]) <= 30 for r in short)
+  none = sft.foreign_context(rows, pool, 1.0, max_context=3, rng=rng, fits=lambda t: False)
+  assert none == rows
+  with pytest.raises(ValueError, match="fraction"):
+    sft.foreign_context(rows, pool, 1.5, max_context=3, rng=rng)
 
 
 def test_sft_replay_examples_join_training_only():

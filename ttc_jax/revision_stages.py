@@ -47,8 +47,10 @@ class RevisionStages:
     out = dict(self._policy_sections(), revision_data=r.data.to_dict(), revision_common=common)
     for p in parts:
       out[f"revision_{p}"] = r[p].to_dict()
-    if "sft" in parts and not float(r.sft.get("replay_fraction", 0.0)):
-      out["revision_sft"].pop("replay_fraction", None)   # unset and 0 hash alike
+    if "sft" in parts:
+      for key in ("replay_fraction", "replay_foreign_fraction"):   # unset and 0 hash alike
+        if not float(r.sft.get(key, 0.0)):
+          out["revision_sft"].pop(key, None)
     return out
 
   def _meta(self, sections: dict) -> dict:
@@ -119,15 +121,19 @@ class RevisionStages:
           model, self.tokenizer, trajs, self.cfg.revision.sft,
           self.path("revision_sft"), seed=self.cfg.seed, mesh=self.mesh,
           meta=self._meta(sections), progress=self.progress,
-          replay=self._sft_replay(len(trajs)))
+          replay=self._sft_replay(len(trajs), trajs))
       return summary
     return self._stage("revision_sft", sections, run)
 
-  def _sft_replay(self, num_trajectories: int) -> list[dict]:
+  def _sft_replay(self, num_trajectories: int, trajectories: list[dict] = ()) -> list[dict]:
     """Policy rows (plain prompt, reference solution) for `revision.sft.replay_fraction`:
     f / (1 - f) per trajectory, from training questions after those of the revision data
-    and the SFT chains (so RL contexts and ORM data stay on questions SFT never saw)."""
+    and the SFT chains (so RL contexts and ORM data stay on questions SFT never saw).
+    With `replay_foreign_fraction`, that share of them get attempts of other questions
+    (from the SFT-training `trajectories`' contexts) in context (`sft.foreign_context`)."""
+    from ttc_jax.prm import data as prm_data
     from ttc_jax.revision import format as fmt
+    from ttc_jax.revision import sft
     r = self.cfg.revision
     frac = float(r.sft.get("replay_fraction", 0.0))
     if frac <= 0.0:
@@ -137,8 +143,18 @@ class RevisionStages:
     skip = max(int(r.data.questions_per_level),
                int(r.chains.skip_questions) + int(r.chains.questions_per_level))
     probs = self.problems("train", per_level, skip=skip)
-    return [dict(prompt=fmt.revision_prompt(p["question"], [], self.question_position),
-                 target=p["solution"]) for p in probs]
+    rows = [dict(prompt=fmt.revision_prompt(p["question"], [], self.question_position),
+                 target=p["solution"], question=p["question"], level=p["level"]) for p in probs]
+    foreign = float(r.sft.get("replay_foreign_fraction", 0.0))
+    if foreign > 0.0:
+      limit = int(r.sft.seq_len)
+      pool = [t for t in trajectories
+              if not prm_data.is_heldout(t["question"], float(r.sft.heldout_fraction))]
+      rows = sft.foreign_context(
+          rows, pool, foreign, max_context=int(r.context_attempts),
+          rng=np.random.default_rng(int(r.data.seed) + 1), question_position=self.question_position,
+          fits=lambda t: len(t["prompt"]) + len(t["target"]) + 2 <= limit)
+    return rows
 
   def load_revision(self, which: str = "sft"):
     return self.load_lm(self.path(f"revision_{which}", "model"), self.revision_cfg)

@@ -65,8 +65,9 @@ def section(rev: dict) -> tuple[dict, dict, dict]:
   out["data"] = rev["data"]
   out["sft_train"] = {k: rev["sft"][k] for k in ("best_step", "best_eval_loss",
                                                  "train_trajectories", "heldout_trajectories")}
-  if "replay_examples" in rev["sft"]:           # absent in runs from before replay
-    out["sft_train"]["replay_examples"] = rev["sft"]["replay_examples"]
+  for key in ("replay_examples", "replay_foreign_examples"):   # only in runs that have them
+    if key in rev["sft"]:
+      out["sft_train"][key] = rev["sft"][key]
   out["orm_train"] = {k: rev["orm"][k] for k in ("best_step", "best_eval_loss",
                                                  "train_solutions", "heldout_solutions")}
   out["rl_train"] = rev["rl"]

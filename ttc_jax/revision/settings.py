@@ -77,6 +77,9 @@ def validate_revision(cfg, error=ValueError) -> None:
   if not 0.0 <= float(r.sft.get("replay_fraction", 0.0)) < 1.0:
     raise error(f"config.revision.sft.replay_fraction must lie in [0, 1), got "
                 f"{r.sft.replay_fraction}")
+  if not 0.0 <= float(r.sft.get("replay_foreign_fraction", 0.0)) <= 1.0:
+    raise error(f"config.revision.sft.replay_foreign_fraction must lie in [0, 1], got "
+                f"{r.sft.replay_foreign_fraction}")
   if not 0.0 <= float(r.data.keep_fraction) <= 1.0:
     raise error(f"config.revision.data.keep_fraction must lie in [0, 1], got "
                 f"{r.data.keep_fraction}")

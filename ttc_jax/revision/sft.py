@@ -11,18 +11,67 @@ Replay (an extension, `revision.sft.replay_fraction`): the policy's own rows,
 a plain prompt and a reference solution of training questions the trajectories
 do not use, mixed into the training examples (not the held-out ones), so
 fine-tuning on long revision prompts does not cost the model the arithmetic of
-its first attempt (docs/results.md).
+its first attempt (docs/results.md). With `revision.sft.replay_foreign_fraction`
+(`foreign_context`) some replay rows also get attempts written for other
+questions in context: the question must then be read back across attempts that
+do not belong to it, and the target is still the reference solution.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import collections
+from typing import Any, Callable, Sequence
 
+import numpy as np
 
 from ttc_jax.data import packing
 from ttc_jax.prm import data as prm_data
 from ttc_jax.train import loop, optim
+from ttc_jax.revision import format as fmt
 from ttc_jax.train.trainer import Trainer
+
+
+def foreign_context(rows: Sequence[dict], trajectories: Sequence[dict], fraction: float, *,
+                    max_context: int, rng: np.random.Generator, question_position: str = "first",
+                    fits: Callable[[dict], bool] | None = None) -> list[dict]:
+  """Replay rows, about `fraction` of them with a context of attempts at other questions.
+
+  rows: dicts with `question`, `level`, `prompt`, `target` (plain policy rows).
+  trajectories: the pool; their `attempts` (contexts) are the candidate attempts,
+  by `level`. A chosen row gets k ~ U{1..max_context} distinct attempts of the
+  row's level whose question differs from the row's (fewer when the pool is
+  smaller; oldest ones dropped until `fits(row)`), a revision prompt
+  (`format.revision_prompt`) and `foreign=k`; its target is unchanged. Rows
+  not chosen, or with no candidate, are returned as they are.
+  """
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"foreign-context fraction must lie in [0, 1], got {fraction}")
+  pool: dict[Any, list[tuple[str, str]]] = collections.defaultdict(list)
+  seen = set()
+  for t in trajectories:
+    for a in t["attempts"]:
+      key = (t.get("level"), t["question"], a)
+      if key not in seen:
+        seen.add(key)
+        pool[t.get("level")].append((t["question"], a))
+  out = []
+  for row in rows:
+    cands = pool.get(row.get("level"), [])
+    if not fraction or rng.random() >= fraction or not cands:
+      out.append(row)
+      continue
+    k = int(rng.integers(1, max_context + 1))
+    picks = [cands[int(i)] for i in rng.permutation(len(cands))[:4 * k]]
+    ctx = [a for q, a in picks if q != row["question"]][:k]
+    new = None
+    while ctx:
+      new = dict(row, prompt=fmt.revision_prompt(row["question"], ctx, question_position),
+                 foreign=len(ctx))
+      if fits is None or fits(new):
+        break
+      ctx, new = ctx[1:], None
+    out.append(new or row)
+  return out
 
 
 def examples(tokenizer, trajectories: Sequence[dict], seq_len: int) -> tuple[list[dict], int]:
@@ -68,9 +117,12 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   last = loop.fit_best(trainer, data, lambda: held_batches, s, out_dir,
                        flops_per_step=trainer.model.cfg.train_flops_per_token(s.seq_len) * tokens,
                        tokens_per_step=tokens, meta=meta, desc="revision_sft", progress=progress)
-  model = trainer.model
-  return model, dict(final_metrics=last, best_step=int(last["best_step"]),
-                     best_eval_loss=float(last["best_eval_loss"]),
-                     train_trajectories=n_traj, heldout_trajectories=len(held_ex),
-                     replay_examples=len(replay_ex),
-                     dropped_too_long=dropped)
+  summary = dict(final_metrics=last, best_step=int(last["best_step"]),
+                 best_eval_loss=float(last["best_eval_loss"]),
+                 train_trajectories=n_traj, heldout_trajectories=len(held_ex),
+                 replay_examples=len(replay_ex), dropped_too_long=dropped)
+  foreign = sum(1 for r in replay if r.get("foreign") and
+                len(r["prompt"]) + len(r["target"]) + 2 <= s.seq_len)
+  if foreign:                      # only where the run has foreign-context replay rows
+    summary["replay_foreign_examples"] = foreign
+  return trainer.model, summary
