@@ -83,13 +83,12 @@ class RevisionStages:
         ts, ok = [t for t, k in zip(ts, keep) if k], [c for c, k in zip(ok, keep) if k]
       recs.append(dict(question=p["question"], level=p["level"], answer=str(p["answer"]),
                        samples=ts, sample_correct=ok))
-    limit = int(r.sft.seq_len)
-    fits = lambda t: len(t["prompt"]) + len(t["target"]) + 2 <= limit
     trajs = trajectories.build_dataset(recs, np.random.default_rng(d.seed),
                                        max_context=r.context_attempts,
                                        max_per_question=d.max_per_question,
                                        keep_fraction=float(d.keep_fraction),
-                                       question_position=self.question_position, keep=fits)
+                                       question_position=self.question_position,
+                                       keep=self._fits_sft)
     records_lib.write_records(self.path("revision_data", "trajectories.array_record"), trajs)
     out = dict(trajectories.summarize(trajs), sampling=stats, dropped_lucky_right=lucky,
                sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
@@ -147,14 +146,18 @@ class RevisionStages:
                  target=p["solution"], question=p["question"], level=p["level"]) for p in probs]
     foreign = float(r.sft.get("replay_foreign_fraction", 0.0))
     if foreign > 0.0:
-      limit = int(r.sft.seq_len)
       pool = [t for t in trajectories
               if not prm_data.is_heldout(t["question"], float(r.sft.heldout_fraction))]
       rows = sft.foreign_context(
           rows, pool, foreign, max_context=int(r.context_attempts),
           rng=np.random.default_rng(int(r.data.seed) + 1), question_position=self.question_position,
-          fits=lambda t: len(t["prompt"]) + len(t["target"]) + 2 <= limit)
+          fits=self._fits_sft)
     return rows
+
+  def _fits_sft(self, t: dict) -> bool:
+    """Whether a (prompt, target) row fits `revision.sft.seq_len` (characters are tokens,
+    plus BOS and EOS)."""
+    return len(t["prompt"]) + len(t["target"]) + 2 <= int(self.cfg.revision.sft.seq_len)
 
   def load_revision(self, which: str = "sft"):
     return self.load_lm(self.path(f"revision_{which}", "model"), self.revision_cfg)

@@ -26,8 +26,8 @@ import numpy as np
 
 from ttc_jax.data import packing
 from ttc_jax.prm import data as prm_data
-from ttc_jax.train import loop, optim
 from ttc_jax.revision import format as fmt
+from ttc_jax.train import loop, optim
 from ttc_jax.train.trainer import Trainer
 
 
@@ -74,16 +74,16 @@ def foreign_context(rows: Sequence[dict], trajectories: Sequence[dict], fraction
   return out
 
 
+def _fitting(tokenizer, rows: Sequence[dict], seq_len: int) -> list[tuple[dict, dict]]:
+  """(row, LM example) for each row (`prompt`, `target`) whose example fits `seq_len`, in order."""
+  pairs = ((t, packing.tokenize_example(tokenizer, t["prompt"], t["target"])) for t in rows)
+  return [(t, ex) for t, ex in pairs if ex["inputs"].shape[0] <= seq_len]
+
+
 def examples(tokenizer, trajectories: Sequence[dict], seq_len: int) -> tuple[list[dict], int]:
   """LM examples of the trajectories that fit `seq_len`, and how many were dropped."""
-  out, dropped = [], 0
-  for t in trajectories:
-    ex = packing.tokenize_example(tokenizer, t["prompt"], t["target"])
-    if ex["inputs"].shape[0] <= seq_len:
-      out.append(ex)
-    else:
-      dropped += 1
-  return out, dropped
+  kept = _fitting(tokenizer, trajectories, seq_len)
+  return [ex for _, ex in kept], len(trajectories) - len(kept)
 
 
 def train_revision_model(model, tokenizer, trajectories: Sequence[dict], settings: Any,
@@ -105,7 +105,8 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   held_ex, _ = examples(tokenizer, held, s.seq_len)
   if not train_ex or not held_ex:
     raise ValueError(f"no revision trajectory fits seq_len={s.seq_len}")
-  replay_ex, _ = examples(tokenizer, replay, s.seq_len)
+  replay_kept = _fitting(tokenizer, replay, s.seq_len)
+  replay_ex = [ex for _, ex in replay_kept]
   n_traj = len(train_ex)
   train_ex = train_ex + replay_ex
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
@@ -121,8 +122,7 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
                  best_eval_loss=float(last["best_eval_loss"]),
                  train_trajectories=n_traj, heldout_trajectories=len(held_ex),
                  replay_examples=len(replay_ex), dropped_too_long=dropped)
-  foreign = sum(1 for r in replay if r.get("foreign") and
-                len(r["prompt"]) + len(r["target"]) + 2 <= s.seq_len)
+  foreign = sum(1 for r, _ in replay_kept if r.get("foreign"))
   if foreign:                      # only where the run has foreign-context replay rows
     summary["replay_foreign_examples"] = foreign
   return trainer.model, summary
