@@ -191,3 +191,18 @@ def test_main_job_host_devices_flag(capsys):
   assert run.main(["--config", QUICK, "--host_devices", "2", "--workdir",
                    "/nonexistent/never-created", "--config.mesh.shape=(3,1,1)"]) == 2
   assert "jax.device_count() is 8" in capsys.readouterr().err
+
+
+def test_optional_revision_sft_fields_at_zero_leave_stage_hashes_alone():
+  # Runs made before an optional SFT field existed must stay reusable: the compute-optimal
+  # stage hashes all of config.revision, the revision stages its sft section.
+  base = config_lib.load_config(QUICK, [])
+  assert float(base.revision.sft.replay_foreign_fraction) == 0.0
+  older = base.revision.to_dict()
+  del older["sft"]["replay_foreign_fraction"]               # a config from before the field
+  assert config_lib.revision_section(older) == config_lib.revision_section(base.revision)
+  assert "replay_foreign_fraction" not in config_lib.revision_sft_section(base.revision.sft)
+  assert config_lib.revision_sft_section(base.revision.sft)["replay_fraction"] == 0.5
+  used = config_lib.load_config(QUICK, ["--config.revision.sft.replay_foreign_fraction=0.5"])
+  assert config_lib.config_hash(config_lib.revision_section(used.revision)) != \
+      config_lib.config_hash(config_lib.revision_section(base.revision))

@@ -66,7 +66,8 @@ class ComputeOptimalStages:
     sections = dict(self._large_sections(), eval=c.eval.to_dict(), labels=c.labels.to_dict(),
                     prm=c.prm.to_dict(), verify=c.verify.to_dict(),
                     search=config_lib.search_section(c.search),
-                    revision=c.revision.to_dict(), compute_optimal=c.compute_optimal.to_dict())
+                    revision=config_lib.revision_section(c.revision),
+                    compute_optimal=c.compute_optimal.to_dict())
     return self._stage("compute_optimal", sections, self._compute_optimal)
 
   def _compute_optimal(self) -> dict:

@@ -289,6 +289,26 @@ def train_section(train: Any) -> dict:
   return _hashed(train, TRAIN_SPEED_FIELDS)
 
 
+# Options of config.revision.sft added after runs were made without them: unset and 0 hash
+# alike, so runs made before a field existed stay reusable.
+REVISION_SFT_OPTIONAL_FIELDS = ("replay_fraction", "replay_foreign_fraction")
+
+
+def revision_sft_section(sft: Any) -> dict:
+  """`config.revision.sft` as a dict for stage hashes: without its optional fields at 0."""
+  d = sft.to_dict() if isinstance(sft, ml_collections.ConfigDict) else dict(sft)
+  return {k: v for k, v in d.items()
+          if not (k in REVISION_SFT_OPTIONAL_FIELDS and not float(v or 0.0))}
+
+
+def revision_section(revision: Any) -> dict:
+  """All of `config.revision` for stage hashes, its `sft` by `revision_sft_section`."""
+  d = revision.to_dict() if isinstance(revision, ml_collections.ConfigDict) else dict(revision)
+  if "sft" in d:
+    d["sft"] = revision_sft_section(d["sft"])
+  return d
+
+
 def config_hash(section: Any) -> str:
   """Stable short hash of a config section (dict/ConfigDict/value)."""
   if isinstance(section, ml_collections.ConfigDict):

@@ -46,11 +46,8 @@ class RevisionStages:
       common["question_position"] = self.question_position
     out = dict(self._policy_sections(), revision_data=r.data.to_dict(), revision_common=common)
     for p in parts:
-      out[f"revision_{p}"] = r[p].to_dict()
-    if "sft" in parts:
-      for key in ("replay_fraction", "replay_foreign_fraction"):   # unset and 0 hash alike
-        if not float(r.sft.get(key, 0.0)):
-          out["revision_sft"].pop(key, None)
+      out[f"revision_{p}"] = (config_lib.revision_sft_section(r.sft) if p == "sft"
+                              else r[p].to_dict())
     return out
 
   def _meta(self, sections: dict) -> dict:
