@@ -30,3 +30,26 @@ def test_train_throughput_tiny_preset():
   assert res["compile_s"] >= 0
   assert res["final_loss"] == res["final_loss"]   # finite, not NaN
   assert res["machine"]["backend"] == "cpu"
+
+
+def test_train_matmul_bound_tiny_preset():
+  res = run_benchmark("train_matmul_bound.py",
+                      ["--preset", "tiny", "--repeats", "10", "--microbatches", "2",
+                       "--peak-sizes", "256", "--peak-repeats", "3"],
+                      FIELDS + ("matmul_bound",), timeout=120)
+  assert res["benchmark"] == "train_matmul_bound"
+  mb, cfg = res["matmul_bound"], res["config"]
+  m = cfg["model"]
+  assert mb["calls_per_step"] == cfg["microbatches"] == 2
+  assert mb["tokens_per_call"] * 2 == cfg["batch"] * cfg["seq_len"]
+  # Forward, input and weight gradient of 7 projections per layer and the tied logits.
+  d, hd, f = m["embed_dim"], m["head_dim"], m["mlp_dim"]
+  per_layer = d * hd * (2 * m["num_heads"] + 2 * m["num_kv_heads"]) + 3 * d * f
+  want = 3 * 2.0 * mb["tokens_per_call"] * (m["num_layers"] * per_layer + d * m["vocab_size"])
+  assert abs(mb["flops_per_step"] - 2 * want) < 1e-6 * want
+  assert abs(mb["seconds_per_step"] - 2 * mb["call_median_s"]) < 1e-12
+  assert abs(mb["share_of_step"] - mb["seconds_per_step"] / res["step_median_s"]) < 1e-9
+  peak = res["matmul_peak_flops_per_s"]
+  assert abs(mb["fraction_of_peak"] - mb["flops_per_s"] / peak) < 1e-9
+  assert abs(mb["fraction_of_peak_bound"]
+             - res["flops_per_step"] / mb["seconds_per_step"] / peak) < 1e-9
