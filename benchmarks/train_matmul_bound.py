@@ -114,7 +114,8 @@ def main(argv=None) -> dict:
   common.log(f"[matmuls] {mb['seconds_per_step'] * 1e3:.1f} ms of a "
              f"{res['step_median_s'] * 1e3:.1f} ms step ({mb['share_of_step']:.2f}); "
              f"{mb['flops_per_s'] / 1e9:.1f} GFLOP/s; bound on fraction_of_peak "
-             f"{mb['fraction_of_peak_bound']}")
+             + ("n/a (no peak)" if mb["fraction_of_peak_bound"] is None
+                else f"{mb['fraction_of_peak_bound']:.3f}"))
   common.emit(res, args.out)
   return res
 

@@ -274,9 +274,12 @@ SEARCH_SPEED_FIELDS = ("compact_levels",)
 TRAIN_SPEED_FIELDS = ("microbatches",)
 
 
+def _as_dict(section: Any) -> dict:
+  return section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+
+
 def _hashed(section: Any, speed_fields: tuple) -> dict:
-  d = section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
-  return {k: v for k, v in d.items() if k not in speed_fields}
+  return {k: v for k, v in _as_dict(section).items() if k not in speed_fields}
 
 
 def search_section(search: Any) -> dict:
@@ -296,14 +299,13 @@ REVISION_SFT_OPTIONAL_FIELDS = ("replay_fraction", "replay_foreign_fraction")
 
 def revision_sft_section(sft: Any) -> dict:
   """`config.revision.sft` as a dict for stage hashes: without its optional fields at 0."""
-  d = sft.to_dict() if isinstance(sft, ml_collections.ConfigDict) else dict(sft)
-  return {k: v for k, v in d.items()
+  return {k: v for k, v in _as_dict(sft).items()
           if not (k in REVISION_SFT_OPTIONAL_FIELDS and not float(v or 0.0))}
 
 
 def revision_section(revision: Any) -> dict:
   """All of `config.revision` for stage hashes, its `sft` by `revision_sft_section`."""
-  d = revision.to_dict() if isinstance(revision, ml_collections.ConfigDict) else dict(revision)
+  d = _as_dict(revision)
   if "sft" in d:
     d["sft"] = revision_sft_section(d["sft"])
   return d
