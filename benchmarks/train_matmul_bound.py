@@ -102,10 +102,7 @@ def main(argv=None) -> dict:
   parser.add_argument("--peak-repeats", type=int, default=5)
   parser.add_argument("--out", default=None, help="also write the JSON object to this path")
   args = parser.parse_args(argv)
-  if args.peak_sizes:
-    sizes = tuple(int(s) for s in args.peak_sizes.split(","))
-  else:
-    sizes = (512,) if args.preset == "tiny" else train_throughput.DEFAULT_PEAK_SIZES
+  sizes = train_throughput.peak_sizes_arg(args.peak_sizes, args.preset)
   res = train_throughput.run(args.preset, repeats=args.repeats, peak_sizes=sizes,
                              peak_repeats=args.peak_repeats, microbatches=args.microbatches)
   res["benchmark"] = "train_matmul_bound"

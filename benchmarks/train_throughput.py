@@ -60,6 +60,13 @@ DEFAULT_PEAK_SIZES = (1024, 2048, 3072)
 # --------------------------------------------------------------------------- peak
 
 
+def peak_sizes_arg(arg: str | None, preset: str) -> tuple[int, ...]:
+  """The --peak-sizes flag ("1024,2048") as sizes; the preset's default when unset."""
+  if arg:
+    return tuple(int(s) for s in arg.split(","))
+  return (512,) if preset == "tiny" else DEFAULT_PEAK_SIZES
+
+
 def matmul_peak(sizes, repeats: int = 5) -> dict:
   """Best float32 square-matmul FLOP/s over `sizes`; every size's result is kept."""
   runs = [common.matmul_peak_flops("float32", n=int(n), repeats=repeats) for n in sizes]
@@ -225,10 +232,7 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   if args.host_devices:
     parallel.split_host_cpu(args.host_devices)
-  if args.peak_sizes:
-    sizes = tuple(int(s) for s in args.peak_sizes.split(","))
-  else:
-    sizes = (512,) if args.preset == "tiny" else DEFAULT_PEAK_SIZES
+  sizes = peak_sizes_arg(args.peak_sizes, args.preset)
   overrides = {"dtype": args.dtype} if args.dtype else None
   res = run(args.preset, batch=args.batch, seq_len=args.seq_len, levels=args.levels,
             warmup=args.warmup, repeats=args.repeats, num_batches=args.num_batches,
