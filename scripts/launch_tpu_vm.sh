@@ -9,8 +9,9 @@ usage: scripts/launch_tpu_vm.sh --tpu NAME --zone ZONE --workdir DIR [options] [
 
 Runs the same command on every worker of a TPU VM slice through
   gcloud compute tpus tpu-vm ssh NAME --worker=all --command=...
-that (1) puts this repository in ~/ttc_jax on each worker (copied from this checkout,
-or cloned from --repo), (2) installs it with `pip install -e . "jax[tpu]"` (once per
+that (1) puts this repository in ~/ttc_jax on each worker (copied from this checkout:
+its tracked files plus untracked source files under ttc_jax/ and configs/, nothing else,
+so local environments and run directories stay here; or cloned from --repo), (2) installs it with `pip install -e . "jax[tpu]"` (once per
 worker), (3) runs `python -m ttc_jax.run --config CONFIG --workdir DIR [overrides]`
 with TTC_JAX_DISTRIBUTED=1, so ttc_jax.parallel.maybe_initialize_distributed calls
 jax.distributed.initialize() (TPU VMs auto-detect coordinator, process count and
@@ -29,6 +30,8 @@ Options (environment variable in brackets):
                         this checkout (e.g. https://github.com/ORG/ttc_jax) [REPO_URL]
       --ref REF         branch/tag/commit to check out with --repo     [REPO_REF]
       --jax-spec SPEC   pip requirement for jax (default: "jax[tpu]")  [JAX_PIP_SPEC]
+      --max-ship-mb N   refuse to copy the checkout when the files to ship add up
+                        to more than N MB (default: 64)                 [MAX_SHIP_MB]
       --reinstall       pip install again even if done before
       --no-setup        skip copy/clone and install; only run the job
       --setup-only      copy/clone and install, do not run the job
@@ -55,6 +58,7 @@ WORKDIR="${WORKDIR:-}"
 REPO_URL="${REPO_URL:-}"
 REPO_REF="${REPO_REF:-}"
 JAX_PIP_SPEC="${JAX_PIP_SPEC:-jax[tpu]}"
+MAX_SHIP_MB="${MAX_SHIP_MB:-64}"
 REINSTALL=0
 SETUP=1
 RUN=1
@@ -74,6 +78,7 @@ while [[ $# -gt 0 ]]; do
     --repo) need_arg "$@"; REPO_URL="$2"; shift 2 ;;
     --ref) need_arg "$@"; REPO_REF="$2"; shift 2 ;;
     --jax-spec) need_arg "$@"; JAX_PIP_SPEC="$2"; shift 2 ;;
+    --max-ship-mb) need_arg "$@"; MAX_SHIP_MB="$2"; shift 2 ;;
     --reinstall) REINSTALL=1; shift ;;
     --no-setup) SETUP=0; shift ;;
     --setup-only) RUN=0; shift ;;
@@ -91,6 +96,8 @@ if [[ $RUN -eq 1 ]]; then
   [[ "$WORKDIR" == gs://* || "$WORKDIR" == /* ]] \
     || die "workdir must be absolute or gs://..., got '$WORKDIR' (each worker has its own home)"
 fi
+[[ "$MAX_SHIP_MB" =~ ^[0-9]+$ && "$MAX_SHIP_MB" -gt 0 ]] \
+  || die "--max-ship-mb must be a positive whole number of MB, got '$MAX_SHIP_MB'"
 for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
   [[ "$o" == --config.* ]] || die "extra arguments must look like --config.FIELD=VALUE, got '$o'"
 done
@@ -122,6 +129,34 @@ run() {   # prints, or runs, one command
   fi
 }
 
+ship_list() {   # NUL-separated paths the workers need: tracked files that exist, plus
+                # untracked (not ignored) source files under ttc_jax/ and configs/
+  {
+    git ls-files -z --cached
+    git ls-files -z --others --exclude-standard -- ':(glob)ttc_jax/**/*.py' \
+      ':(glob)configs/**/*.py' ':(glob)configs/**/*.json'
+  } | while IFS= read -r -d '' f; do [[ -f "$f" ]] && printf '%s\0' "$f"; done
+}
+
+check_ship_size() {   # check_ship_size LIST_FILE: exit 2, naming the biggest entries, when
+                      # the files in LIST_FILE add up to more than MAX_SHIP_MB
+  local report
+  report="$(xargs -0 wc -c < "$1" | awk -v limit="$((MAX_SHIP_MB * 1000000))" '
+    $2 == "total" && NF == 2 { next }
+    { size = $1; $1 = ""; path = substr($0, 2); n = split(path, part, "/")
+      entry = (n > 2) ? part[1] "/" part[2] "/" : path
+      by[entry] += size; total += size }
+    END { if (total <= limit) exit 0
+          printf "the files to ship add up to %.1f MB, over the limit of %.0f MB; biggest entries:\n",
+                 total / 1e6, limit / 1e6
+          for (e in by) printf "  %10.1f MB  %s\n", by[e] / 1e6, e
+          exit 1 }')" && return 0
+  { head -n 1 <<<"$report"; tail -n +2 <<<"$report" | sort -rn | head -n 8
+    echo "Commit or delete what should not travel, add it to .gitignore, or raise --max-ship-mb."
+  } >&2
+  exit 2
+}
+
 on_all_workers() {   # on_all_workers SCRIPT: runs SCRIPT with bash on every worker
   run "${GCLOUD[@]}" ssh "$TPU_NAME" "${LOC[@]}" --worker=all --command="bash -c $(sq "$1")"
 }
@@ -133,12 +168,13 @@ else git clone -q $(qa "$REPO_URL") $REMOTE_DIR; fi"
     [[ -n "$REPO_REF" ]] && fetch+="; git -C $REMOTE_DIR checkout -q $(qa "$REPO_REF")"
     on_all_workers "set -euo pipefail; $fetch"
   else
-    # this checkout's tracked and untracked-but-not-ignored files (no runs/, caches)
+    # this checkout's source (ship_list), never a local environment or a run directory
     archive="$(mktemp -t ttc_jax_src.XXXXXX.tar.gz)"
-    trap 'rm -f "$archive"' EXIT
+    files="$(mktemp -t ttc_jax_files.XXXXXX)"
+    trap 'rm -f "$archive" "$files"' EXIT
+    (cd "$REPO_ROOT" && ship_list > "$files" && check_ship_size "$files")
     if [[ $DRY_RUN -eq 0 ]]; then
-      (cd "$REPO_ROOT" && git ls-files -z --cached --others --exclude-standard \
-        | tar -czf "$archive" --ignore-failed-read --null -T -)
+      (cd "$REPO_ROOT" && tar -czf "$archive" --null -T "$files")
     fi
     run "${GCLOUD[@]}" scp "$archive" "$TPU_NAME:/tmp/ttc_jax_src.tar.gz" "${LOC[@]}" --worker=all
     on_all_workers "set -euo pipefail; mkdir -p $REMOTE_DIR; tar -xzf /tmp/ttc_jax_src.tar.gz -C $REMOTE_DIR"

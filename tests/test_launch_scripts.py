@@ -144,6 +144,86 @@ def test_tpu_runs_the_same_job_on_every_worker(fakes):
   assert sum(c["argv"][:3] == ["-m", "pip", "install"] for c in calls()) == 2  # pip -U pip, -e .
 
 
+def _git(cwd, *args):
+  return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+                        cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def _files_under(root):
+  return sorted(os.path.relpath(os.path.join(d, f), root)
+                for d, _, fs in os.walk(root) for f in fs)
+
+
+@pytest.fixture
+def newcomer_checkout(tmp_path):
+  """A git checkout holding the real launch script and .gitignore, plus what a newcomer leaves
+  in it: a virtual environment with a 2 GB (sparse) file, a stray run directory under a name
+  no ignore rule knows, the default runs/, and new untracked source files."""
+  root = tmp_path / "checkout"
+  for rel, text in {"scripts/launch_tpu_vm.sh": open(TPU).read(),
+                    ".gitignore": open(os.path.join(ROOT, ".gitignore")).read(),
+                    "setup.py": "", "ttc_jax/__init__.py": "", "ttc_jax/parallel.py": "",
+                    "configs/arith_smoke.py": "", "docs/notes.md": "x"}.items():
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+  os.chmod(root / "scripts/launch_tpu_vm.sh", 0o755)
+  _git(root, "init", "-q")
+  _git(root, "add", "-A")
+  _git(root, "commit", "-q", "-m", "init")
+  tracked = sorted(_git(root, "ls-files").split())
+  for rel, size in {".venv/lib/python3.11/site-packages/torch/libtorch.so": 2 << 30,
+                    "my_experiment/policy/ckpt/params.bin": 300 << 20,
+                    "runs/arith_quick/report.json": 10}.items():
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    with open(root / rel, "wb") as f:
+      f.truncate(size)
+  (root / "ttc_jax/new_stage.py").write_text("X = 1\n")
+  (root / "configs/mine.py").write_text("Y = 2\n")
+  (root / "scratch.txt").write_text("not source\n")
+  return root, tracked
+
+
+def test_gitignore_covers_local_environments_and_outputs(newcomer_checkout):
+  root, _ = newcomer_checkout
+  for rel in (".venv/bin/python", "venv/bin/python", "env/bin/python", ".tox/py311/x",
+              "ttc_jax.egg-info/PKG-INFO", "runs/arith_quick/report.json",
+              "ttc_jax/__pycache__/run.cpython-311.pyc", ".pytest_cache/v", ".hypothesis/x"):
+    r = subprocess.run(["git", "check-ignore", "-q", rel], cwd=root)
+    assert r.returncode == 0, f"{rel} is not ignored"
+
+
+def test_tpu_ships_source_only_not_environments_or_run_dirs(fakes, newcomer_checkout):
+  env, calls, _ = fakes
+  root, tracked = newcomer_checkout
+  r = _run([str(root / "scripts/launch_tpu_vm.sh"), "-t", "v4", "-z", "z", "-w", "/shared/r"],
+           env)
+  assert r.returncode == 0, r.stdout + r.stderr
+  shipped = os.path.join(env["HOME"], "ttc_jax")
+  got = [f for f in _files_under(shipped) if f != ".ttc_jax_installed"]
+  assert got == sorted(tracked + ["configs/mine.py", "ttc_jax/new_stage.py"])
+  assert len([c for c in calls() if c["argv"][:2] == ["-m", "ttc_jax.run"]]) == 1
+
+
+def test_tpu_refuses_an_archive_over_the_limit(fakes, newcomer_checkout):
+  env, calls, gc_log = fakes
+  root, _ = newcomer_checkout
+  with open(root / "ttc_jax/table.py", "w") as f:
+    f.write("# " + "x" * (3 << 20) + "\n")
+  script = str(root / "scripts/launch_tpu_vm.sh")
+  for extra in ([], ["--dry-run"]):
+    r = _run([script, "-t", "v4", "-z", "z", "-w", "/shared/r", "--max-ship-mb", "2"] + extra,
+             env)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "over the limit of 2 MB" in r.stderr and "ttc_jax/table.py" in r.stderr, r.stderr
+    assert "--max-ship-mb" in r.stderr
+  assert calls() == [] and not os.path.exists(gc_log)
+  r = _run([script, "-t", "v4", "-z", "z", "-w", "/shared/r", "--max-ship-mb", "2MB"], env)
+  assert r.returncode == 2 and "--max-ship-mb must be" in r.stderr
+  env = dict(env, MAX_SHIP_MB="4")
+  r = _run([script, "-t", "v4", "-z", "z", "-w", "/shared/r"], env)
+  assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_tpu_dry_run_runs_nothing(fakes):
   env, calls, gc_log = fakes
   r = _run([TPU, "-t", "t", "-z", "z", "-w", "gs://bucket/runs/x", "--dry-run",
