@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from ttc_jax import grading, latex_parse
+from ttc_jax import grading
+from ttc_jax.grading import latex_parse, symbolic
 from ttc_jax.grading import (GRADERS, extract_gsm8k_answer, gsm8k_equivalent, last_boxed,
                              math_equivalent, normalize_math_answer)
 
@@ -174,7 +175,12 @@ def test_parser_builds_expected_expressions():
     assert latex_parse.parse_latex(r"-x^2") == -x ** 2
     assert latex_parse.parse_latex(r"2^-1") == sympy.Rational(1, 2)
     assert latex_parse.parse_latex(r"\sqrt[3]{x}") == x ** sympy.Rational(1, 3)
-    for bad in ["x=3", "1+", "(1", "1)", r"\sin x", "abc", "1.2.3", "{}", "2^{10^{10}}",
+    y = sympy.Symbol("y")
+    assert latex_parse.parse_latex(r"\sin 2x") == sympy.sin(2 * x)      # functions (issue 23)
+    assert latex_parse.parse_latex(r"\tan^2 y + 1") == sympy.tan(y) ** 2 + 1
+    assert latex_parse.parse_latex(r"\log_{2}{8}") == sympy.log(8, 2)
+    assert latex_parse.parse_latex(r"\cfrac{1}{x_1}") == 1 / sympy.Symbol("x_1")
+    for bad in ["x=3", "1+", "(1", "1)", r"\foo x", r"\sin^{-1} x", r"\tan^2", "x_", "abc", "1.2.3", "{}", "2^{10^{10}}",
                 "9^" + "9" * 70, r"\frac{1}{0}", "x" * 500, "__import__('os')"]:
         with pytest.raises(latex_parse.ParseError):
             latex_parse.parse_latex(bad)
@@ -279,7 +285,7 @@ def test_off_main_thread_uses_numeric_fallback():
 
 
 def test_without_sympy_numbers_still_compare(monkeypatch):
-    monkeypatch.setattr(grading, "_sympy_module", [None])   # as if sympy were not installed
+    monkeypatch.setattr(symbolic, "_sympy_module", [None])   # as if sympy were not installed
     assert math_equivalent("0.5", r"\frac12") and math_equivalent("(1,2)", r"\left(1, 2\right)")
     assert not math_equivalent("x^2+2x+1", "(x+1)^2")        # needs the symbolic step
     assert gsm8k_equivalent("1,000", "1000")
@@ -291,3 +297,66 @@ def test_first_symbolic_call_with_tiny_timeout_leaves_sympy_usable():
             "assert eq('x^2+2x+1', '(x+1)^2'), first\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+# ----------------------------------------------------------------------------- issue 23 additions
+NEW_ADVERSARIAL = [
+    "answer: " + "\\[" * 20_000, "Final Answer: " + "$" * 50_001, "\\(" * 30_000,
+    "x" + "<x" * 3000, "=" * 5000, "(" + ",".join(["(1,2)"] * 2000) + ")",
+    "\\{" + ",".join(str(i) for i in range(3000)) + "\\}", "\\cup".join(["(1,2)"] * 500),
+    r"\left[\begin{array}{cc}" * 500, r"\sin" * 2000 + "x", r"\tan^2" * 1000 + "y",
+    "1 and " * 3000 + "2", "x \\text{ or } " * 2000, "x=" * 2000 + "1", "2,7" * 3000,
+]
+
+
+@pytest.mark.parametrize("bad", NEW_ADVERSARIAL, ids=[f"new{i}" for i in range(len(NEW_ADVERSARIAL))])
+def test_new_adversarial_inputs_are_fast_and_false(bad, no_eval):
+    start = time.monotonic()
+    assert not math_equivalent(bad, "1", timeout_s=1.0)
+    assert not math_equivalent("(1,2)", bad, timeout_s=1.0)
+    extract = GRADERS["math"].extract_answer(bad)
+    assert extract is None or isinstance(extract, str)
+    assert time.monotonic() - start < 3.0
+
+
+def test_extraction_without_box():
+    ex = grading.extract_math_answer
+    assert ex("Final Answer: The largest $n$ is 34.") == "34"
+    assert ex("Answer $ 9 $") == "9"
+    assert ex("so we get\n\\[ 9 \\]") == "9"
+    assert ex("That is \\( (9+1) \\).") == "(9+1)"
+    assert ex(r"The roots are $\boxed{1}$ and $\boxed{2}$.") == "1, 2"
+    assert ex(r"Step: $a=\boxed{3}$. Much later, the total is $\boxed{2}$.") == "2"
+    assert ex("We are done. There is nothing else to say about it today.") is None
+
+
+def test_canonical_form_keeps_pairs_and_labels():
+    canon = grading.canonical_math_answer
+    assert canon("32, 349") == "32,349" and normalize_math_answer("32, 349") == "32,349"
+    assert canon("32,349") == "32349" and canon("1 000") == "1000"
+    assert canon(r"x \geq 5") == "x>=5" and canon(r"x \neq 3") == "x!=3"
+    assert canon("y = 2x") == "y=2x" and normalize_math_answer("y = 2x") == "2x"
+    assert canon("{1,3}") == r"\{1,3\}" and canon(r"6 \text{ and } 8") == "6,8"
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+ALPHABET = list("0123456789xyabn+-*/^_=<>!,.:()[]{}|&$% \\\n") + [
+    r"\frac", r"\sqrt", r"\boxed{", r"\text{", r"\{", r"\}", r"\cup", r"\le", r"\geq", r"\in",
+    r"\begin{pmatrix}", r"\end{pmatrix}", r"\sin", r"\tan^2", r"\infty", r"\pi", " and ", " or ",
+    "answer: ", r"\left(", r"\right)", r"\cdot", "\\\\"]
+
+
+@hypothesis.settings(max_examples=150, deadline=None, database=None,
+                     suppress_health_check=list(hypothesis.HealthCheck))
+@hypothesis.given(st.lists(st.sampled_from(ALPHABET), max_size=30).map("".join),
+                  st.lists(st.sampled_from(ALPHABET), max_size=30).map("".join))
+def test_fuzz_never_raises_or_hangs(a, b):
+    start = time.monotonic()
+    got = math_equivalent(a, b, timeout_s=0.5)
+    assert isinstance(got, bool)
+    if normalize_math_answer(a):                      # reflexive on every non-empty answer
+        assert math_equivalent(a, a, timeout_s=0.5)
+    ex = GRADERS["math"].extract_answer(a + b)
+    assert ex is None or isinstance(ex, str)
+    assert time.monotonic() - start < 2.5
