@@ -28,10 +28,16 @@ one with EOS, `delimiter_ids` (e.g. (newline_id, EOS)) are replaced by the
 step tag before the backbone sees them, so a PRM trained on
 "step<tag>step<tag>" text reads our "step\\nstep<eos>" rows as intended.
 `logits` are log-odds: sigmoid(logit) == value.
+
+`format_steps(tokenizer, prompt, steps)` writes a solution the way the PRM was
+trained to read it (its `StepFormat`: Qwen2.5-Math-PRM "s1<extra_0>s2<extra_0>",
+Math-Shepherd "s1 ки\\ns2 ки"), for scoring given step lists (ProcessBench) with an
+adapter loaded without `delimiter_ids`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Sequence
 
@@ -46,11 +52,41 @@ from ttc_jax.models.config import ModelConfig, to_dtype
 from ttc_jax.models.transformer import Cache, Transformer
 
 
+@dataclasses.dataclass(frozen=True)
+class StepFormat:
+  """How a PRM expects a solution: the prompt, then per step its text, `before_tag`, the
+  step tag (its score is read there) and, before the next step, `between`; `bos`: a BOS
+  token first."""
+
+  before_tag: str = ""
+  between: str = ""
+  bos: bool = False
+
+
 class _StepPRM(nnx.Module):
   """Shared ValueModel-style interface; subclasses define `step_logits`."""
 
   step_token_id: int
   delimiter_ids: tuple[int, ...]
+  step_format = StepFormat()
+
+  def format_steps(self, tokenizer, prompt: str, steps: Sequence[str],
+                   fmt: StepFormat | None = None) -> tuple[list[int], list[int]]:
+    """Token ids of `prompt` + `steps` in `fmt` (default: the class's `step_format`) and
+    the position of each step's tag. Scored as written only when `delimiter_ids` is
+    empty (a remap would turn the steps' own newlines into tags): ValueError otherwise."""
+    if self.delimiter_ids:
+      raise ValueError(f"format_steps needs an adapter loaded with delimiter_ids=() (this one "
+                       f"remaps {self.delimiter_ids} to the step tag)")
+    fmt = fmt or self.step_format
+    ids = ([tokenizer.BOS] if fmt.bos else []) + list(tokenizer.encode(prompt))
+    positions = []
+    for k, step in enumerate(steps):
+      ids += list(tokenizer.encode(step + fmt.before_tag)) + [self.step_token_id]
+      positions.append(len(ids) - 1)
+      if k < len(steps) - 1 and fmt.between:
+        ids += list(tokenizer.encode(fmt.between))
+    return ids, positions
 
   @property
   def cfg(self) -> ModelConfig:
@@ -108,7 +144,8 @@ class _StepPRM(nnx.Module):
 
 
 class ClassifierPRM(_StepPRM):
-  """Protocol (a): P(positive_class) of a classification head at step tags.
+  """Protocol (a): P(positive_class) of a classification head at step tags
+  (`step_format`: steps each followed by the tag, as Qwen2.5-Math-PRM).
 
   Attributes:
     backbone: Transformer (built with tied embeddings: its vocabulary head is
@@ -150,7 +187,10 @@ class ClassifierPRM(_StepPRM):
 
 
 class TokenProbPRM(_StepPRM):
-  """Protocol (b): softmax over the good/bad token logits of a causal LM at step tags."""
+  """Protocol (b): softmax over the good/bad token logits of a causal LM at step tags
+  (`step_format`: "step ки\\n" per step after BOS, as Math-Shepherd)."""
+
+  step_format = StepFormat(before_tag=" ", between="\n", bos=True)
 
   def __init__(self, lm: Transformer, *, step_token_id: int, good_token_id: int,
                bad_token_id: int, delimiter_ids: Sequence[int] = ()):
