@@ -67,4 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
   # documented pre-training tokens (only used with hf.large_policy).
   c.compute_optimal = dict(num_bins=5, num_folds=2, seed=0, r_values=(0.16, 0.79, 22.0),
                            pretrain_tokens=0.0)
+  # ProcessBench F1 of the PRM on the task's split (stage `processbench`, report key
+  # `processbench`): data_dir holds gsm8k.json / math.json (empty: skipped); threshold < 0
+  # is chosen on the other split; limit > 0 scores the first items only.
+  c.processbench = dict(data_dir="", threshold=-1.0, limit=0)
   return c

@@ -218,3 +218,41 @@ def test_cli_with_our_value_model_and_a_given_threshold(classifier_dir, tok_dir,
   assert processbench.main(["--prm", str(tmp_path / "vm"), "--split", "gsm8k", "--threshold",
                             "0.5"]) == 2
   assert "--prm-base" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAVE_DATA, reason=f"ProcessBench data not found in {DATA}")
+def test_text_pipeline_stage_reports_processbench(classifier_dir, tmp_path, capsys):
+  from ttc_jax import config as config_lib
+  from ttc_jax.text_pipeline import TextPipeline
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  manual = tmp_path / "gsm8k"
+  manual.mkdir()
+  pytest.importorskip("tensorflow_datasets")         # the data sections' fingerprint
+  for split in ("train", "test"):
+    (manual / f"{split}.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "#### 2"}))
+  base = [f"hf.policy={classifier_dir}", f"hf.prm={classifier_dir}", "hf.prm_step_tag=<tag>",
+          f"data.manual_dir={manual}", "hf.param_dtype=float32", "hf.max_len=512",
+          "eval.max_new_tokens=16", "prompt.style=plain", "verify.score_batch=4"]
+  path = os.path.join(root, "configs", "gsm8k_hf.py")
+  cfg = config_lib.load_config(path, base)
+  assert TextPipeline(cfg, str(tmp_path / "off"), progress=False).stage_processbench() is None
+  on = config_lib.load_config(path, base + [f"processbench.data_dir={DATA}",
+                                            "processbench.limit=2"])
+  pipe = TextPipeline(on, str(tmp_path / "run"), progress=False)
+  hash_of = config_lib.config_hash
+  assert hash_of(pipe._prm_sections()) == hash_of(TextPipeline(
+      cfg, str(tmp_path / "off"), progress=False)._prm_sections())   # other stages unchanged
+  out = pipe.stage_processbench()
+  g = out["splits"]["gsm8k"]
+  assert set(out["splits"]) == {"gsm8k"} and g["items"] == 2
+  assert g["threshold_source"] == "chosen (max F1) on math" and 0 < g["threshold"] < 1
+  saved = json.load(open(tmp_path / "run" / "processbench" / "eval.json"))
+  assert saved["splits"] == out["splits"]
+  capsys.readouterr()
+  assert pipe.stage_processbench() == out
+  assert "[processbench] done before" in capsys.readouterr().out
+  with pytest.raises(config_lib.ConfigError, match="has no gsm8k.json"):
+    config_lib.load_config(path, base + [f"processbench.data_dir={manual}"])
+  with pytest.raises(config_lib.ConfigError, match="threshold <= 1"):
+    config_lib.load_config(path, base + [f"processbench.data_dir={DATA}",
+                                         "processbench.threshold=2.0"])

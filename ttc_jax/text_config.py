@@ -9,6 +9,8 @@ Sections (configs/gsm8k_hf.py documents every field):
              param_dtype, dtype, max_len, eos_token, step_delimiter
   prompt     style ("plain" | "few_shot" | "chat") and its template fields
   mesh, eval, verify, search, compute_optimal
+  processbench  (optional) data_dir: ProcessBench's gsm8k.json / math.json (empty: the
+             stage is skipped), threshold (< 0: chosen on the other split), limit (0: all)
 
 Every local path is a config field, empty by default; an empty required one
 or one that does not exist raises `error` naming the field and the path.
@@ -102,6 +104,24 @@ def validate_text(cfg, error=ValueError) -> None:
   if int(s.questions) < int(co.num_bins) * int(co.num_folds):
     raise error(f"config.search.questions={s.questions} is too few for "
                 f"{co.num_bins} difficulty bins x {co.num_folds} folds")
+  _validate_processbench(cfg, error)
   if not list(co.r_values) or any(float(r) <= 0 for r in co.r_values):
     raise error(f"config.compute_optimal.r_values must be positive ratios, got "
                 f"{list(co.r_values)}")
+
+
+def _validate_processbench(cfg, error) -> None:
+  """The optional processbench section: its data files exist when data_dir is set."""
+  pb = cfg.get("processbench")
+  if pb is None or not pb.get("data_dir"):
+    return
+  threshold, limit = float(pb.get("threshold", -1.0)), int(pb.get("limit", 0))
+  if threshold > 1 or limit < 0:
+    raise error(f"config.processbench needs threshold <= 1 (< 0: chosen on the other split) "
+                f"and limit >= 0, got {threshold} and {limit}")
+  needed = ("gsm8k", "math") if threshold < 0 else (cfg.task.name,)
+  for split in needed:
+    path = os.path.join(pb.data_dir, f"{split}.json")
+    if not os.path.isfile(path):
+      raise error(f"config.processbench.data_dir={pb.data_dir!r} has no {split}.json "
+                  f"(ProcessBench's {split} split)")

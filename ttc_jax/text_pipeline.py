@@ -8,6 +8,8 @@
   <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
   <workdir>/large_eval/              stage `eval_large` (only with hf.large_policy): greedy.jsonl
   <workdir>/compute_optimal/         stage `compute_optimal`: analysis.json
+  <workdir>/processbench/            stage `processbench` (only with processbench.data_dir):
+                                     eval.json, the PRM on ProcessBench's split of the task
   <workdir>/stages/<name>.json, report.json, report.md, plots/*.png
 
 Nothing is trained: the policy, the PRM (a ttc_jax value model or a public PRM
@@ -94,8 +96,9 @@ class TextPipeline(Stages):
     """The policy (or the model at `path`) as a `Transformer` on this run's mesh."""
     return hf.load_model(path or self.cfg.hf.policy, mesh=self.mesh, **self._dtypes())
 
-  def load_prm(self):
-    """The PRM named by cfg.hf: a ttc_jax `ValueModel` or an external adapter."""
+  def load_prm(self, remap: bool = True):
+    """The PRM named by cfg.hf: a ttc_jax `ValueModel` or an external adapter (with
+    `remap`, reading at our step delimiters; without, at its own tags only)."""
     from ttc_jax.models import external_prm
     h, tok = self.cfg.hf, self.tokenizer
     if h.prm_type == "value_model":
@@ -105,7 +108,8 @@ class TextPipeline(Stages):
       return prm_train.load_value_model(d, base, tok, kind="prm", seed=self.cfg.seed,
                                         mesh=self.mesh)
     self._check_prm_vocabulary()
-    kw = dict(step_token_id=tok.id_of(h.prm_step_tag), delimiter_ids=(tok.newline_id, tok.EOS),
+    kw = dict(step_token_id=tok.id_of(h.prm_step_tag),
+              delimiter_ids=(tok.newline_id, tok.EOS) if remap else (),
               mesh=self.mesh, **self._dtypes())
     if h.prm_type == "token_prob":
       return external_prm.load_token_prm(h.prm, good_token_id=tok.id_of(h.prm_good_token),
@@ -288,6 +292,35 @@ class TextPipeline(Stages):
       return out
     return self._stage("compute_optimal", sections, run)
 
+  def stage_processbench(self) -> dict | None:
+    """The PRM's ProcessBench F1 on the task's split (gsm8k or math), when
+    processbench.data_dir is set; None otherwise. Problems are written with the
+    run's prompt (no few-shot examples); the threshold is processbench.threshold, or
+    (when negative) the best one on the other split (`prm.processbench`)."""
+    pb = self.cfg.get("processbench")
+    if pb is None or not pb.get("data_dir"):
+      return None
+    h = self.cfg.hf
+    sections = dict(hf={k: h[k] for k in ("policy", "tokenizer", "param_dtype", "dtype",
+                                          "max_len", "eos_token", "step_delimiter")},
+                    prm={k: h[k] for k in h if k.startswith("prm")},
+                    prompt=self.cfg.prompt.to_dict(), processbench=pb.to_dict())
+
+    def run():
+      from ttc_jax.prm import processbench, processbench_load
+      pc, task = self.cfg.prompt, self.task
+      prm = processbench_load.LoadedPRM(
+          self.load_prm(remap=False), self.tokenizer, h.prm_type,
+          lambda problem: build_prompt(pc, task, problem))
+      threshold = float(pb.get("threshold", -1.0))
+      out = processbench.run(prm, [task], pb.data_dir, threshold if threshold >= 0 else None,
+                             int(pb.get("limit", 0)) or None,
+                             int(self.cfg.verify.score_batch))
+      io_utils.atomic_write_json(self.path("processbench", "eval.json"),
+                                 processbench.json_safe(out))
+      return processbench.json_safe(out)
+    return self._stage("processbench", sections, run)
+
   # --- everything ----------------------------------------------------------------------
 
   def run(self) -> dict:
@@ -304,6 +337,7 @@ class TextPipeline(Stages):
                      large=dict(checkpoint=c.hf.large_policy,
                                 train_tokens=float(c.compute_optimal.pretrain_tokens)))
     optimal["analysis"] = self.stage_compute_optimal()
+    bench = self.stage_processbench()
     policy = dict(num_params=self.model_cfg.num_params, final_metrics=None,
                   checkpoint=c.hf.policy)
     rep = report.build_report(c, self.levels, data, policy, ev, dict(self.wall),
@@ -320,6 +354,10 @@ class TextPipeline(Stages):
                            scoring_seconds=scored["scoring_seconds"],
                            scored_solutions=scored["scored_solutions"],
                            solutions=scored["solutions"])
+    if bench is not None:
+      rep["processbench"] = {s: {k: v[k] for k in ("acc_err", "acc_cor", "f1", "threshold",
+                                                   "threshold_source", "items")}
+                             for s, v in bench["splits"].items()}
     io_utils.atomic_write_json(self.path("config.json"), c.to_dict())
     report.write_report(self.workdir, rep)
     return rep
