@@ -9,11 +9,12 @@
    by a guess from the rest of the text);
 2. the last answer cue ("final answer is", "answer is", "Answer:", "Answer" before
    math): the rest of its line (or the next non-empty line), "I hope it is correct"
-   cut, and when that rest is a sentence ("The largest $n$ is 34.") the part after
-   its last "is"/"are"/"equals"/"=", else its last math segment;
-3. the last math segment (``\\[..\\]``, ``$$..$$``, ``\\(..\\)``, ``$..$``) of the
-   final sentence: within the last ``TAIL_CHARS`` characters and followed by no
-   more than a short sentence.
+   cut, and when that rest is a sentence ("The largest $n$ is 34.") read as in rule 4;
+3. the math segment (``\\[..\\]``, ``$$..$$``, ``\\(..\\)``, ``$..$``) the text ends with;
+4. else the final sentence (of the last line), read as words: its last ``**bold**``
+   part, else the first math segment or number after its last "is"/"are"/"has"/"="/...,
+   else its last math segment, else its last number ("Therefore, the perimeter is 126
+   inches." -> ``126``).
 
 Pure string processing with regular expressions that run in linear time, no sympy.
 """
@@ -101,10 +102,16 @@ def _joined_boxes(found: list[tuple[int, int, str]], text: str) -> str:
   return ", ".join(c.strip() for _, _, c in group)
 
 
-_MATH_CUE_RE = re.compile(r"(?:final answer is|answer is|answer\s*:|\banswer\s*(?=\$|\\\(|\\\[))"
-                          r"\s*:?\s*", re.IGNORECASE)
-_MATH_SEG_RE = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)|\$([^$]+)\$", re.DOTALL)
-_VERB_RE = re.compile(r"\b(?:is|are|equals|be|was|gives)\b|=")
+_MATH_CUE_RE = re.compile(r"(?:final answer is|answer is|answer\s*:|final answer\s*[-\u2013]|"
+                          r"\banswer\s*(?=\$|\\\(|\\\[))\s*:?\s*", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"(?:(?<=[.!?])|(?<=\\\]))\s+(?=[A-Z*])")
+_BOLD_RE = re.compile(r"\*\*([^*]{1,40})\*\*")
+_NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?")
+# inline $..$ as pandoc reads it: no space inside either dollar, the closing one not before
+# a digit (so "$325 - $130 = $195" is currency, not math)
+_MATH_SEG_RE = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)"
+                          r"|\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)", re.DOTALL)
+_VERB_RE = re.compile(r"\b(?:is|are|was|were|be|equals|gives|has|have|had|total of)\b|=")
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 
 
@@ -112,53 +119,88 @@ def _math_segments(text: str) -> list[re.Match]:
   return list(_MATH_SEG_RE.finditer(text))
 
 
+def _inner(m: re.Match) -> str:
+  return next(g for g in m.groups() if g is not None).strip()
+
+
 def _outside_math(text: str) -> str:
   return _MATH_SEG_RE.sub(" ", text)
 
 
-def _sentence_answer(rest: str) -> str | None:
-  """The answer in the text after a cue: itself when it is math, else the part
-  after the sentence's last verb/``=`` outside math, else its last math segment."""
-  rest = rest.split("I hope it is correct")[0].strip().strip("*").strip(": ")
-  out = rest
-  if _WORD_RE.search(_outside_math(rest)) is not None:
-    segs = _math_segments(rest)
-    end = _last_verb_end(rest)
-    after = rest[end:] if end else ""
-    if after.strip(" .$") and (not segs or _WORD_RE.search(_outside_math(after)) is None):
-      out = after
-    elif segs:
-      out = next(g for g in segs[-1].groups() if g is not None)
-  out = out.strip().rstrip(".").strip()
-  for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
-    while out.startswith(left) and out.endswith(right) and len(out) >= len(left) + len(right):
-      out = out[len(left):len(out) - len(right)].strip()
-  out = out.strip("$").strip().rstrip(".").strip()
-  return out or None
+_COMMAND_RE = re.compile(r"\\[A-Za-z]+(?:\{[A-Za-z*]*\})?")
 
 
-def _last_verb_end(rest: str) -> int:
-  """End of the last verb/``=`` of ``rest`` that lies outside math segments."""
-  spans = [m.span() for m in _math_segments(rest)]
+def _has_words(text: str) -> bool:
+  """Whether ``text`` has a word of 3+ letters outside math and LaTeX commands."""
+  return _WORD_RE.search(_COMMAND_RE.sub(" ", _outside_math(text))) is not None
+
+
+def _last_verb_end(text: str) -> int:
+  """End of the last verb/``=`` of ``text`` that lies outside math segments (0: none)."""
+  spans = [m.span() for m in _math_segments(text)]
   end = 0
-  for m in _VERB_RE.finditer(rest):
+  for m in _VERB_RE.finditer(text):
     if not any(a <= m.start() < b for a, b in spans):
       end = m.end()
   return end
 
 
-def _final_math(text: str) -> str | None:
-  """The last math segment near the end of ``text`` when only a short sentence follows."""
+def _first_value(text: str) -> str | None:
+  """The first math segment or number of ``text``."""
+  seg = _MATH_SEG_RE.search(text)
+  num = _NUMBER_RE.search(_outside_math(text) if seg is None else text[:seg.start()])
+  if num is not None:
+    return num.group(0).rstrip(",")
+  return _inner(seg) if seg is not None else None
+
+
+def _words_answer(sentence: str) -> str | None:
+  """The answer a sentence in words gives: its last ``**bold**`` part, else the first math
+  segment or number after its last verb, else its last math segment or number."""
+  bold = _BOLD_RE.findall(sentence)
+  if bold:
+    return bold[-1].strip()
+  end = _last_verb_end(sentence)
+  got = _first_value(sentence[end:]) if end else None
+  if got is None:   # the last math segment or number outside math, whichever is later
+    segs = _math_segments(sentence)
+    last = [(m.start(), _inner(m)) for m in segs[-1:]]
+    last += [(m.start(), m.group(0).rstrip(",")) for m in _NUMBER_RE.finditer(sentence)
+             if not any(a <= m.start() < b for a, b in (x.span() for x in segs))][-1:]
+    got = max(last)[1] if last else None
+  return got
+
+
+def _clean(out: str) -> str | None:
+  out = out.strip().rstrip(".").strip()
+  for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+    while out.startswith(left) and out.endswith(right) and len(out) >= len(left) + len(right):
+      out = out[len(left):len(out) - len(right)].strip()
+  return out.strip("$").strip().rstrip(".").strip() or None
+
+
+def _cue_answer(rest: str) -> str | None:
+  """The answer in the text after a cue: all of it when it is math, else as a sentence."""
+  rest = rest.split("I hope it is correct")[0].strip().strip("*").strip(": ")
+  if not _has_words(rest):
+    return _clean(rest)
+  return _clean(_words_answer(rest) or rest)
+
+
+def _final_answer(text: str) -> str | None:
+  """Rules 3 and 4: the math the text ends with, else the final sentence's answer."""
   tail = text[-TAIL_CHARS:]
   segs = _math_segments(tail)
-  if not segs:
+  if segs and not tail[segs[-1].end():].strip(" .\n"):
+    return _clean(_inner(segs[-1]))
+  lines = [ln for ln in tail.split("\n") if ln.strip()]
+  if not lines:
     return None
-  m = segs[-1]
-  after = tail[m.end():]
-  if len(after.strip()) > 80 or "\n\n" in after.strip():
+  sentence = _SENTENCE_END_RE.split(lines[-1].strip())[-1]
+  if not _has_words(sentence):   # not words: a bare answer
     return None
-  inner = next(g for g in m.groups() if g is not None).strip()
-  return inner or None
+  got = _words_answer(sentence)
+  return _clean(got) if got else None
 
 
 def extract_math_answer(text: str) -> str | None:
@@ -176,8 +218,8 @@ def extract_math_answer(text: str) -> str | None:
     lines = rest.split("\n")
     first = lines[0] if lines[0].strip() else next((ln for ln in lines if ln.strip()), "")
     if first.strip() in ("\\[", "$$"):  # a display block on its own lines
-      return _final_math(rest[:TAIL_CHARS]) or None
-    got = _sentence_answer(first[:TAIL_CHARS])
+      return _final_answer(rest[:TAIL_CHARS])
+    got = _cue_answer(first[:TAIL_CHARS])
     if got is not None:
       return got
-  return _final_math(text)
+  return _final_answer(text)

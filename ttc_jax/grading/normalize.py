@@ -18,7 +18,8 @@ _UNITS = ("units", "unit", "sq", "square", "cubic", "cm", "centimeters", "centim
           "cents", "cent", "hours", "hour", "minutes", "minute", "seconds", "second", "days",
           "day", "weeks", "years", "pounds", "ounces", "grams", "kg", "liters", "people",
           "students", "ways", "points", "percent", "pct", "per cent", "USD", "gallons",
-          "months", "lbs", "cups", "apples", "marbles", "books", "sq units", "square units")
+          "months", "lbs", "cups", "digits", "digit", "apples", "marbles", "books", "sq units",
+          "square units")
 _UNIT_RE = re.compile(r"(?<=[\d}\s)])\s*(?:%s)(?:\^\{?[23]\}?)?\s*$"
                       % "|".join(sorted(_UNITS, key=len, reverse=True)))
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|textnormal|textit|textsf|texttt|emph|mbox|"

@@ -119,13 +119,17 @@ def is_constant(s: str) -> bool:
 
 def views(s: str) -> list[str]:
   """The values an answer with labels names: ``x=11`` -> ``11``, ``(p,q)=(3,2)`` ->
-  ``(3,2)``, a chain ``x=5+5+1=7=11`` -> its last side, ``x=-5,p=3`` -> ``(-5,3)``."""
+  ``(3,2)``, a chain ``x=5+5+1=7=11`` -> its last side, ``x=-5,p=3`` -> ``(-5,3)``,
+  ``a+b+c=7`` -> ``7`` (a combination of names without digits = a constant)."""
   out = []
   rel = relation(s)
   if rel is not None and all(op == "=" for op in rel[1]):
     sides = rel[0]
     if len(sides) >= 3 or is_label(sides[0]) or is_constant(sides[0]):
       out.append(sides[-1])
+    elif is_constant(sides[-1]) and re.fullmatch(r"[A-Za-z_{}()+\-*^'\\]*[A-Za-z][^0-9]*",
+                                                 sides[0]):
+      out.append(sides[-1])   # a+b+c=\frac{13}{8}: a named combination (no digits)
     elif is_label(sides[-1]):
       out.append(sides[0])
   parts = top_commas(s)
