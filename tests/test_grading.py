@@ -1,6 +1,7 @@
 """Tests for ttc_jax.grading: GSM8K/MATH answer extraction and equivalence, safety, time limits."""
 
 import builtins
+import os
 import subprocess
 import sys
 import gc
@@ -360,3 +361,36 @@ def test_fuzz_never_raises_or_hangs(a, b):
     ex = GRADERS["math"].extract_answer(a + b)
     assert ex is None or isinstance(ex, str)
     assert time.monotonic() - start < 2.5
+
+
+PROCESSBENCH = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                             "..", "shared", "data", "processbench"))
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(PROCESSBENCH, "math.json")),
+                    reason=f"ProcessBench data not found in {PROCESSBENCH}")
+def test_real_model_answers_self_agreement_and_perturbations():
+    """Final answers of ProcessBench's model solutions (1,400 real outputs): each equals
+    itself re-boxed, and a changed digit makes it unequal (in the last side of a chain
+    ``a = b = c``, which is what a chain is judged by)."""
+    import json
+    import random
+    import re
+    rng, answers = random.Random(0), []
+    for split in ("gsm8k", "math"):
+        with open(os.path.join(PROCESSBENCH, f"{split}.json")) as fh:
+            for it in json.load(fh):
+                a = grading.extract_math_answer("\n\n".join(it["steps"]))
+                answers += [a] if a else []
+    assert len(answers) >= 1350                     # nearly every solution has an answer
+    start, agree, changed, fp = time.monotonic(), 0, 0, 0
+    for a in answers:
+        agree += math_equivalent(grading.extract_math_answer(f"So $\\boxed{{{a}}}$."), a)
+        digits = [m.start() for m in re.finditer(r"\d", a) if m.start() > a.rfind("=")]
+        if digits:
+            i = rng.choice(digits)
+            b = a[:i] + str((int(a[i]) + rng.randint(1, 9)) % 10) + a[i + 1:]
+            changed += 1
+            fp += math_equivalent(a, b)
+    assert agree == len(answers) and fp <= 0.005 * changed, (agree, len(answers), fp, changed)
+    assert time.monotonic() - start < 20
