@@ -9,6 +9,7 @@ from ttc_jax import run
 from ttc_jax.pipeline import StageMismatchError
 
 SMOKE = "configs/arith_smoke.py"
+REPORT_KEYS = os.path.join(os.path.dirname(__file__), "data", "smoke_report_keys.json")
 pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 
 
@@ -28,6 +29,30 @@ def test_report_contract(smoke_run):
   with open(os.path.join(smoke_run, "policy", "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert rows[-1]["step"] == 300 and "tokens_per_s" in rows[-1] and "eval_loss" in rows[-1]
+
+
+def report_key_paths(rep: dict, prefix: str = "") -> set[str]:
+  """Every key path of `rep` ("a.b.c"), numeric keys (budgets, bins, histogram values, R)
+  written as "*", so the set depends on the report's structure, not on sampled data."""
+  out = set()
+  for k, v in rep.items():
+    seg = ".".join("*" if part.isdigit() else part for part in str(k).split("."))
+    path = f"{prefix}.{seg}" if prefix else seg
+    out.add(path)
+    if isinstance(v, dict):
+      out |= report_key_paths(v, path)
+  return out
+
+
+def test_report_keeps_every_pinned_key_path(smoke_run):
+  """report.json keys are a contract: keys may be added, none may go (regenerate the pinned
+  file only when adding: `python tests/test_pipeline.py RUN_DIR`)."""
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    got = report_key_paths(json.load(f))
+  with open(REPORT_KEYS) as f:
+    pinned = set(json.load(f))
+  assert len(pinned) > 300
+  assert sorted(pinned - got) == []
 
 
 def test_verifier_report_contract(smoke_run):
@@ -228,3 +253,9 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
       assert r["prompt"].startswith(r["question"] + "\n") and len(r["prompt"]) <= cfg.revision.sft.seq_len
       ctx = r["prompt"][len(r["question"]) + 1:].split(fmt.SEPARATOR)[:-1]
       assert len(ctx) == r["foreign"] and set(ctx) <= attempts
+
+
+if __name__ == "__main__":
+  import sys
+  with open(os.path.join(sys.argv[1], "report.json")) as f:
+    print(json.dumps(sorted(report_key_paths(json.load(f))), indent=0))
