@@ -61,7 +61,8 @@ from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import format as fmt
 from ttc_jax.revision import rl
-from ttc_jax.tasks import arith, arith_device
+from ttc_jax.tasks import arith
+from ttc_jax.tasks.arith import device as arith_device
 from ttc_jax.tokenizers import CharTokenizer
 from ttc_jax.train import optim
 from ttc_jax.train.trainer import Trainer

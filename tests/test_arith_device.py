@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ttc_jax.tasks import arith
-from ttc_jax.tasks.arith_device import DeviceGrader, answer_correct, encode_targets
+from ttc_jax.tasks.arith.device import DeviceGrader, answer_correct, encode_targets
 from ttc_jax.tokenizers import ARITH_ALPHABET, CharTokenizer
 
 _FRAGMENTS = ["Answer:", "Answer: ", "Answer:  ", " Answer: ", "Answer", "Ans", "nswer:",

@@ -26,7 +26,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ttc_jax import io_utils
-from ttc_jax.tasks import arith, arith_check
+from ttc_jax.tasks import arith
+from ttc_jax.tasks.arith import check as arith_check
 from ttc_jax.tokenizers import ARITH_ALPHABET, CharTokenizer
 
 SETTINGS = settings(max_examples=200, deadline=datetime.timedelta(seconds=2), database=None,

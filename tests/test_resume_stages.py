@@ -39,7 +39,7 @@ from ttc_jax.models.transformer import create_model
 from ttc_jax.prm import train as prm_train
 from ttc_jax.revision import format as fmt
 from ttc_jax.revision import rl, sft
-from ttc_jax.tasks import arith_device
+from ttc_jax.tasks.arith import device as arith_device
 from ttc_jax.tokenizers import CharTokenizer
 from ttc_jax.train.checkpoint import Checkpointer
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import rl
-from ttc_jax.tasks import arith_device
+from ttc_jax.tasks.arith import device as arith_device
 from ttc_jax.tokenizers import CharTokenizer
 
 TOK = CharTokenizer()

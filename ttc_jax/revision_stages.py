@@ -264,7 +264,7 @@ class RevisionStages:
     def run():
       from ttc_jax.prm import data as prm_data
       from ttc_jax.revision import rl
-      from ttc_jax.tasks import arith_device
+      from ttc_jax.tasks.arith import device as arith_device
       rl_cfg = self.cfg.revision.rl
       recs = rl.select_chain_records(
           io_utils.read_jsonl(self.path("revision_chains", "train_chains.jsonl")),
