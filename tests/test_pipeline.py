@@ -212,7 +212,7 @@ def test_verifier_plot_leaves_search_curves_out(tmp_path, monkeypatch):
   os.makedirs(tmp_path / "plots")
   rep = {"curves": {"majority": {"1": 0.5}, "prm_best_of_n_weighted": {"1": 0.6},
                     "beam_m4": {"4": 0.4}}, "prm": {"step_auroc": 0.8}}
-  report._plot_curves(rep, str(tmp_path))
+  report.plot_verifiers(rep, str(tmp_path))
   assert drawn == ["majority", "prm_best_of_n_weighted"]
 
 

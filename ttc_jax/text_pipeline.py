@@ -342,12 +342,8 @@ class TextPipeline(Stages):
                   checkpoint=c.hf.policy)
     rep = report.build_report(c, self.levels, data, policy, ev, dict(self.wall),
                               time.perf_counter() - t0, search=search, compute_optimal=optimal)
-    rep["curves"].update({k: report._curve(v) for k, v in scored["curves"].items()
-                          if k != "majority"})
-    for lv, cs in scored["curves_by_level"].items():
-      for k, v in cs.items():
-        if k != "majority":
-          rep["curves_by_level"].setdefault(k, {})[lv] = report._curve(v)
+    report.merge_curves(rep, *report.curve_sets(scored["curves"], scored["curves_by_level"],
+                                                skip=("majority",)))
     rep["policy"]["checkpoint"] = c.hf.policy
     rep["verifier"] = dict(prm=c.hf.prm, prm_type=c.hf.prm_type,
                            aggregation=c.verify.aggregation,

@@ -5,5 +5,4 @@ select.py      per-bin, per-budget strategy choice with k-fold cross-validation
 flops.py       pretraining/inference FLOPs and the FLOPs-matched exchange rate
 tables.py      per-question accuracy tables from the run directory's artifacts
 policy.py      ComputeOptimalPolicy: predict a question's bin, run the chosen strategy
-report.py      report sections and plots
 """

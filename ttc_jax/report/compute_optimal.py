@@ -16,7 +16,7 @@ report["flops_matched"].<R>.<bin>: {allowed_budget, budget, small, large, gain, 
 from __future__ import annotations
 
 from ttc_jax.compute_optimal.tables import revision_split
-from ttc_jax.report import _budget_curves, _save
+from ttc_jax.report.plots import budget_curves, save
 
 FAMILIES = (("search", "best_of_n_weighted"), ("revision", "parallel"),
             ("revision_rl", "parallel"))
@@ -79,8 +79,8 @@ def plot(rep: dict, workdir: str) -> list[str]:
       seq = rep["curves"].get("revision_sequential")
       if seq:
         series["sequential (1xN)"] = seq
-    _budget_curves(a, series, lambda k: "o--" if "baseline" in k else
-                   ("s:" if "sequential" in k else "^-"))
+    budget_curves(a, series, lambda k: "o--" if "baseline" in k else
+                  ("s:" if "sequential" in k else "^-"))
     a.set_xlabel("generation budget")
     a.set_ylabel(f"accuracy ({co['questions']} held-out questions, 2-fold CV)")
     eff = co["efficiency_vs_best_of_n"][fam]["oracle"]["max_ratio"]
@@ -88,7 +88,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
     a.grid(alpha=0.3)
     a.legend(fontsize=7)
     _clip_accuracy(a)
-  paths.append(_save(fig, workdir, "compute_optimal.png"))
+  paths.append(save(fig, workdir, "compute_optimal.png"))
 
   for fam, name, pick in (("search", "search_by_difficulty.png", None),
                           ("revision", "revision_by_difficulty.png", _revision_ratio)):
@@ -100,15 +100,15 @@ def plot(rep: dict, workdir: str) -> list[str]:
                              len(bins))
     series_of = pick(per) if pick else per
     for b, a in zip(bins, axes):
-      _budget_curves(a, {s: c[b] for s, c in series_of.items() if b in c},
-                     lambda k: "o--" if k in ("best_of_n_weighted", "parallel") else "s-")
+      budget_curves(a, {s: c[b] for s, c in series_of.items() if b in c},
+                    lambda k: "o--" if k in ("best_of_n_weighted", "parallel") else "s-")
       a.set_title(f"bin {b}", fontsize=9)
       a.set_xlabel("generation budget")
       a.grid(alpha=0.3)
     axes[0].set_ylim(-0.02, 1.02)          # shared by the bins: accuracies span 0..1
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=6)
-    paths.append(_save(fig, workdir, name))
+    paths.append(save(fig, workdir, name))
 
   fm = {t: rep[k] for t, k in (("PRM search", "flops_matched"),
                                 ("revisions", "flops_matched_revision")) if k in rep}
@@ -133,7 +133,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
            if x["gain"] is not None] or [0.0]
   ax[0][0].set_ylim(min(min(gains) - 0.05, -0.1), max(max(gains) + 0.05, 0.1))   # shared
   ax[0][0].set_ylabel("accuracy difference")
-  paths.append(_save(fig, workdir, "flops_matched.png"))
+  paths.append(save(fig, workdir, "flops_matched.png"))
   return paths
 
 

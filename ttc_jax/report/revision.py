@@ -12,7 +12,8 @@ import os
 from typing import Any
 
 from ttc_jax import io_utils
-from ttc_jax.report import _budget_curves, _curve, _save
+from ttc_jax.report.curves import curve
+from ttc_jax.report.plots import budget_curves, save
 
 KINDS = ("sequential", "parallel", "best_ratio")
 
@@ -22,7 +23,7 @@ def _curves_of(curves: dict, prefix: str) -> dict:
   for kind in KINDS:
     for sel, suffix in (("orm", ""), ("majority", "_majority")):
       if sel in curves[kind]:
-        out[f"{prefix}_{kind}{suffix}"] = _curve(curves[kind][sel])
+        out[f"{prefix}_{kind}{suffix}"] = curve(curves[kind][sel])
   return out
 
 
@@ -82,8 +83,8 @@ def plot(rep: dict, workdir: str) -> list[str]:
   styles = {"revision_sequential": "s-", "revision_parallel": "o-", "revision_best_ratio": "^-",
             "revision_sequential_majority": "s:", "revision_parallel_majority": "o:",
             "revision_rl_sequential": "s--", "revision_rl_parallel": "o--"}
-  _budget_curves(ax[0], {k: rep["curves"][k] for k in styles if rep["curves"].get(k)},
-                 lambda k: styles[k])
+  budget_curves(ax[0], {k: rep["curves"][k] for k in styles if rep["curves"].get(k)},
+                lambda k: styles[k])
   ax[0].set_xlabel("generation budget")
   ax[0].set_ylabel(f"accuracy ({rv['questions']} held-out questions)")
   ax[0].set_title("revisions: sequential vs parallel")
@@ -97,7 +98,7 @@ def plot(rep: dict, workdir: str) -> list[str]:
   ax[1].set_title("pass@1 by revision step")
   ax[1].grid(alpha=0.3)
   ax[1].legend(fontsize=8)
-  paths = [_save(fig, workdir, "revision.png")]
+  paths = [save(fig, workdir, "revision.png")]
   metrics = os.path.join(workdir, "revision_rl", "metrics.jsonl")
   if os.path.exists(metrics):
     rows = io_utils.read_jsonl(metrics)
@@ -114,5 +115,5 @@ def plot(rep: dict, workdir: str) -> list[str]:
     ax[1].set_xlabel("RL step")
     ax[1].set_title("KL")
     ax[1].legend(fontsize=8)
-    paths.append(_save(fig, workdir, "rl.png"))
+    paths.append(save(fig, workdir, "rl.png"))
   return paths
