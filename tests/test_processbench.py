@@ -102,7 +102,7 @@ def _tiny_cfg(vocab):
 
 def test_step_formats_per_adapter(tok_dir):
   from flax import nnx
-  from ttc_jax.hf_tokenizer import HFTokenizer
+  from ttc_jax.tokenizers.hf import HFTokenizer
   from ttc_jax.models import external_prm
   from ttc_jax.models.reward import ValueModel
   from ttc_jax.prm.processbench_load import LoadedPRM, plain_prompt
@@ -142,7 +142,7 @@ def classifier_dir(tok_dir, tmp_path_factory):
   """A random 1-layer Llama backbone + a 2-class `score` head (Qwen2.5-Math-PRM layout),
   written with the project's own safetensors writer (no torch needed)."""
   import shutil
-  from ttc_jax.hf_tokenizer import HFTokenizer
+  from ttc_jax.tokenizers.hf import HFTokenizer
   from ttc_jax.models import hf
   from ttc_jax.models.transformer import create_model
   vocab = HFTokenizer.from_file(tok_dir).vocab_size
@@ -165,7 +165,8 @@ def test_cli_end_to_end_on_a_tiny_random_classifier(classifier_dir, capsys):
   from ttc_jax.models import external_prm
   from ttc_jax.prm import processbench_load
   argv = ["--prm", classifier_dir, "--split", "gsm8k", "--limit", "3", "--step-tag", "<tag>",
-          "--max-len", "512", "--prompt-template", "{problem}\n", "--batch-size", "4"]
+          "--max-len", "512", "--prompt-template", "{problem}\n", "--batch-size", "4",
+          "--max-batch-tokens", "600"]                 # 512-token rows one at a time
   assert processbench.main(argv) == 0
   out = json.loads(capsys.readouterr().out)
   assert out["prm_type"] == "classifier" and out["scored_splits"] == ["gsm8k", "math"]
@@ -197,7 +198,7 @@ def test_cli_end_to_end_on_a_tiny_random_classifier(classifier_dir, capsys):
 def test_cli_with_our_value_model_and_a_given_threshold(classifier_dir, tok_dir, tmp_path,
                                                          capsys):
   from flax import nnx
-  from ttc_jax.hf_tokenizer import HFTokenizer
+  from ttc_jax.tokenizers.hf import HFTokenizer
   from ttc_jax.models import hf
   from ttc_jax.models.reward import create_value_model
   from ttc_jax.train.checkpoint import Checkpointer

@@ -143,22 +143,18 @@ def summarize(scores: dict[str, list[list[float]]], labels: dict[str, list[int]]
                                 else "chosen per split on the other split"))
 
 
-def score_split(prm, items: Sequence[dict], batch_size: int = 8) -> tuple[list[list[float]], dict]:
-  """Step scores of every item (``prm``: a ``processbench_load.LoadedPRM``) and counts
-  of truncated and unencodable items."""
-  from ttc_jax.prm import processbench_load
-  return processbench_load.score_items(prm, items, batch_size)
-
-
 def run(prm, splits: Sequence[str], data_dir: str | None = None, threshold: float | None = None,
-        limit: int | None = None, batch_size: int = 8) -> dict:
+        limit: int | None = None, batch_size: int = 8, max_batch_tokens: int = 32768) -> dict:
   """Loads and scores ``splits`` (plus the other split when a threshold must be chosen)
-  and returns the ``summarize`` dict with scoring counts."""
+  with ``prm`` (a ``processbench_load.LoadedPRM``) and returns the ``summarize`` dict with
+  each split's counts of truncated and unencodable items."""
+  from ttc_jax.prm import processbench_load
   scored = list(splits) if threshold is not None or len(splits) > 1 else list(SPLITS)
   data = {s: load_split(s, data_dir, limit) for s in scored}
   scores, labels, counts = {}, {}, {}
   for s in scored:
-    scores[s], counts[s] = score_split(prm, data[s], batch_size)
+    scores[s], counts[s] = processbench_load.score_items(prm, data[s], batch_size,
+                                                         max_batch_tokens)
     labels[s] = [int(it["label"]) for it in data[s]]
   out = summarize(scores, labels, splits, threshold)
   for s in splits:
@@ -177,7 +173,9 @@ def _args(argv):
                  help="score below which a step is wrong; default: chosen on the other split")
   p.add_argument("--data-dir", default=None, help=f"default: {default_data_dir()}")
   p.add_argument("--limit", type=int, default=None, help="first N items of each split")
-  p.add_argument("--batch-size", type=int, default=8)
+  p.add_argument("--batch-size", type=int, default=8, help="rows per scoring batch")
+  p.add_argument("--max-batch-tokens", type=int, default=32768,
+                 help="fewer rows for long sequences: at most this many tokens a batch")
   from ttc_jax.prm import processbench_load
   processbench_load.add_arguments(p)
   return p.parse_args(argv)
@@ -191,7 +189,8 @@ def main(argv=None) -> int:
     for s in (SPLITS if args.threshold is None else splits):  # data errors before loading
       load_split(s, args.data_dir, 1)
     prm = processbench_load.load_from_args(args)
-    out = run(prm, splits, args.data_dir, args.threshold, args.limit, args.batch_size)
+    out = run(prm, splits, args.data_dir, args.threshold, args.limit, args.batch_size,
+              args.max_batch_tokens)
   except (DataError, processbench_load.PRMLoadError) as e:
     print(f"processbench: {e}", file=sys.stderr)
     return 2

@@ -67,13 +67,13 @@ def plain_prompt(template: str) -> Callable[[str], str]:
 
 
 def chat_prompt(style: str = "chatml", system: str = SYSTEM) -> Callable[[str], str]:
-  from ttc_jax.hf_tokenizer import chat_prompt as chat
+  from ttc_jax.tokenizers.hf import chat_prompt as chat
   sys_turn = [dict(role="system", content=system)] if system else []
   return lambda problem: chat(sys_turn + [dict(role="user", content=problem)], style)
 
 
 def _hf_tokenizer(path: str, delimiter: str = "\n"):
-  from ttc_jax.hf_tokenizer import HFTokenizer
+  from ttc_jax.tokenizers.hf import HFTokenizer
   try:
     return HFTokenizer.from_file(path, step_delimiter=delimiter)
   except (FileNotFoundError, ValueError) as e:
@@ -192,9 +192,12 @@ def _score(graphdef, state, tokens, lengths):
   return nnx.merge(graphdef, state).score(tokens, lengths)
 
 
-def score_items(prm: LoadedPRM, items: Sequence[dict], batch_size: int = 8
-                ) -> tuple[list[list[float]], dict]:
-  """Per item, the scores of its steps in order (those past max_len left out); counts."""
+def score_items(prm: LoadedPRM, items: Sequence[dict], batch_size: int = 8,
+                max_batch_tokens: int = 32768) -> tuple[list[list[float]], dict]:
+  """Per item, the scores of its steps in order (those past max_len left out); counts.
+
+  Sequences are padded to a power of two (few shapes to compile) and scored in batches of
+  ``batch_size`` rows, fewer for long ones (at most ``max_batch_tokens`` tokens a batch)."""
   max_len = int(prm.model.cfg.max_len)
   seqs, truncated, unencodable = [], 0, 0
   for it in items:
@@ -218,10 +221,11 @@ def score_items(prm: LoadedPRM, items: Sequence[dict], batch_size: int = 8
       groups.setdefault(min(bucket, max_len), []).append(i)
   graphdef, state = nnx.split(prm.model)
   for length, idx in sorted(groups.items()):
-    for s in range(0, len(idx), batch_size):
-      part = idx[s:s + batch_size]
-      toks = np.zeros((batch_size, length), np.int32)
-      lens = np.ones((batch_size,), np.int32)
+    rows = max(1, min(batch_size, max_batch_tokens // length))
+    for s in range(0, len(idx), rows):
+      part = idx[s:s + rows]
+      toks = np.zeros((rows, length), np.int32)
+      lens = np.ones((rows,), np.int32)
       for r, i in enumerate(part):
         toks[r, :len(seqs[i][0])], lens[r] = seqs[i][0], len(seqs[i][0])
       vals = np.asarray(_score(graphdef, state, jnp.asarray(toks), jnp.asarray(lens)))
