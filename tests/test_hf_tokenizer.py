@@ -7,9 +7,9 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
 
-from ttc_jax import hf_tokenizer  # noqa: E402
+from ttc_jax.tokenizers import hf as hf_tokenizer  # noqa: E402
 from hf_toys import bpe_tokenizer  # noqa: E402
-from ttc_jax.hf_tokenizer import HFTokenizer, chat_prompt, few_shot_prompt  # noqa: E402
+from ttc_jax.tokenizers.hf import HFTokenizer, chat_prompt, few_shot_prompt  # noqa: E402
 from ttc_jax.prm import data as prm_data  # noqa: E402
 
 CORPUS = ["Question: 12+7=?\n\nStep 1: 12+7 = 19\nAnswer: 19",

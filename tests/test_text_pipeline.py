@@ -15,7 +15,7 @@ pytest.importorskip("tensorflow_datasets")
 from ttc_jax import config as config_lib  # noqa: E402
 from ttc_jax import io_utils, run  # noqa: E402
 from hf_toys import bpe_tokenizer  # noqa: E402
-from ttc_jax.hf_tokenizer import HFTokenizer  # noqa: E402
+from ttc_jax.tokenizers.hf import HFTokenizer  # noqa: E402
 from ttc_jax.prm import evaluate  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ Nothing is trained: the policy, the PRM (a ttc_jax value model or a public PRM
 through `models.external_prm`) and the optional larger policy are loaded from
 local directories onto `cfg.mesh` (`hf.param_dtype` float32 or bfloat16).
 Prompts come from `cfg.prompt` (plain template, few-shot from the first
-training examples, or chat markup; `hf_tokenizer` templates); the model's text
+training examples, or chat markup; `tokenizers.hf` templates); the model's text
 is cut at `prompt.stop_strings` before grading and scoring. A step ends at
 `hf.step_delimiter` ("\\n" for GSM8K, "\\n\\n" for MATH: one token of the
 policy's tokenizer), for the PRM's step scores and the search kernels alike.
@@ -35,7 +35,7 @@ import numpy as np
 
 from ttc_jax import config as config_lib
 from ttc_jax import evaluation, grading, io_utils, parallel, report
-from ttc_jax.hf_tokenizer import HFTokenizer, chat_prompt, few_shot_prompt
+from ttc_jax.tokenizers.hf import HFTokenizer, chat_prompt, few_shot_prompt
 from ttc_jax.models import hf
 from ttc_jax.stages import Stages
 

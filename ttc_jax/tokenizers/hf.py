@@ -1,7 +1,7 @@
 """Hugging Face `tokenizer.json` adapter and prompt templates.
 
 `HFTokenizer` wraps a local `tokenizers.Tokenizer` with the interface the
-sampler, search and PRM code use from `tokenizers.CharTokenizer`: `PAD`,
+sampler, search and PRM code use from `char.CharTokenizer`: `PAD`,
 `BOS`, `EOS` ids, `encode`, `encode_batch(texts, max_len, add_bos) ->
 (tokens int32[B, max_len], lengths int32[B])`, `decode`, `decode_batch`,
 `vocab_size`, `newline_id` (the id of the step delimiter, "\\n" or "\\n\\n" or
@@ -18,7 +18,7 @@ import json
 import os
 from typing import Mapping, Sequence
 
-from ttc_jax.tokenizers import BatchCodec, ids_1d
+from ttc_jax.tokenizers.codec import BatchCodec, ids_1d
 
 # Token strings tried, in order, when a special is not given or configured.
 _DEFAULT_SPECIALS = {
