@@ -17,7 +17,7 @@ NUM_RE = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\$?\.\d+")
 _PLAIN_NUM_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
 _FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}")
 _SLASH_RE = re.compile(r"(-?\d+)/(-?\d+)")
-_DECIMAL_COMMA_RE = re.compile(r"-?\d+,(?:\d{1,2}|\d{4,})")
+_DECIMAL_COMMA_RE = re.compile(r"-?\d+,(?:\d{2}|\d{4,})")   # "1,5" stays the list 1, 5
 _DECIMAL_RE = re.compile(r"-?(\d*)\.(\d+)")
 
 
@@ -48,7 +48,7 @@ def parse_number(s: str) -> Fraction | None:
 
 
 def decimal_comma(s: str) -> Fraction | None:
-  """``2,74`` -> 2.74 (a comma followed by other than three digits); else None."""
+  """``2,74`` -> 2.74 (a comma followed by two or more than three digits); else None."""
   if not isinstance(s, str) or _DECIMAL_COMMA_RE.fullmatch(s) is None:
     return None
   return Fraction(s.replace(",", "."))

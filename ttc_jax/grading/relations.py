@@ -89,13 +89,17 @@ def sequence(s: str) -> tuple[str, list[str]] | None:
       if len(parts) >= 2:
         return left + right, parts
   parts = top_commas(s)
-  return ("", parts) if len(parts) >= 2 else None
+  if len(parts) < 2:   # "x=1 or x=2" (a spoken "or" of values) is a list too
+    parts, seps = split_top(s, _UNION_RE)
+    if "\\lor" not in seps or "\\cup" in seps:
+      return None
+  return "", [p.strip() for p in parts]
 
 
 def relation(s: str) -> tuple[list[str], list[str]] | None:
   """``(sides, operators)`` of a top-level relation chain (``a<=b<c``), with ``>``/``>=``
   chains turned around (``x>=5`` -> ``5<=x``); None without one or with an empty side."""
-  if len(top_commas(s)) >= 2:   # a list of relations is a list
+  if len(top_commas(s)) >= 2 or split_top(s, _UNION_RE)[1]:   # lists and unions are not
     return None
   sides, ops = split_top(s, _REL_RE)
   if not ops or any(x == "" for x in sides):
