@@ -266,7 +266,7 @@ def test_paired_gain_and_its_standard_error():
 ])
 def test_bad_revision_config_is_named(override, message):
   from ttc_jax import config as config_lib
-  from ttc_jax.revision.settings import validate_revision
+  from ttc_jax.config.revision import validate_revision
   cfg = config_lib.load_config_file("configs/arith_smoke.py")
   if "checkpoint_every" in override:
     cfg.revision.rl.updates_per_batch = 2

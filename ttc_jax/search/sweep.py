@@ -29,28 +29,7 @@ from ttc_jax import evaluation, parallel
 from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import beam, dvts, lookahead
 from ttc_jax.search import state as search_state
-
-METHODS = ("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts")
-
-
-def plan(method: str, budget: int) -> dict | None:
-  """Kernel arguments (n, m, k) for `method` at generation budget G, or None."""
-  if method == "beam_m4":
-    n, m, k = budget, 4, 0
-  elif method == "beam_sqrt":
-    n, m, k = budget, max(1, int(round(math.sqrt(budget)))), 0
-  elif method in ("lookahead_k1", "lookahead_k3"):
-    k = int(method[-1])
-    n = budget // (k + 1)
-    m, k = min(4, n), k
-  elif method == "dvts":
-    n, m, k = budget, 4, 0
-  else:
-    raise ValueError(f"unknown search method {method!r}; expected one of {METHODS}")
-  if n < 1 or m < 1 or n % m or n * (k + 1) != budget:
-    return None
-  return dict(n=n, m=m, k=k)
-
+from ttc_jax.search.budgets import METHODS, plan
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
   if method.startswith("beam"):

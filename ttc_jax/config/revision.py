@@ -1,6 +1,9 @@
-"""Checks of the optional `revision` config section (called from `config.validate`)."""
+"""Checks of the optional `revision` config section (called from `ttc_jax.config.validate`)."""
 
 from __future__ import annotations
+
+from ttc_jax.config.common import VALUE_TRAIN_FIELDS
+from ttc_jax.revision.format import QUESTION_POSITIONS
 
 SECTIONS = {
     "data": ("questions_per_level", "samples_per_question", "temperature", "max_new_tokens",
@@ -22,7 +25,6 @@ def validate_revision(cfg, error=ValueError) -> None:
   """Raises `error` naming the first bad field of cfg.revision (absent section: no-op)."""
   if "revision" not in cfg:
     return
-  from ttc_jax.config import VALUE_TRAIN_FIELDS
   from ttc_jax.revision import algo
   r = cfg.revision
   for f in ("context_attempts", "max_len", "max_new_tokens", "max_rows"):
@@ -35,7 +37,6 @@ def validate_revision(cfg, error=ValueError) -> None:
     for f in names:
       if f not in r[sec]:
         raise error(f"config.revision.{sec} has no field {f!r}")
-  from ttc_jax.revision.format import QUESTION_POSITIONS
   if r.get("question_position", "first") not in QUESTION_POSITIONS:
     raise error(f"config.revision.question_position must be one of {QUESTION_POSITIONS}, got "
                 f"{r.question_position!r}")

@@ -1,4 +1,4 @@
-"""Checks of the optional `compute_optimal` config section (called from `config.validate`).
+"""Checks of the optional `compute_optimal` config section (called from `ttc_jax.config.validate`).
 
   compute_optimal.num_bins     difficulty bins (paper: 5 quantiles)
   compute_optimal.num_folds    cross-validation folds inside each bin (paper: 2)

@@ -1,6 +1,6 @@
 """Checks of the configs for Hugging Face models on GSM8K / MATH (`ttc_jax.text_pipeline`).
 
-Called from `config.validate` when `cfg.task.name` is "gsm8k" or "math".
+Called from `ttc_jax.config.validate` when `cfg.task.name` is "gsm8k" or "math".
 Sections (configs/gsm8k_hf.py documents every field):
 
   task       name ("gsm8k" | "math"), split ("test"; MATH also "test500")
@@ -19,6 +19,8 @@ or one that does not exist raises `error` naming the field and the path.
 from __future__ import annotations
 
 import os
+
+from ttc_jax.config.common import validate_mesh, validate_search
 
 SECTIONS = ("name", "seed", "task", "data", "hf", "prompt", "mesh", "eval", "verify", "search",
             "compute_optimal")
@@ -95,9 +97,8 @@ def validate_text(cfg, error=ValueError) -> None:
     raise error(f"config.search.questions ({s.questions}) exceeds eval.questions "
                 f"({e.questions}): the analysis needs the policy's samples for every "
                 "searched question")
-  from ttc_jax import config as config_lib
-  config_lib.validate_search(s)
-  config_lib.validate_mesh(cfg)
+  validate_search(s)
+  validate_mesh(cfg)
   if int(co.num_bins) < 1 or int(co.num_folds) < 2:
     raise error(f"config.compute_optimal needs num_bins >= 1 and num_folds >= 2, got "
                 f"{co.num_bins} and {co.num_folds}")

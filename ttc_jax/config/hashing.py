@@ -1,0 +1,64 @@
+"""Config sections as stage hashes see them (speed-only fields left out) and `config_hash`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import ml_collections
+
+
+# Search fields that change how fast a stage runs, never what it computes (the kernels
+# return the same results for every value; tests/test_search.py): left out of stage hashes,
+# so turning them does not invalidate finished stages.
+SEARCH_SPEED_FIELDS = ("compact_levels",)
+
+
+# Fields of config.train that change speed, not results (up to float summation order).
+TRAIN_SPEED_FIELDS = ("microbatches",)
+
+
+def _as_dict(section: Any) -> dict:
+  return section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
+
+
+def _hashed(section: Any, speed_fields: tuple) -> dict:
+  return {k: v for k, v in _as_dict(section).items() if k not in speed_fields}
+
+
+def search_section(search: Any) -> dict:
+  """`config.search` as a dict for stage hashes: without `SEARCH_SPEED_FIELDS`."""
+  return _hashed(search, SEARCH_SPEED_FIELDS)
+
+
+def train_section(train: Any) -> dict:
+  """`config.train` as a dict for stage hashes: without `TRAIN_SPEED_FIELDS`."""
+  return _hashed(train, TRAIN_SPEED_FIELDS)
+
+
+# Options of config.revision.sft added after runs were made without them: unset and 0 hash
+# alike, so runs made before a field existed stay reusable.
+REVISION_SFT_OPTIONAL_FIELDS = ("replay_fraction", "replay_foreign_fraction")
+
+
+def revision_sft_section(sft: Any) -> dict:
+  """`config.revision.sft` as a dict for stage hashes: without its optional fields at 0."""
+  return {k: v for k, v in _as_dict(sft).items()
+          if not (k in REVISION_SFT_OPTIONAL_FIELDS and not float(v or 0.0))}
+
+
+def revision_section(revision: Any) -> dict:
+  """All of `config.revision` for stage hashes, its `sft` by `revision_sft_section`."""
+  d = _as_dict(revision)
+  if "sft" in d:
+    d["sft"] = revision_sft_section(d["sft"])
+  return d
+
+
+def config_hash(section: Any) -> str:
+  """Stable short hash of a config section (dict/ConfigDict/value)."""
+  if isinstance(section, ml_collections.ConfigDict):
+    section = section.to_dict()
+  blob = json.dumps(section, sort_keys=True, default=str)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]
