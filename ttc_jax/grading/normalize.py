@@ -30,7 +30,9 @@ _REPLACE = (("\\!", ""), ("{,}", ","), ("\\,", " "), ("\\;", " "), ("\\:", " "),
             ("\\bigl", ""), ("\\bigr", ""), ("\\Bigl", ""), ("\\Bigr", ""),
             ("tfrac", "frac"), ("dfrac", "frac"), ("cfrac", "frac"), ("^{\\circ}", ""),
             ("^\\circ", ""), ("\u00b0", ""), ("\\%", ""), ("%", ""), ("\\$", ""), ("$", ""),
-            ("\u2212", "-"), ("\u2264", "<="), ("\u2265", ">="), ("\u2260", "!="))
+            ("\u2212", "-"), ("\u2264", "<="), ("\u2265", ">="), ("\u2260", "!="),
+            ("\\mathbb{R}", "(-\\infty,\\infty)"), ("\\varnothing", "\\emptyset"),
+            ("+\\infty", "\\infty"), ("\\mp", "\\pm"))
 _REL_CMDS = ((re.compile(r"\\(?:geqslant|geq|ge)(?![A-Za-z])"), ">="),
              (re.compile(r"\\(?:leqslant|leq|le)(?![A-Za-z])"), "<="),
              (re.compile(r"\\(?:neq|ne)(?![A-Za-z])"), "!="),
@@ -99,7 +101,7 @@ def canonical_math_answer(s: str | None) -> str | None:
   ``\\frac{a}{b}``, ``1,000`` and ``1 000`` to ``1000`` (a whole answer only: ``32, 349``
   stays a pair), ``.5`` to ``0.5``, ``5.0`` to ``5``, ``\\geq``/``\\ge``/``=>`` to
   ``>=``, ``\\leq`` to ``<=``, ``\\neq`` to ``!=``, ``6 and 8`` to ``6,8``, ``{1,3}``
-  to ``\\{1,3\\}``.
+  to ``\\{1,3\\}``, ``\\mathbb{R}`` to ``(-\\infty,\\infty)``, ``+\\infty`` to ``\\infty``.
   """
   if not isinstance(s, str):
     return None

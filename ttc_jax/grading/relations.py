@@ -48,6 +48,7 @@ def split_top(s: str, sep: re.Pattern) -> tuple[list[str], list[str]]:
 
 
 _COMMA_RE = re.compile(",")
+_PM_RE = re.compile(r"\\pm(?![A-Za-z])")
 
 
 def top_commas(s: str) -> list[str]:
@@ -79,7 +80,8 @@ def matrix(s: str) -> tuple[str, list[str]] | None:
 
 def sequence(s: str) -> tuple[str, list[str]] | None:
   """``(brackets, elements)`` of a tuple/interval ``(a,b]``, a set ``\\{a,b\\}`` or a bare
-  list ``a,b`` (brackets ""), or a matrix's shape and entries; else None."""
+  list ``a,b`` (brackets ""; also ``a\\pm b`` and a spoken "or" of values), or a matrix's
+  shape and entries; else None."""
   mat = matrix(s)
   if mat is not None:
     return mat
@@ -89,6 +91,8 @@ def sequence(s: str) -> tuple[str, list[str]] | None:
       if len(parts) >= 2:
         return left + right, parts
   parts = top_commas(s)
+  if len(parts) < 2 and len(split_top(s, _PM_RE)[1]) == 1:   # a \pm b: the list a+b, a-b
+    return "", [s.replace("\\pm", "+", 1), s.replace("\\pm", "-", 1)]
   if len(parts) < 2:   # "x=1 or x=2" (a spoken "or" of values) is a list too
     parts, seps = split_top(s, _UNION_RE)
     if "\\lor" not in seps or "\\cup" in seps:
