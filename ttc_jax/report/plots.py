@@ -1,5 +1,5 @@
-"""Plot helpers shared by the report sections. matplotlib is imported lazily, when a plot is
-saved: importing the report does not load it."""
+"""Plot helpers shared by the report sections. matplotlib is imported inside the functions that
+draw or save, so importing the report does not load it."""
 
 from __future__ import annotations
 
