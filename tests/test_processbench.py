@@ -257,3 +257,31 @@ def test_text_pipeline_stage_reports_processbench(classifier_dir, tmp_path, caps
   with pytest.raises(config_lib.ConfigError, match="threshold <= 1"):
     config_lib.load_config(path, base + [f"processbench.data_dir={DATA}",
                                          "processbench.threshold=2.0"])
+
+
+def test_embedded_run_directory_value_model(tmp_path):
+  """A run directory of the embedded pipeline: its PRM and character tokenizer load; text
+  outside the arithmetic alphabet is unencodable (counted), and all of it is an error."""
+  import dataclasses
+  from flax import nnx
+  from conftest import tiny_config
+  from ttc_jax.models.reward import create_value_model
+  from ttc_jax.prm import processbench_load
+  from ttc_jax.tokenizers import CharTokenizer
+  from ttc_jax.train.checkpoint import Checkpointer
+  tok = CharTokenizer()
+  cfg = tiny_config(vocab_size=tok.vocab_size, max_len=64)
+  (tmp_path / "config.json").write_text(json.dumps({"model": dataclasses.asdict(cfg), "seed": 0}))
+  ck = Checkpointer(str(tmp_path / "prm" / "model"), max_to_keep=1, async_save=False)
+  ck.save(0, nnx.state(create_value_model(cfg, seed=0)),
+          dict(kind="prm", tokenizer=tok.fingerprint()), force=True)
+  ck.close()
+  prm = processbench_load.load_prm(str(tmp_path))
+  assert prm.kind == "value_model" and prm.tokenizer == tok
+  items = [dict(problem="1+2*3=", steps=["2*3=6", "1+6=7", "Answer: 7"], label=-1),
+           dict(problem="Tom has 3 apples.", steps=["He eats one."], label=0)]
+  scores, counts = processbench_load.score_items(prm, items, batch_size=2)
+  assert [len(s) for s in scores] == [3, 0] and counts == dict(truncated=0, unencodable=1)
+  assert all(0 < v < 1 for v in scores[0])
+  with pytest.raises(processbench_load.PRMLoadError, match="cannot encode any of the 1 items"):
+    processbench_load.score_items(prm, items[1:])
