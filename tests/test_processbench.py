@@ -101,6 +101,7 @@ def _tiny_cfg(vocab):
 
 
 def test_step_formats_per_adapter(tok_dir):
+  import dataclasses
   from flax import nnx
   from ttc_jax.tokenizers.hf import HFTokenizer
   from ttc_jax.models import external_prm
@@ -130,6 +131,18 @@ def test_step_formats_per_adapter(tok_dir):
   want = ([tok.BOS] + enc("Q: What is 3+4?\n") + enc(steps[0]) + [tok.newline_id]
           + enc("So 3+4=7. The answer is 7.") + [tok.EOS])
   assert ids == want and [ids[p] for p in pos] == [tok.newline_id, tok.EOS]
+  # with the tag's text, the solution is one string (as the PRMs' own code encodes it)
+  joint = dataclasses.replace(shep, tag_text="<tag>")
+  ids, pos = joint.encode("What is 3+4?", steps)
+  assert ids == [tok.BOS] + enc(f"Q: What is 3+4?\n{steps[0]} <tag>\n{steps[1]} <tag>")
+  assert [ids[p] for p in pos] == [tag, tag] and pos[-1] == len(ids) - 1
+  ids, pos = dataclasses.replace(cls, tag_text="<tag>").encode("What is 3+4?", steps)
+  assert ids == enc(f"Q: What is 3+4?\n{steps[0]}<tag>{steps[1]}<tag>") and len(pos) == 2
+  tricky = ["a <tag> inside", "b"]                    # the steps' own text holds the tag:
+  ids, pos = joint.encode("p", tricky)                # encoded piece by piece instead
+  first = [tok.BOS] + enc("Q: p\n") + enc("a <tag> inside ") + [tag]
+  assert ids == first + enc("\n") + enc("b ") + [tag]
+  assert pos == [len(first) - 1, len(ids) - 1]
   remapping = shape(lambda: external_prm.ClassifierPRM(
       cfg, [(32, 2)], step_token_id=tag, delimiter_ids=(7,), rngs=nnx.Rngs(0)))
   with pytest.raises(ValueError, match="delimiter_ids"):

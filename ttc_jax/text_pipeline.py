@@ -311,7 +311,7 @@ class TextPipeline(Stages):
       pc, task = self.cfg.prompt, self.task
       prm = processbench_load.LoadedPRM(
           self.load_prm(remap=False), self.tokenizer, h.prm_type,
-          lambda problem: build_prompt(pc, task, problem))
+          lambda problem: build_prompt(pc, task, problem), h.prm_step_tag or None)
       threshold = float(pb.get("threshold", -1.0))
       out = processbench.run(prm, [task], pb.data_dir, threshold if threshold >= 0 else None,
                              int(pb.get("limit", 0)) or None,

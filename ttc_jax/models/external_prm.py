@@ -71,15 +71,27 @@ class _StepPRM(nnx.Module):
   step_format = StepFormat()
 
   def format_steps(self, tokenizer, prompt: str, steps: Sequence[str],
-                   fmt: StepFormat | None = None) -> tuple[list[int], list[int]]:
+                   fmt: StepFormat | None = None, tag_text: str | None = None
+                   ) -> tuple[list[int], list[int]]:
     """Token ids of `prompt` + `steps` in `fmt` (default: the class's `step_format`) and
-    the position of each step's tag. Scored as written only when `delimiter_ids` is
-    empty (a remap would turn the steps' own newlines into tags): ValueError otherwise."""
+    the position of each step's tag. With `tag_text` (the tag as text, e.g. "ки") the
+    whole solution is encoded as one string, as the PRM's own code does (so a
+    SentencePiece "▁ки" carries its space), and the tags are found by id; without it, or
+    when the steps' own text holds the tag, each piece is encoded on its own. Scored as
+    written only when `delimiter_ids` is empty (a remap would turn the steps' own
+    newlines into tags): ValueError otherwise."""
     if self.delimiter_ids:
       raise ValueError(f"format_steps needs an adapter loaded with delimiter_ids=() (this one "
                        f"remaps {self.delimiter_ids} to the step tag)")
     fmt = fmt or self.step_format
-    ids = ([tokenizer.BOS] if fmt.bos else []) + list(tokenizer.encode(prompt))
+    start = [tokenizer.BOS] if fmt.bos else []
+    if tag_text:
+      text = prompt + fmt.between.join(s + fmt.before_tag + tag_text for s in steps)
+      ids = start + list(tokenizer.encode(text))
+      positions = [i for i, t in enumerate(ids) if t == self.step_token_id]
+      if len(positions) == len(steps):
+        return ids, positions
+    ids = start + list(tokenizer.encode(prompt))
     positions = []
     for k, step in enumerate(steps):
       ids += list(tokenizer.encode(step + fmt.before_tag)) + [self.step_token_id]

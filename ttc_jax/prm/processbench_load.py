@@ -48,12 +48,13 @@ class LoadedPRM:
   tokenizer: Any                   # encode(text) -> ids, BOS, EOS, newline_id
   kind: str                        # value_model | classifier | token_prob
   prompt: Callable[[str], str]     # problem -> prompt text
+  tag_text: str | None = None      # adapters: the step tag as text (joint encoding)
 
   def encode(self, problem: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
     """Token ids of the item as this PRM reads it and the position of each step's score."""
     prompt = self.prompt(problem)
     if self.kind != "value_model":
-      return self.model.format_steps(self.tokenizer, prompt, steps)
+      return self.model.format_steps(self.tokenizer, prompt, steps, tag_text=self.tag_text)
     from ttc_jax.prm import data as prm_data
     delim = getattr(self.tokenizer, "step_delimiter", "\n")
     clean = [s.replace(delim, " ").strip() or " " for s in steps]
@@ -130,7 +131,8 @@ def load_prm(path: str, *, prm_type: str = "auto", tokenizer: str | None = None,
     return _value_model(path, tokenizer, prm_base, step_delimiter, prompt_template, max_len,
                         param_dtype, mesh)
   tok = _hf_tokenizer(tokenizer or path)
-  tag = _token_id(tok, step_tag or DEFAULT_TAGS[prm_type], "step tag", path)
+  tag_text = step_tag or DEFAULT_TAGS[prm_type]
+  tag = _token_id(tok, tag_text, "step tag", path)
   kw = dict(step_token_id=tag, delimiter_ids=(), mesh=mesh, param_dtype=param_dtype,
             max_len=max_len)
   try:
@@ -148,7 +150,7 @@ def load_prm(path: str, *, prm_type: str = "auto", tokenizer: str | None = None,
     prompt = chat_prompt(chat_style or "chatml")
   else:
     prompt = plain_prompt("{problem} ")
-  return LoadedPRM(model, tok, prm_type, prompt)
+  return LoadedPRM(model, tok, prm_type, prompt, tag_text)
 
 
 def _value_model(path, tokenizer, prm_base, delimiter, template, max_len, param_dtype, mesh):
