@@ -211,6 +211,8 @@ CASES = {
         (r"[1, 2) \cup (2, 5]", r"[1,2)\cup(2,5]", T),
         (r"[1, 2) \cup (2, 5]", r"[1,5]", F),
         (r"(-\infty, \infty)", r"\boxed{x \in \mathbb{R}}", T),
+        (r"\{1, 2\}", r"\boxed{x \in \{2, 1\}}", T),
+        (r"\{1, 2\}", r"\boxed{x \in \{1, 3\}}", F),
         (r"[2, \infty)", r"\boxed{[2, +\infty)}", T),
         (r"[2, \infty)", r"\boxed{(2, +\infty)}", F),
         ("x > -1", r"\boxed{-1 < x}", T),

@@ -128,9 +128,12 @@ def is_constant(s: str) -> bool:
 def views(s: str) -> list[str]:
   """The values an answer with labels names: ``x=11`` -> ``11``, ``(p,q)=(3,2)`` ->
   ``(3,2)``, a chain ``x=5+5+1=7=11`` -> its last side, ``x=-5,p=3`` -> ``(-5,3)``,
-  ``a+b+c=7`` -> ``7`` (a combination of names without digits = a constant)."""
+  ``a+b+c=7`` -> ``7`` (a combination of names without digits = a constant), ``x\\in S`` ->
+  ``S``."""
   out = []
   rel = relation(s)
+  if rel is not None and rel[1] == ["\\in"] and is_label(rel[0][0]):   # x \in \{1,2\}
+    out.append(rel[0][1])
   if rel is not None and all(op == "=" for op in rel[1]):
     sides = rel[0]
     if len(sides) >= 3 or is_label(sides[0]) or is_constant(sides[0]):
