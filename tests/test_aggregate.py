@@ -2,7 +2,7 @@
 
 import pytest
 
-from ttc_jax.search import aggregate
+from ttc_jax.selection import aggregate
 from ttc_jax.tasks.arith import equivalent
 
 

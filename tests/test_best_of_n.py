@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from ttc_jax.prm import metrics
-from ttc_jax.search import best_of_n
+from ttc_jax.selection import best_of_n
 from ttc_jax.tasks.arith import equivalent
 
 

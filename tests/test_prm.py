@@ -88,6 +88,7 @@ def test_exact_labels_and_quality():
 
 
 def test_selection_curves_keys_and_values():
+  from ttc_jax.selection import best_of_n as evaluate
   records = [dict(sample_answers=["1", "2", "2", "1"], answer="1")]
   scores = {"prm": [[0.9], [0.1], [0.2], [0.8]]}
   c = evaluate.selection_curves(records, scores, (1, 2, 4), arith.equivalent)

@@ -207,7 +207,7 @@ def _eq(a, b):
 
 
 def test_hierarchical_selection_within_then_across_chains():
-  from ttc_jax.revision import evaluate
+  from ttc_jax.selection import chains as evaluate
   # chain 0: "5" twice (0.4 + 0.4 = 0.8) beats "7" (0.7); chain 1: "7" (0.9).
   answers = [["5", "7", "5"], ["7"]]
   scores = [[0.4, 0.7, 0.4], [0.9]]

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ttc_jax import parallel, sampling
-from ttc_jax.search import aggregate
+from ttc_jax.selection import aggregate
 
 
 def _round_up(n: int, m: int) -> int:

@@ -28,7 +28,8 @@ from ttc_jax import evaluation
 from ttc_jax.compute_optimal import difficulty
 from ttc_jax.compute_optimal.tables import revision_split
 from ttc_jax.prm import evaluate as prm_eval
-from ttc_jax.search import beam, best_of_n, sweep
+from ttc_jax.search import beam, sweep
+from ttc_jax.selection import best_of_n
 
 BEST_OF_N = "best_of_n_weighted"
 

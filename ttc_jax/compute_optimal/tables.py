@@ -23,7 +23,7 @@ import numpy as np
 
 from ttc_jax.revision import chains as chains_lib
 from ttc_jax.revision import evaluate as revision_eval
-from ttc_jax.search import aggregate, best_of_n
+from ttc_jax.selection import aggregate, best_of_n
 
 BASELINE = "best_of_n_weighted"
 

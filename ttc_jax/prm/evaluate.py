@@ -2,15 +2,15 @@
 
 Verifier quality is measured against the embedded task's exact step labels
 (the paper could not): step AUROC and first-error accuracy. Selection quality
-is measured as accuracy-vs-budget curves over one shared pool of samples per
-question (majority, PRM/ORM best-of-N and best-of-N weighted).
+(accuracy-vs-budget curves of majority, PRM/ORM best-of-N and best-of-N weighted
+over one shared pool of samples per question) is `selection.best_of_n.selection_curves`.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +20,8 @@ from flax import nnx
 from ttc_jax import parallel
 from ttc_jax.prm import data as prm_data
 from ttc_jax.prm import metrics
-from ttc_jax.search import best_of_n
+# The pipeline stages still call it as prm.evaluate.selection_curves.
+from ttc_jax.selection.best_of_n import selection_curves  # noqa: F401
 
 
 def text_steps(text: str, delimiter: str = "\n") -> list[str]:
@@ -137,26 +138,3 @@ def calibrate_threshold(step_scores: Sequence[Sequence[float]], exact: Sequence[
     if acc > best_acc + 1e-12:
       best, best_acc = float(t), acc
   return best
-
-
-def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]]],
-                     budgets: Sequence[int], equivalent: Callable[[Any, Any], bool],
-                     aggregation: str = "last") -> dict[str, dict[int, float]]:
-  """Accuracy curves for majority and each verifier's best-of-N (weighted and not).
-
-  records: per question, `sample_answers[S]` and `answer`; scores[name]:
-  per-step values for the flat list of all samples, question-major.
-  Keys: majority, <name>_best_of_n, <name>_best_of_n_weighted.
-  """
-  answers = [r["sample_answers"] for r in records]
-  targets = [r["answer"] for r in records]
-  out = {"majority": best_of_n.curve("majority", answers, targets, budgets, equivalent)}
-  for name, flat in scores.items():
-    agg, pos = [], 0
-    for a in answers:
-      agg.append(best_of_n.solution_scores(flat[pos:pos + len(a)], aggregation))
-      pos += len(a)
-    for method in ("best_of_n", "best_of_n_weighted"):
-      out[f"{name}_{method}"] = best_of_n.curve(method, answers, targets, budgets,
-                                                equivalent, agg)
-  return out

@@ -3,14 +3,9 @@
 A question's chains are `answers[c][t]` (chain c, step t; chains may have
 different lengths, see `chains.chain_lengths`), with `correct[c][t]` from
 the exact grader and optional verifier `scores[c][t]`. A budget N split as C
-chains x L steps uses the first L attempts of the first C chains. Selection
-(paper §6.2):
-
-  majority       flat majority vote over all C x L attempts
-  orm            hierarchical best-of-N weighted: within each chain the answer
-                 with the largest summed ORM score wins, carrying that sum as
-                 its weight; across chains the answer with the largest total
-                 of those weights wins. With L = 1 this is best-of-N weighted.
+chains x L steps uses the first L attempts of the first C chains, and one answer
+is chosen from them by majority or hierarchical ORM selection
+(`ttc_jax.selection.chains`, paper §6.2).
 """
 
 from __future__ import annotations
@@ -20,31 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from ttc_jax.revision import chains as chains_lib
-from ttc_jax.search import aggregate
-from ttc_jax.search.aggregate import Equiv
-
-SELECTIONS = ("orm", "majority")
-
-
-def hierarchical(answers: Sequence[Sequence[str | None]], scores: Sequence[Sequence[float]],
-                 equivalent: Equiv) -> str | None:
-  """ORM selection over chains: best-of-N weighted within, then across chains."""
-  picks, weights = [], []
-  for a, s in zip(answers, scores):
-    ans, w = aggregate.vote(a, s, equivalent)
-    picks.append(ans)
-    weights.append(w)
-  return aggregate.weighted_vote(picks, weights, equivalent)
-
-
-def select(how: str, answers, scores, equivalent: Equiv) -> str | None:
-  if how == "majority":
-    return aggregate.majority_vote([a for chain in answers for a in chain], equivalent)
-  if how == "orm":
-    if scores is None:
-      raise ValueError("ORM selection needs scores")
-    return hierarchical(answers, scores, equivalent)
-  raise ValueError(f"unknown revision selection {how!r}; expected one of {SELECTIONS}")
+from ttc_jax.selection.aggregate import Equiv
+from ttc_jax.selection.chains import SELECTIONS, select
 
 
 def split_correct(records: Sequence[dict], c: int, l: int, how: str,

@@ -36,7 +36,7 @@ import numpy as np
 from ttc_jax import parallel
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.sampling import DecodeState
-from ttc_jax.search import best_of_n
+from ttc_jax.selection import best_of_n
 
 
 def _per_question(x: jax.Array, b: int) -> jax.Array:

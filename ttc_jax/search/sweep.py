@@ -30,6 +30,8 @@ from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import beam, dvts, lookahead
 from ttc_jax.search import state as search_state
 from ttc_jax.search.budgets import METHODS, plan
+from ttc_jax.selection import best_of_n
+
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
   if method.startswith("beam"):
@@ -135,7 +137,6 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels
   `scores` (scores.jsonl rows) of the same questions. Returns (per-question records, the
   stage summary: curves, curves_by_level, stats, questions, baselines).
   """
-  from ttc_jax.prm import evaluate
   records, stats = [], {}
   for method in sc.methods:
     for budget in sc.budgets:
@@ -161,7 +162,7 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels
   samples = [r for r in samples if r["question"] in wanted]
   flat = [v for s in scores if s["question"] in wanted for v in s["prm"]]
   budgets = tuple(int(b) for b in sc.budgets if int(b) <= num_samples)
-  base = evaluate.selection_curves(samples, {"prm": flat}, budgets, equivalent, aggregation)
+  base = best_of_n.selection_curves(samples, {"prm": flat}, budgets, equivalent, aggregation)
   return records, dict(curves=by_method, curves_by_level=by_level, stats=stats,
                        questions=len(problems),
                        baselines={k: base[k] for k in ("majority", "prm_best_of_n_weighted")})

@@ -7,8 +7,9 @@ Two levels of aggregation:
     single highest-scoring solution) or best-of-N weighted (the answer whose
     solutions' scores sum highest, grouping answers by the task's equivalence).
 
-`curves` evaluates every method at budgets 1, 2, 4, ... over disjoint groups of
-one pool of samples, so all methods see exactly the same generations.
+`curve` evaluates one method at budgets 1, 2, 4, ... over disjoint groups of
+one pool of samples, so all methods see exactly the same generations;
+`selection_curves` does so for majority and each verifier's best-of-N.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ttc_jax.search import aggregate
-from ttc_jax.search.aggregate import Equiv
+from ttc_jax.selection import aggregate
+from ttc_jax.selection.aggregate import Equiv
 
 STEP_AGGREGATIONS = ("last", "min", "prod")
 METHODS = ("majority", "best_of_n", "best_of_n_weighted")
@@ -82,3 +83,25 @@ def curve(method: str, answers: Sequence[Sequence[str | None]], targets: Sequenc
   return aggregate.selection_curve(
       answers, targets, budgets, equivalent,
       lambda a, s: select(method, a, s, equivalent), scores)
+
+
+def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]]],
+                     budgets: Sequence[int], equivalent: Equiv, aggregation: str = "last"
+                     ) -> dict[str, dict[int, float]]:
+  """Accuracy curves for majority and each verifier's best-of-N (weighted and not).
+
+  records: per question, `sample_answers[S]` and `answer`; scores[name]:
+  per-step values for the flat list of all samples, question-major.
+  Keys: majority, <name>_best_of_n, <name>_best_of_n_weighted.
+  """
+  answers = [r["sample_answers"] for r in records]
+  targets = [r["answer"] for r in records]
+  out = {"majority": curve("majority", answers, targets, budgets, equivalent)}
+  for name, flat in scores.items():
+    agg, pos = [], 0
+    for a in answers:
+      agg.append(solution_scores(flat[pos:pos + len(a)], aggregation))
+      pos += len(a)
+    for method in ("best_of_n", "best_of_n_weighted"):
+      out[f"{name}_{method}"] = curve(method, answers, targets, budgets, equivalent, agg)
+  return out
