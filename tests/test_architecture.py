@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("importlinter", reason="import-linter is not installed (pip install -e .[test])")
+pytest.importorskip("importlinter", reason="import-linter is not installed (the test extra)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, ".importlinter")
