@@ -6,16 +6,19 @@ import pathlib
 import subprocess
 import sys
 
+from conftest import CHEAP_COMPILES, TEST_CACHE
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def run_benchmark(script: str, args, fields, timeout: int = 180) -> dict:
   """Runs `benchmarks/<script>` with PYTHONPATH=. and returns its JSON (checking `fields`)."""
   env = dict(os.environ, PYTHONPATH=".", JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)            # conftest's 8 fake devices: not for a benchmark
+  # Not conftest's 8 fake devices (a benchmark splits the CPU itself with --host-devices),
+  # but its cheap compiles: the smoke tests check what a benchmark prints, not its speed.
+  env["XLA_FLAGS"] = CHEAP_COMPILES
   # Reuse the tests' persistent compile cache (see conftest.py) across runs.
-  env.setdefault("JAX_COMPILATION_CACHE_DIR", os.environ.get(
-      "TTC_JAX_TEST_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests")))
+  env.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE)
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
   proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)

@@ -1,18 +1,30 @@
-"""Test set-up: 8 fake CPU devices for mesh tests and a persistent compile cache."""
+"""Test set-up: 8 fake CPU devices for mesh tests, cheap compiles, a persistent compile cache.
+
+XLA:CPU compilation is most of the suite's time (about two thirds of the in-process test time
+on the 2-core machines, measured with jax.monitoring's backend_compile_duration), and the tests
+run tiny models for a few steps, so they compile with LLVM's optimisation level 0
+(--xla_backend_optimization_level=0): the same HLO, the same fusions, less machine-code
+optimisation; a compile-heavy test runs 1.6-3.5x faster with it (docs/benchmarks.md). The
+benchmarks that the smoke tests start (tests/bench_utils.py) and the tests' own subprocesses
+compile the same way; figures a benchmark reports are only meaningful without it.
+"""
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+CHEAP_COMPILES = "--xla_backend_optimization_level=0"   # also for the tests' subprocesses
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CHEAP_COMPILES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-_CACHE = os.environ.get("TTC_JAX_TEST_CACHE",
+TEST_CACHE = os.environ.get("TTC_JAX_TEST_CACHE",
                         os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests"))
-os.makedirs(_CACHE, exist_ok=True)
-jax.config.update("jax_compilation_cache_dir", _CACHE)
+os.makedirs(TEST_CACHE, exist_ok=True)
+jax.config.update("jax_compilation_cache_dir", TEST_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+# the main job run in-process (smoke_run, run.main) keeps its programs in the same cache
+os.environ.setdefault("TTC_JAX_CACHE_DIR", TEST_CACHE)
 
 from ttc_jax.models.config import ModelConfig  # noqa: E402
 

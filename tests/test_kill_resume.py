@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from conftest import tiny_config
+from conftest import CHEAP_COMPILES, tiny_config
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils
 from ttc_jax.models.config import ModelConfig
@@ -51,7 +51,8 @@ EXACT = ("step", "loss", "grad_norm", "token_accuracy", "loss_tokens", "lr", "no
 
 def _env():
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=REPO,
-             XLA_FLAGS="--xla_force_host_platform_device_count=2",   # a 2-way data mesh
+             # a 2-way data mesh
+             XLA_FLAGS=f"--xla_force_host_platform_device_count=2 {CHEAP_COMPILES}",
              TTC_JAX_CACHE_DIR=jax.config.jax_compilation_cache_dir or "")
   return env
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import mp_worker
+from conftest import CHEAP_COMPILES, TEST_CACHE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -46,15 +47,14 @@ def _run_processes(out: str) -> list[tuple[int | None, str]]:
   for i in range(NUM_PROCESSES):
     env = dict(os.environ,
                JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES}",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
+                         f"{CHEAP_COMPILES}",
                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                JAX_NUM_PROCESSES=str(NUM_PROCESSES), JAX_PROCESS_ID=str(i),
                PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TTC_JAX_DISTRIBUTED", None)
     cmd = [sys.executable, os.path.join(HERE, "mp_worker.py"), "--out", out, "--mesh", MESH]
-    cache = os.environ.get("TTC_JAX_TEST_CACHE",
-                           os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests"))
-    cmd += ["--cache_dir", cache]
+    cmd += ["--cache_dir", TEST_CACHE]
     procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True))
   results = []

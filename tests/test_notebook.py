@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from conftest import TEST_CACHE
+
 pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -38,13 +40,11 @@ def _text(cell) -> str:
 def _kernelspec(tmp_path, workdir) -> None:
   spec_dir = tmp_path / "jupyter" / "kernels" / KERNEL
   spec_dir.mkdir(parents=True)
-  cache = os.environ.get("TTC_JAX_TEST_CACHE",
-                         os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests"))
   env = {
       "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
       "XLA_FLAGS": "",                       # one CPU device, like a laptop or Colab CPU
       "JAX_PLATFORMS": "cpu",
-      "TTC_JAX_CACHE_DIR": cache,
+      "TTC_JAX_CACHE_DIR": TEST_CACHE,
       "TTC_QUICKSTART_WORKDIR": str(workdir),
       "TTC_QUICKSTART_REPO": ROOT,
       "TTC_QUICKSTART_OVERRIDES": "",
