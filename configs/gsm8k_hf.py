@@ -6,7 +6,7 @@
       --config.data.manual_dir=/data/gsm8k        # train.jsonl, test.jsonl (openai format)
 
 Sized for one 80 GB GPU with a 0.5B-1.5B policy in bfloat16 and a PRM of up to 7B
-(stages and outputs: ttc_jax/text_pipeline.py). Every path is a config field, empty by
+(stages and outputs: ttc_jax/pipeline/text.py). Every path is a config field, empty by
 default (the run stops naming an empty or missing one); nothing is downloaded. Tokens
 the PRM reads (step tag, good/bad) are strings of the *policy's* tokenizer, which the
 PRM must share (checked when the PRM directory has a tokenizer.json).

@@ -237,7 +237,7 @@ def test_cli_with_our_value_model_and_a_given_threshold(classifier_dir, tok_dir,
 @pytest.mark.skipif(not HAVE_DATA, reason=f"ProcessBench data not found in {DATA}")
 def test_text_pipeline_stage_reports_processbench(classifier_dir, tmp_path, capsys):
   from ttc_jax import config as config_lib
-  from ttc_jax.text_pipeline import TextPipeline
+  from ttc_jax.pipeline.text import TextPipeline
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   manual = tmp_path / "gsm8k"
   manual.mkdir()

@@ -339,7 +339,7 @@ def test_sft_replay_examples_join_training_only():
 
 def test_context_probe_prompts():
   """Triples follow wrong attempts only; each condition's prompt holds what it names."""
-  from ttc_jax.revision import context_probe
+  from ttc_jax.pipeline import context_probe
   recs = [dict(question=f"{i}+1", level="ops1" if i < 2 else "ops2",
                attempts=[[f"{i}+1={i}\nAnswer: {i}", f"{i}+1={i + 1}\nAnswer: {i + 1}",
                           f"{i}+1={i + 1}\nAnswer: {i + 1}"]],

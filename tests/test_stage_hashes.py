@@ -58,7 +58,7 @@ def arith_hashes(config_path: str) -> dict:
 
 def text_hashes(config_path: str, manual_dir: str) -> dict:
   from ttc_jax import config as config_lib
-  from ttc_jax.text_pipeline import TextPipeline
+  from ttc_jax.pipeline.text import TextPipeline
   for name, text in TEXT_DATA.items():
     with open(os.path.join(manual_dir, name), "w") as f:
       f.write(text)

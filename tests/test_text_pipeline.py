@@ -130,7 +130,7 @@ def test_main_command_with_external_prm(assets, tmp_path, capsys):
 
 
 def test_our_value_model_as_prm_and_a_larger_policy(assets, tmp_path):
-  from ttc_jax.text_pipeline import TextPipeline
+  from ttc_jax.pipeline.text import TextPipeline
   cfg = config_lib.load_config(GSM8K_CFG, tiny_overrides(assets, "value_model") + [
       f"--config.hf.large_policy={assets['large']}", "--config.compute_optimal.pretrain_tokens=1e6"])
   workdir = str(tmp_path / "run")
@@ -144,7 +144,7 @@ def test_our_value_model_as_prm_and_a_larger_policy(assets, tmp_path):
   assert len(io_utils.read_jsonl(os.path.join(workdir, "large_eval", "greedy.jsonl"))) == 8
   assert os.path.isfile(os.path.join(workdir, "plots", "flops_matched.png"))
   # A changed PRM config in the same workdir stops with the stage's name.
-  from ttc_jax.stages import StageMismatchError
+  from ttc_jax.pipeline import StageMismatchError
   cfg2 = config_lib.apply_overrides(cfg, ["verify.aggregation=min"])
   with pytest.raises(StageMismatchError, match="score_samples"):
     TextPipeline(cfg2, workdir, progress=False).run()

@@ -1,17 +1,20 @@
-"""Policy evaluation on held-out questions: greedy pass@1 by level, sampled majority curves."""
+"""Batched sampling of completions for many prompts in a few compiled shapes.
+
+`sample_texts` is what policy evaluation (`pipeline.policy.evaluate_policy`), step
+labelling, revision data, search baselines and the compute-optimal policy sample with;
+`padded_rows` is the row-count ladder they share.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from ttc_jax import parallel, sampling
-from ttc_jax.selection import aggregate
 
 
 def _round_up(n: int, m: int) -> int:
@@ -82,58 +85,3 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   dt = time.perf_counter() - t0
   return out, {"generated_tokens": tokens_generated, "seconds": dt,
                "tokens_per_s": tokens_generated / max(dt, 1e-9)}
-
-
-def evaluate_policy(model, tokenizer, problems: Sequence[dict], level_names: Sequence[str],
-                    rng: jax.Array, *, extract_answer: Callable[[str], str | None],
-                    equivalent: Callable[[Any, Any], bool], num_samples: int,
-                    majority_ns: Sequence[int], max_new_tokens: int, temperature: float,
-                    top_k: int = 0, top_p: float = 1.0, max_batch: int = 1024, mesh=None,
-                    progress: bool = True) -> tuple[dict, list[dict]]:
-  """Greedy pass@1 and sampled majority@N, overall and per level.
-
-  problems: dicts with `prompt`, `answer`, `level`. Returns (summary,
-  per-question records). Levels appear in `level_names` order (easiest first).
-  """
-  prompts = [p["prompt"] for p in problems]
-  targets = [str(p["answer"]) for p in problems]
-  common = dict(max_new_tokens=max_new_tokens, max_batch=max_batch, mesh=mesh,
-                progress=progress)
-  greedy, g_stats = sample_texts(model, tokenizer, prompts, jax.random.fold_in(rng, 0),
-                                 num_samples=1, temperature=0.0, desc="greedy", **common)
-  samples, s_stats = sample_texts(model, tokenizer, prompts, jax.random.fold_in(rng, 1),
-                                  num_samples=num_samples, temperature=temperature,
-                                  top_k=top_k, top_p=top_p, desc="sample", **common)
-  records = []
-  for p, tgt, g, ss in zip(problems, targets, greedy, samples):
-    answers = [extract_answer(t) for t in ss]
-    records.append(dict(
-        question=p.get("question", p["prompt"].strip()), prompt=p["prompt"], level=p["level"],
-        answer=tgt,
-        greedy=g[0], greedy_answer=extract_answer(g[0]),
-        greedy_correct=bool(equivalent(extract_answer(g[0]), tgt)),
-        samples=list(ss), sample_answers=answers,
-        sample_correct=[bool(equivalent(a, tgt)) for a in answers]))
-
-  def summarize(recs):
-    if not recs:
-      return None
-    ans = [r["sample_answers"] for r in recs]
-    tg = [r["answer"] for r in recs]
-    return dict(
-        num_questions=len(recs),
-        pass_at_1_greedy=float(np.mean([r["greedy_correct"] for r in recs])),
-        pass_at_1_sampled=float(np.mean([np.mean(r["sample_correct"]) for r in recs])),
-        pass_at_n=float(np.mean([any(r["sample_correct"]) for r in recs])),
-        distinct_answers=float(np.mean([len(aggregate.group_answers(a, equivalent))
-                                        for a in ans])),
-        unparsable_fraction=float(np.mean([np.mean([a is None for a in x]) for x in ans])),
-        majority=aggregate.majority_curve(ans, tg, majority_ns, equivalent))
-
-  by_level = {name: summarize([r for r in records if r["level"] == name])
-              for name in level_names}
-  by_level = {k: v for k, v in by_level.items() if v is not None}
-  summary = dict(overall=summarize(records), by_level=by_level,
-                 sampling=dict(greedy=g_stats, sampled=s_stats, temperature=temperature,
-                               num_samples=num_samples))
-  return summary, records

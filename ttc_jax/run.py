@@ -1,7 +1,7 @@
 """The main job: `python -m ttc_jax.run --config configs/arith_quick.py [--workdir DIR]
 [--config.<field>=<value> ...]`.
 
-Runs the pipeline (ttc_jax.pipeline; ttc_jax.text_pipeline for a Hugging Face
+Runs the pipeline (ttc_jax.pipeline; ttc_jax.pipeline.text for a Hugging Face
 policy + PRM on GSM8K / MATH, e.g. `--config configs/gsm8k_hf.py
 --config.hf.policy=DIR --config.hf.prm=DIR --config.data.manual_dir=DIR`) and
 prints the headline figures; the run directory (default `runs/<config name>`)
@@ -17,13 +17,10 @@ import sys
 
 
 def setup_jax_cache(path: str | None = None) -> None:
-  """Persistent XLA compilation cache (halves repeat compile time on CPU)."""
-  import jax
-  path = path or os.environ.get("TTC_JAX_CACHE_DIR",
-                                os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla"))
-  os.makedirs(path, exist_ok=True)
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  """Persistent XLA compilation cache (`parallel.setup_jax_cache`: halves repeat compile
+  time on CPU); jax is imported only when the job starts."""
+  from ttc_jax import parallel
+  parallel.setup_jax_cache(path)
 
 
 def parse_args(argv):
@@ -61,7 +58,7 @@ def main(argv=None) -> int:
   parallel.maybe_initialize_distributed()
   setup_jax_cache()
   if cfg.task.get("name") in config_lib.TEXT_TASKS:   # a HF policy + PRM on GSM8K / MATH
-    from ttc_jax.text_pipeline import TextPipeline as Pipeline
+    from ttc_jax.pipeline.text import TextPipeline as Pipeline
   else:
     from ttc_jax.pipeline import Pipeline
   workdir = args.workdir or os.path.join("runs", cfg.name)

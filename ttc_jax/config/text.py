@@ -1,4 +1,4 @@
-"""Checks of the configs for Hugging Face models on GSM8K / MATH (`ttc_jax.text_pipeline`).
+"""Checks of the configs for Hugging Face models on GSM8K / MATH (`ttc_jax.pipeline.text`).
 
 Called from `ttc_jax.config.validate` when `cfg.task.name` is "gsm8k" or "math".
 Sections (configs/gsm8k_hf.py documents every field):

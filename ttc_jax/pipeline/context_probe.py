@@ -1,6 +1,6 @@
 """What a revision model's context does to its next attempt: a diagnostic over a finished run.
 
-  python -m ttc_jax.revision.context_probe --workdir RUN [--config CONFIG] [--pairs 300]
+  python -m ttc_jax.pipeline.context_probe --workdir RUN [--config CONFIG] [--pairs 300]
       [--which sft|rl] [--samples 4] [--temperature 0.7] [--out FILE] [--config.FIELD=V ...]
 
 Takes (question, chain, step t) triples of the run's SFT chains on training
@@ -32,7 +32,11 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from ttc_jax import config as config_lib
+from ttc_jax import evaluation, io_utils, parallel
+from ttc_jax.pipeline.arith import Pipeline
 from ttc_jax.revision import format as fmt
+from ttc_jax.tasks import arith
 
 CONDITIONS = ("actual", "foreign", "last1", "fresh", "policy")
 
@@ -72,7 +76,7 @@ def probe_prompts(records: Sequence[dict], n_pairs: int, *, seed: int = 0, conte
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m ttc_jax.revision.context_probe",
+  p = argparse.ArgumentParser(prog="python -m ttc_jax.pipeline.context_probe",
                               description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--config", default="configs/arith_quick.py")
@@ -83,11 +87,7 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default=None)
   args, overrides = p.parse_known_args(argv)
-  from ttc_jax import config as config_lib, evaluation
-  from ttc_jax.pipeline import Pipeline
-  from ttc_jax.run import setup_jax_cache
-  from ttc_jax.tasks import arith
-  setup_jax_cache()
+  parallel.setup_jax_cache()
   cfg = config_lib.load_config(args.config, overrides)
   pipe = Pipeline(cfg, args.workdir, progress=False)
   with open(pipe.path("revision_chains", "train_chains.jsonl")) as f:
@@ -121,7 +121,6 @@ def main(argv=None) -> int:
         seconds=st["seconds"])
   text = json.dumps(out, indent=1)
   if args.out:
-    from ttc_jax import io_utils
     io_utils.atomic_write_json(args.out, out)
   print(text)
   return 0
