@@ -20,7 +20,7 @@ from ttc_jax.models.config import ModelConfig
 from ttc_jax.pipeline import revision
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.policy import policy_sections
-from ttc_jax.revision import evaluate as revision_eval
+from ttc_jax.selection import chains
 
 
 def large_cfg(cfg) -> ModelConfig:
@@ -86,6 +86,6 @@ def revise_fn(ctx: RunContext, which: str):
   def revise(problems, c: int, l: int, rng):
     recs, _ = revision.run_chains(ctx, model, list(problems), [l] * c, rng, ev.temperature)
     revision.score_chains(ctx, orm, recs, ev.score_batch)
-    return [revision_eval.select("orm", r["answers"], r["scores"], ctx.equivalent)
+    return [chains.select("orm", r["answers"], r["scores"], ctx.equivalent)
             for r in recs]
   return revise

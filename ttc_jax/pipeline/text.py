@@ -40,6 +40,7 @@ from ttc_jax.pipeline.stage import Stage, StagedRun, by_name
 from ttc_jax.pipeline.text_context import (build_prompt, load_hf_model, load_prm, make_context,
                                            shot_answer, trim)
 from ttc_jax.prm import evaluate, processbench, processbench_load
+from ttc_jax.selection import best_of_n
 
 __all__ = ["STAGES", "TextPipeline", "build_prompt", "shot_answer"]
 
@@ -100,7 +101,7 @@ def score_samples(ctx: RunContext) -> dict:
   ns, eq = tuple(int(n) for n in e.majority_ns), ctx.equivalent
 
   def curves(idx):
-    return evaluate.selection_curves([records[i] for i in idx],
+    return best_of_n.selection_curves([records[i] for i in idx],
                                      {"prm": [s for i in idx for s in per_q[i]]},
                                      ns, eq, v.aggregation)
   out = dict(curves=curves(range(len(records))), scoring_seconds=dt,

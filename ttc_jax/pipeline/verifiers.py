@@ -27,6 +27,7 @@ from ttc_jax.prm import data as prm_data
 from ttc_jax.prm import evaluate, labels
 from ttc_jax.prm import train as prm_train
 from ttc_jax.search import sweep
+from ttc_jax.selection import best_of_n
 from ttc_jax.tasks import arith
 
 
@@ -116,14 +117,14 @@ def eval_verifiers(ctx: RunContext) -> dict:
                      scoring_seconds=dt, first_error_accuracy_fixed=fixed["first_error_accuracy"],
                      fixed_threshold=v.threshold)
   ns = tuple(e.majority_ns)
-  curves = evaluate.selection_curves(records, scores, ns, arith.equivalent, v.aggregation)
-  by_level = {k: evaluate.selection_curves([r for r in records if r["level"] == k],
+  curves = best_of_n.selection_curves(records, scores, ns, arith.equivalent, v.aggregation)
+  by_level = {k: best_of_n.selection_curves([r for r in records if r["level"] == k],
                                            _subset(scores, records, k), ns,
                                            arith.equivalent, v.aggregation)
               for k in ctx.levels if any(r["level"] == k for r in records)}
   top = max(ns)
   out["aggregation"] = {
-      agg: evaluate.selection_curves(records, {"prm": scores["prm"]}, (top,),
+      agg: best_of_n.selection_curves(records, {"prm": scores["prm"]}, (top,),
                                      arith.equivalent, agg)["prm_best_of_n_weighted"][top]
       for agg in ("last", "min", "prod")}
   out["curves"] = curves

@@ -20,8 +20,6 @@ from flax import nnx
 from ttc_jax import parallel
 from ttc_jax.prm import data as prm_data
 from ttc_jax.prm import metrics
-# The pipeline stages still call it as prm.evaluate.selection_curves.
-from ttc_jax.selection.best_of_n import selection_curves  # noqa: F401
 
 
 def text_steps(text: str, delimiter: str = "\n") -> list[str]:
