@@ -1,7 +1,7 @@
 """Answer extraction and equivalence for GSM8K and MATH (no eval of model text).
 
 Per task, ``extract_answer(text) -> str | None`` and ``equivalent(a, b) -> bool``
-(DESIGN.md section 4), collected in ``GRADERS``::
+(docs/design.md section 4), collected in ``GRADERS``::
 
     GRADERS["math"].extract_answer(model_text)     # -> "\\frac{1}{2}" or None
     GRADERS["math"].equivalent("0.5", "\\dfrac12")  # -> True

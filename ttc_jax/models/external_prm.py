@@ -11,7 +11,7 @@ Two protocols, both read at a *step tag* token placed after every step:
     softmax over the logits of the good ("+") and bad ("-") token ids at the
     tag, probability of good.
 
-Both follow `reward.ValueModel`'s interface (DESIGN.md §4), so
+Both follow `reward.ValueModel`'s interface (docs/design.md §4), so
 `prm.evaluate.score_solutions` and the search code can use them:
 
   prm(tokens[B,T], positions[B,T], cache=None, attention_mask=None)

@@ -2,7 +2,7 @@
 
 Snell et al. 2024 score solutions with a process reward model (PRM) that reads
 a value in [0,1] at every step delimiter; an outcome reward model (ORM) is the
-same network read at the last token. Both are `ValueModel` (DESIGN.md §4):
+same network read at the last token. Both are `ValueModel` (docs/design.md §4):
 
   model(tokens[B,T], positions[B,T], cache=None, attention_mask=None,
         segment_ids=None) -> (values[B,T] float32 in (0,1), cache)

@@ -1,6 +1,6 @@
 """Flax NNX decoder-only transformer (Llama/Qwen2 style) with a plain KV cache.
 
-Contract (DESIGN.md §4):
+Contract (docs/design.md §4):
   model(tokens[B,T], positions[B,T], cache=None, attention_mask=None,
         segment_ids=None) -> (logits[B,T,V] float32, cache)
 
