@@ -57,6 +57,7 @@ from flax import nnx
 
 from benchmarks import common
 from ttc_jax import config as config_lib
+from ttc_jax.config import settings as config_settings
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import format as fmt
@@ -108,11 +109,9 @@ class Setting:
   """One (group size, bucket width) setting: its own trainer, reference and source."""
 
   def __init__(self, model, rl_cfg, tok, contexts, group: int, width: int, seed: int):
-    s = ml_collections.ConfigDict(rl_cfg.to_dict())
-    s.group_size = group
+    s = dataclasses.replace(config_settings.rl_settings(rl_cfg), group_size=group)
     self.s, self.width, self.group = s, width, group
-    loss_fn = functools.partial(rl.rl_loss, loss=s.loss, clip_eps=float(s.clip_eps),
-                                kl_coef=float(s.kl_coef))
+    loss_fn = functools.partial(rl.rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
     tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
     self.trainer = Trainer(_copy(model), tx, loss_fn=loss_fn)
     self.source = rl.RolloutSource(self.trainer, _copy(model), tok, contexts, s,
@@ -127,7 +126,7 @@ class Setting:
 
   def step(self) -> dict:
     """One RL step, timed in two blocking halves; returns its row."""
-    b = int(self.s.prompts_per_step)
+    b = self.s.prompts_per_step
     idx = [self.pool[int(i)] for i in self.rng.choice(len(self.pool), size=b,
                                                        replace=len(self.pool) < b)]
     self.key, k = jax.random.split(self.key)

@@ -13,6 +13,7 @@ from conftest import tiny_config
 from ttc_jax.models.reward import create_value_model
 from ttc_jax.models.transformer import create_model
 from ttc_jax.prm import data as prm_data
+from ttc_jax.config import settings as config_settings
 from ttc_jax.prm import evaluate, train as prm_train
 from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
@@ -125,6 +126,7 @@ def test_train_and_load_value_model(tmp_path):
                             weight_decay=0.0, clip_norm=1.0, b1=0.9, b2=0.95,
                             final_lr_fraction=0.1, log_every=3, eval_every=3, patience=5,
                             heldout_fraction=0.3)
+  s = config_settings.value_train_settings(s)
   out = prm_train.train_value_model(cfg, nnx.state(policy), TOK, recs, str(tmp_path / "prm"), s,
                                     kind="prm", meta=dict(tokenizer=TOK.fingerprint()),
                                     progress=False)

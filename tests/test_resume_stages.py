@@ -34,6 +34,7 @@ from flax import nnx
 
 from conftest import tiny_config
 from ttc_jax import io_utils
+from ttc_jax.config import settings as config_settings
 from ttc_jax.data import packing
 from ttc_jax.models.transformer import create_model
 from ttc_jax.prm import train as prm_train
@@ -192,6 +193,7 @@ def test_value_model_resumes_exactly(tmp_path, monkeypatch, capsys, kind, crash)
   cfg = tiny_config(max_len=40)
   policy_state, recs = nnx.state(create_model(cfg, 0)), _value_records()
   s = types.SimpleNamespace(**_sft_settings(40).to_dict())   # attributes, as in test_prm
+  s = config_settings.value_train_settings(s)
 
   def run(d):
     return lambda: (None, prm_train.train_value_model(
@@ -220,7 +222,8 @@ def test_revision_sft_resumes_exactly(tmp_path, monkeypatch, capsys, crash):
 
   def run(d):
     def f():
-      model, summary = sft.train_revision_model(create_model(cfg, 0), TOK, trajs, s, d,
+      model, summary = sft.train_revision_model(create_model(cfg, 0), TOK, trajs,
+                                                config_settings.sft_settings(s), d,
                                                 seed=2, meta=dict(kind="revision"),
                                                 progress=False)
       return nnx.state(model), summary        # the returned (best) model
@@ -262,7 +265,8 @@ def test_revision_rl_resumes_exactly(tmp_path, monkeypatch, capsys, updates_per_
   def run(d):
     def f():
       model = create_model(cfg, 0)
-      last = rl.train_rl(model, create_model(cfg, 0), TOK, contexts, held, s, d,
+      last = rl.train_rl(model, create_model(cfg, 0), TOK, contexts, held,
+                         config_settings.rl_settings(s), d,
                          reward_fn=reward, encode_targets=arith_device.encode_targets, seed=3,
                          meta=dict(kind="rl"), progress=False)
       return nnx.state(model), last           # the model is trained in place

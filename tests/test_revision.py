@@ -9,6 +9,7 @@ import pytest
 
 from conftest import tiny_config
 from ttc_jax import sampling
+from ttc_jax.config import settings as config_settings
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import chains, format as fmt, trajectories as traj
 from ttc_jax.tasks import arith
@@ -332,7 +333,8 @@ def test_sft_replay_examples_join_training_only():
   import tempfile
   with tempfile.TemporaryDirectory() as d:
     _, summary = sft.train_revision_model(create_model(tiny_config(max_len=48), 0), TOK, trajs,
-                                          s, d, progress=False, replay=replay)
+                                          config_settings.sft_settings(s), d, progress=False,
+                                          replay=replay)
   assert summary["replay_examples"] == 1
   assert summary["train_trajectories"] + summary["heldout_trajectories"] == len(trajs)
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from ttc_jax.config import settings as config_settings
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import rl
 from ttc_jax.tasks.arith import device as arith_device
@@ -34,7 +35,7 @@ def _settings(**kw):
               advantage="group_normalized", loss="clipped_pg", updates_per_batch=1,
               log_every=1, eval_every=0, checkpoint_every=1)
   base.update(kw)
-  return ml_collections.ConfigDict(base)
+  return config_settings.rl_settings(ml_collections.ConfigDict(base))
 
 
 def _first_token_prob(model, prompt, token):

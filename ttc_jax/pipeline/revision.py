@@ -22,6 +22,7 @@ from flax import nnx
 
 from ttc_jax import config as config_lib
 from ttc_jax import evaluation, io_utils, parallel
+from ttc_jax.config import settings as config_settings
 from ttc_jax.data import records as records_lib
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.transformer import create_model
@@ -112,7 +113,7 @@ def revision_sft(ctx: RunContext) -> dict:
   nnx.update(model, nnx.state(ctx.load_policy()))
   trajs = read_trajectories(ctx)
   _, summary = sft.train_revision_model(
-      model, ctx.tokenizer, trajs, ctx.cfg.revision.sft,
+      model, ctx.tokenizer, trajs, config_settings.sft_settings(ctx.cfg.revision.sft),
       ctx.path("revision_sft"), seed=ctx.cfg.seed, mesh=ctx.mesh,
       meta=ctx.meta(revision_sections("sft")(ctx.cfg)), progress=ctx.progress,
       replay=sft_replay(ctx, len(trajs), trajs))
@@ -244,7 +245,9 @@ def revision_orm(ctx: RunContext) -> dict:
       ctx, io_utils.read_jsonl(ctx.path("revision_chains", "train_chains.jsonl"))) if x["steps"]]
   return prm_train.train_value_model(
       revision_cfg(ctx.cfg), nnx.state(load_revision(ctx, "sft")), ctx.tokenizer, rows,
-      ctx.path("revision_orm"), ctx.cfg.revision.orm, kind="orm", seed=ctx.cfg.seed,
+      ctx.path("revision_orm"),
+      config_settings.value_train_settings(ctx.cfg.revision.orm, "revision.orm"), kind="orm",
+      seed=ctx.cfg.seed,
       mesh=ctx.mesh, meta=ctx.meta(revision_sections("sft", "chains", "orm")(ctx.cfg)),
       progress=ctx.progress)
 
@@ -262,7 +265,8 @@ def revision_rl(ctx: RunContext) -> dict:
   model, ref = load_revision(ctx, "sft"), load_revision(ctx, "sft")
   meta = ctx.meta(revision_sections("sft", "chains", "rl")(ctx.cfg))
   t0 = time.perf_counter()
-  last = rl.train_rl(model, ref, ctx.tokenizer, train, held, rl_cfg, ctx.path("revision_rl"),
+  last = rl.train_rl(model, ref, ctx.tokenizer, train, held,
+                     config_settings.rl_settings(rl_cfg), ctx.path("revision_rl"),
                      reward_fn=arith_device.DeviceGrader.from_tokenizer(ctx.tokenizer),
                      encode_targets=arith_device.encode_targets, seed=ctx.cfg.seed,
                      mesh=ctx.mesh, meta=meta, progress=ctx.progress)

@@ -21,6 +21,7 @@ from flax import nnx
 
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils
+from ttc_jax.config import settings as config_settings
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.policy import policy_sections
 from ttc_jax.prm import data as prm_data
@@ -74,7 +75,8 @@ def train_value_model(kind: str):
     policy = ctx.load_policy()
     return prm_train.train_value_model(
         ctx.model_cfg, nnx.state(policy), ctx.tokenizer,
-        labels.load_labels(ctx.path("prm_labels")), ctx.path(kind), sec, kind=kind,
+        labels.load_labels(ctx.path("prm_labels")), ctx.path(kind),
+        config_settings.value_train_settings(sec, kind), kind=kind,
         label=sec.get("label", "soft"), seed=ctx.cfg.seed, mesh=ctx.mesh,
         meta=ctx.meta(value_sections(kind)(ctx.cfg)), progress=ctx.progress,
         outcome=(labels.outcome_fn(arith.extract_answer, arith.equivalent)
@@ -157,7 +159,7 @@ def eval_search(ctx: RunContext) -> dict:
   chosen = ctx.test_problems(sc)
   policy, prm = ctx.load_policy(), ctx.load_prm()
   records, out = sweep.evaluate_search(
-      policy, prm, ctx.tokenizer, chosen, sc, ctx.levels,
+      policy, prm, ctx.tokenizer, chosen, config_settings.search_settings(sc), ctx.levels,
       io_utils.read_jsonl(ctx.path("eval", "samples.jsonl")),
       io_utils.read_jsonl(ctx.path("verifiers", "scores.jsonl")),
       num_samples=e.num_samples, aggregation=ctx.cfg.verify.aggregation,

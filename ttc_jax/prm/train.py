@@ -8,6 +8,7 @@ orbax, and the finished model is written (model only) for later stages.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 from flax import nnx
@@ -17,21 +18,38 @@ from ttc_jax.data import packing
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.reward import ValueModel, create_value_model, value_loss
 from ttc_jax.prm import data as prm_data
-from ttc_jax.train import loop, optim
+from ttc_jax.train import loop
 from ttc_jax.train.checkpoint import Checkpointer
+from ttc_jax.train.loop import FitSettings
+from ttc_jax.train.optim import OptimSettings
 from ttc_jax.train.trainer import Trainer
 
 
+@dataclasses.dataclass(frozen=True)
+class ValueTrainSettings:
+  """A value-model (PRM/ORM) training section (config `prm`, `orm`, `revision.orm`).
+
+  fit: the loop (steps, eval_every, log_every, patience, skip_nonfinite); optim: AdamW and
+  its schedule; batch_size x seq_len: the packed rows [B, T] of a step (longer examples are
+  dropped); heldout_fraction: the share of questions (a hash split) held out for the eval
+  loss and early stopping.
+  """
+  fit: FitSettings
+  optim: OptimSettings
+  batch_size: int
+  seq_len: int
+  heldout_fraction: float
+
+
 def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
-                      records: Sequence[dict], out_dir: str, settings: Any, *, kind: str,
-                      label: str = "soft", seed: int = 0, mesh=None, meta: dict | None = None,
-                      progress: bool = True,
+                      records: Sequence[dict], out_dir: str, settings: ValueTrainSettings, *,
+                      kind: str, label: str = "soft", seed: int = 0, mesh=None,
+                      meta: dict | None = None, progress: bool = True,
                       outcome: Callable[[dict, str], bool | None] | None = None) -> dict:
   """Trains a `kind` ("prm" | "orm") value model on labelled solutions.
 
-  settings: steps, batch_size, seq_len, lr, warmup_steps, weight_decay,
-  clip_norm, b1, b2, final_lr_fraction, log_every, eval_every, patience,
-  heldout_fraction (a ConfigDict or anything with those attributes).
+  settings: `ValueTrainSettings` (built from a config section by
+  `ttc_jax.config.value_train_settings`).
   outcome(record, text) -> right/wrong/None: when given, the records' stored rollouts
   are extra training rows (`prm.data.examples_from_records`).
   Writes out_dir/{checkpoints,best,model,metrics.jsonl}; returns a summary.
@@ -47,13 +65,12 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
   held = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
   with parallel.use_mesh(mesh):
     model = create_value_model(model_cfg, seed, mesh, backbone_state=policy_state)
-  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
-                            s.b1, s.b2, s.final_lr_fraction)
+  tx = s.optim.make(s.fit.steps)
   trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh,
-                    skip_nonfinite=bool(getattr(s, "skip_nonfinite", False)))
+                    skip_nonfinite=s.fit.skip_nonfinite)
   meta = dict(meta or {}, kind=kind, label=label)
   tokens = s.batch_size * s.seq_len
-  last = loop.fit_best(trainer, data, lambda: held, s, out_dir,
+  last = loop.fit_best(trainer, data, lambda: held, s.fit, out_dir,
                        flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
                        tokens_per_step=tokens, meta=meta, desc=kind, progress=progress)
   return dict(final_metrics=last, best_step=int(last["best_step"]),

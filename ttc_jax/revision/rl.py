@@ -23,6 +23,7 @@ old_logp, ref_logp float32[N, T]; advantages, rewards float32[N].
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Sequence
@@ -43,6 +44,42 @@ RewardFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 # Which questions' SFT-chain attempts become RL contexts (config revision.rl.contexts).
 RL_CONTEXTS = ("all", "mixed", "mixed_after_wrong")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLSettings:
+  """The RL learner's knobs (config `revision.rl`, less the pipeline's context fields
+  `contexts`, `heldout_fraction` and `eval_contexts`).
+
+  A step: prompts_per_step contexts (B) x group_size attempts (G), each at most
+  max_new_tokens tokens, sampled at temperature / top_k (0: off) / top_p (1: off).
+  advantage and loss: names registered in `algo` (ADVANTAGES, LOSSES); clip_eps: the
+  ratio clip; kl_coef: the weight of the KL term to the reference. Optimiser: AdamW
+  without weight decay, betas (0.9, 0.95), lr after warmup_steps of linear warm-up, cosine
+  decay to lr over `steps`, global-norm clip clip_norm. updates_per_batch: optimiser steps
+  on each rollout batch (PPO-style epochs; steps counts updates). log_every, eval_every,
+  checkpoint_every: in steps (eval_every 0: no eval). skip_nonfinite: skip a step with a
+  non-finite loss or gradient norm instead of raising.
+  """
+  steps: int
+  prompts_per_step: int
+  group_size: int
+  temperature: float
+  max_new_tokens: int
+  lr: float
+  warmup_steps: int
+  clip_norm: float
+  clip_eps: float
+  kl_coef: float
+  advantage: str
+  loss: str
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  updates_per_batch: int = 1
+  top_k: int = 0
+  top_p: float = 1.0
+  skip_nonfinite: bool = False
 
 
 def _check_contexts_mode(mode: str) -> None:
@@ -158,7 +195,8 @@ class RolloutSource:
   """
 
   def __init__(self, trainer: Trainer, ref_model, tokenizer, contexts: Sequence[dict],
-               settings: Any, reward_fn: RewardFn, encode_targets: Callable, *, seed: int = 0,
+               settings: RLSettings, reward_fn: RewardFn, encode_targets: Callable, *,
+               seed: int = 0,
                bucket_width: int = 32):
     if not contexts:
       raise ValueError("RL needs at least one context")
@@ -170,9 +208,8 @@ class RolloutSource:
     self.enc = [tokenizer.encode(c["prompt"], add_bos=True) for c in self.contexts]
     self.targets, self.tlen = encode_targets(tokenizer, [c["answer"] for c in self.contexts])
     self.buckets = length_buckets([len(e) for e in self.enc], bucket_width,
-                                  cap=trainer.model.cfg.max_len - int(s.max_new_tokens))
-    self.params = sampling.SamplingParams.make(s.temperature, s.get("top_k", 0),
-                                               s.get("top_p", 1.0),
+                                  cap=trainer.model.cfg.max_len - s.max_new_tokens)
+    self.params = sampling.SamplingParams.make(s.temperature, s.top_k, s.top_p,
                                                vocab_limit=tokenizer.vocab_size)
     self.step = 0
 
@@ -194,8 +231,8 @@ class RolloutSource:
     graphdef, state = nnx.split(self.trainer.model)
     return _rollout(graphdef, state, self.ref_graphdef, self.ref_state, jnp.asarray(toks),
                     jnp.asarray(lens), jnp.asarray(self.targets[idx]),
-                    jnp.asarray(self.tlen[idx]), rng, self.params, group=int(self.s.group_size),
-                    max_new=int(self.s.max_new_tokens), eos_id=self.tokenizer.EOS,
+                    jnp.asarray(self.tlen[idx]), rng, self.params, group=self.s.group_size,
+                    max_new=self.s.max_new_tokens, eos_id=self.tokenizer.EOS,
                     reward_fn=self.reward_fn, advantage=self.s.advantage)
 
   def __next__(self) -> dict:
@@ -205,55 +242,52 @@ class RolloutSource:
     sizes = np.array([len(self.buckets[k]) for k in keys], np.float64)
     width = keys[int(rng.choice(len(keys), p=sizes / sizes.sum()))]
     pool = self.buckets[width]
-    b = int(self.s.prompts_per_step)
+    b = self.s.prompts_per_step
     idx = rng.choice(len(pool), size=b, replace=len(pool) < b)
     return self.batch_for([pool[int(i)] for i in idx], width,
                           jax.random.key(self.seed * 1000003 + self.step))
 
 
 def train_rl(model, ref_model, tokenizer, contexts: Sequence[dict], heldout: Sequence[dict],
-             settings: Any, out_dir: str, *, reward_fn: RewardFn, encode_targets: Callable,
+             settings: RLSettings, out_dir: str, *, reward_fn: RewardFn,
+             encode_targets: Callable,
              seed: int = 0, mesh=None, meta: dict | None = None, progress: bool = True) -> dict:
   """Trains `model` (in place) by RL from `ref_model` (its frozen SFT copy).
 
-  settings: steps, prompts_per_step, group_size, temperature, max_new_tokens,
-  lr, warmup_steps, clip_norm, clip_eps, kl_coef, advantage, loss,
-  updates_per_batch, log_every, eval_every, checkpoint_every, eval_prompts.
+  settings: `RLSettings` (from config `revision.rl` by `ttc_jax.config.rl_settings`).
   Periodic evaluation samples the held-out contexts with a fixed key
   (`eval_reward`, `eval_correct`, `eval_kl`). Writes out_dir/{checkpoints,
   model, metrics.jsonl}; returns the last metrics.
   """
   s = settings
-  loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=float(s.clip_eps),
-                              kl_coef=float(s.kl_coef))
+  loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
-  trainer = Trainer(model, tx, loss_fn=loss_fn, mesh=mesh,
-                    skip_nonfinite=bool(s.get("skip_nonfinite", False)))
+  trainer = Trainer(model, tx, loss_fn=loss_fn, mesh=mesh, skip_nonfinite=s.skip_nonfinite)
   source = RolloutSource(trainer, ref_model, tokenizer, contexts, s, reward_fn, encode_targets,
                          seed=seed)
-  data = _repeat_updates(source, int(s.get("updates_per_batch", 1)))
+  data = _repeat_updates(source, s.updates_per_batch)
   held_src = RolloutSource(trainer, ref_model, tokenizer, heldout, s, reward_fn, encode_targets,
                            seed=seed + 1) if heldout else None
 
   def eval_batches():
     out = []
     for width, pool in held_src.buckets.items():
-      for lo in range(0, len(pool), int(s.prompts_per_step)):
-        idx = pool[lo:lo + int(s.prompts_per_step)]
-        idx = idx + [idx[-1]] * (int(s.prompts_per_step) - len(idx))
+      for lo in range(0, len(pool), s.prompts_per_step):
+        idx = pool[lo:lo + s.prompts_per_step]
+        idx = idx + [idx[-1]] * (s.prompts_per_step - len(idx))
         out.append(held_src.batch_for(idx, width, jax.random.key(seed + width + lo)))
     return out
 
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=2)
-  last = loop.fit(trainer, data, steps=int(s.steps), checkpointer=ck,
-                  checkpoint_every=int(s.checkpoint_every),
+  last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
+                  checkpoint_every=s.checkpoint_every,
                   eval_batches=eval_batches if held_src else None,
-                  eval_every=int(s.eval_every), log_every=int(s.log_every),
+                  eval_every=s.eval_every, log_every=s.log_every,
                   metrics_path=os.path.join(out_dir, "metrics.jsonl"), meta=meta,
                   desc="rl", progress=progress)
   ck.close()
   model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
-  model_ck.save(int(s.steps), nnx.state(trainer.model), dict(meta or {}), force=True)
+  model_ck.save(s.steps, nnx.state(trainer.model), dict(meta or {}), force=True)
   model_ck.close()
   nnx.update(model, nnx.state(trainer.model))
   return last

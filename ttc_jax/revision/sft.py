@@ -20,6 +20,7 @@ do not belong to it, and the target is still the reference solution.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -27,8 +28,26 @@ import numpy as np
 from ttc_jax.data import packing
 from ttc_jax.prm import data as prm_data
 from ttc_jax.revision import format as fmt
-from ttc_jax.train import loop, optim
+from ttc_jax.train import loop
+from ttc_jax.train.loop import FitSettings
+from ttc_jax.train.optim import OptimSettings
 from ttc_jax.train.trainer import Trainer
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTSettings:
+  """The revision SFT section (config `revision.sft`, less the pipeline's replay fields).
+
+  fit: the loop (steps, eval_every, log_every, patience, skip_nonfinite); optim: AdamW and
+  its schedule; batch_size x seq_len: the packed rows [B, T] of a step (a trajectory or
+  replay row longer than seq_len is dropped); heldout_fraction: the share of questions (a
+  hash split, `prm.data.is_heldout`) held out for the eval loss and early stopping.
+  """
+  fit: FitSettings
+  optim: OptimSettings
+  batch_size: int
+  seq_len: int
+  heldout_fraction: float
 
 
 def foreign_context(rows: Sequence[dict], trajectories: Sequence[dict], fraction: float, *,
@@ -86,7 +105,7 @@ def examples(tokenizer, trajectories: Sequence[dict], seq_len: int) -> tuple[lis
   return [ex for _, ex in kept], len(trajectories) - len(kept)
 
 
-def train_revision_model(model, tokenizer, trajectories: Sequence[dict], settings: Any,
+def train_revision_model(model, tokenizer, trajectories: Sequence[dict], settings: SFTSettings,
                          out_dir: str, *, seed: int = 0, mesh=None, meta: dict | None = None,
                          progress: bool = True, replay: Sequence[dict] = ()
                          ) -> tuple[Any, dict]:
@@ -95,9 +114,8 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   replay: extra training examples, dicts with `prompt` and `target` (those
   longer than seq_len are dropped), shuffled in with the trajectories.
 
-  settings: steps, batch_size, seq_len, lr, warmup_steps, weight_decay,
-  clip_norm, b1, b2, final_lr_fraction, log_every, eval_every, patience,
-  heldout_fraction. Writes out_dir/{checkpoints,best,model,metrics.jsonl}.
+  settings: `SFTSettings` (from config `revision.sft` by `ttc_jax.config.sft_settings`).
+  Writes out_dir/{checkpoints,best,model,metrics.jsonl}.
   """
   s = settings
   train, held = prm_data.split_records(trajectories, s.heldout_fraction)
@@ -111,11 +129,10 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   train_ex = train_ex + replay_ex
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
   held_batches = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
-  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, s.weight_decay, s.clip_norm,
-                            s.b1, s.b2, s.final_lr_fraction)
-  trainer = Trainer(model, tx, mesh=mesh, skip_nonfinite=bool(s.get("skip_nonfinite", False)))
+  trainer = Trainer(model, s.optim.make(s.fit.steps), mesh=mesh,
+                    skip_nonfinite=s.fit.skip_nonfinite)
   tokens = s.batch_size * s.seq_len
-  last = loop.fit_best(trainer, data, lambda: held_batches, s, out_dir,
+  last = loop.fit_best(trainer, data, lambda: held_batches, s.fit, out_dir,
                        flops_per_step=trainer.model.cfg.train_flops_per_token(s.seq_len) * tokens,
                        tokens_per_step=tokens, meta=meta, desc="revision_sft", progress=progress)
   summary = dict(final_metrics=last, best_step=int(last["best_step"]),

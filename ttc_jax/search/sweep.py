@@ -18,6 +18,7 @@ over the N final candidates (`state.select_answers`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -31,6 +32,30 @@ from ttc_jax.search import beam, dvts, lookahead
 from ttc_jax.search import state as search_state
 from ttc_jax.search.budgets import METHODS, plan
 from ttc_jax.selection import best_of_n
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+  """A search sweep (config `search`, less the pipeline's `questions_per_level` / `questions`).
+
+  methods: names from `budgets.METHODS`; budgets: generation budgets G; seed: the sweep's RNG
+  (folded per method and budget). Per search: at most max_rounds steps of at most
+  max_step_tokens tokens, max_new_tokens in all (capped by what the model's max_len leaves
+  after the prompt), sampled at temperature / top_k (0: off) / top_p (1: off); max_beams:
+  rows (questions x N beams) per kernel call; compact_levels: the kernels' cache compaction
+  levels (speed only, `beam.COMPACT_LEVELS`).
+  """
+  methods: tuple[str, ...]
+  budgets: tuple[int, ...]
+  seed: int
+  max_rounds: int
+  max_step_tokens: int
+  max_new_tokens: int
+  temperature: float
+  top_k: int
+  top_p: float
+  max_beams: int
+  compact_levels: int = beam.COMPACT_LEVELS
 
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
@@ -125,12 +150,13 @@ def curves(records: Sequence[dict], levels: Sequence[str]) -> tuple[dict, dict]:
                         if any(r["level"] == lv for r in records)}
 
 
-def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels: Sequence[str],
-                    samples: Sequence[dict], scores: Sequence[dict], *, num_samples: int,
+def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc: SearchSettings,
+                    levels: Sequence[str], samples: Sequence[dict], scores: Sequence[dict], *,
+                    num_samples: int,
                     aggregation: str, extract_answer: Callable[[str], Any],
                     equivalent: Callable[[Any, Any], bool], mesh=None
                     ) -> tuple[list[dict], dict]:
-  """The eval_search stage's work: every method x budget of config section `sc` over `problems`.
+  """The eval_search stage's work: every method x budget of `sc` over `problems`.
 
   Each (method, budget) gets its own RNG stream folded from `sc.seed`. The best-of-N
   baselines (majority, PRM best-of-N weighted) come from the policy `samples` and their PRM
@@ -147,8 +173,7 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc, levels
                        max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
                        max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
                        top_k=sc.top_k, top_p=sc.top_p, max_beams=sc.max_beams,
-                       compact_levels=int(sc.get("compact_levels", beam.COMPACT_LEVELS)),
-                       mesh=mesh)
+                       compact_levels=sc.compact_levels, mesh=mesh)
       if out is None:
         print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
         continue

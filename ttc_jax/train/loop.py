@@ -14,6 +14,7 @@ ends with the same parameters as an uninterrupted run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -211,14 +212,30 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
   return last
 
 
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+  """The loop fields of a training section, as `fit_best` reads them.
+
+  steps: optimiser steps in total; eval_every: steps between evals, which are also the
+  resumable checkpoints; log_every: steps between metrics lines; patience: evals in a row
+  without a better eval loss that end training (0: never); skip_nonfinite: the caller's
+  `Trainer` skips a step with a non-finite loss or gradient norm instead of raising.
+  """
+  steps: int
+  eval_every: int
+  log_every: int
+  patience: int
+  skip_nonfinite: bool = False
+
+
 def fit_best(trainer: Trainer, data: Iterator[dict], eval_batches: Callable[[], Iterable[dict]],
-             settings: Any, out_dir: str, *, flops_per_step: float = 0.0,
+             settings: FitSettings, out_dir: str, *, flops_per_step: float = 0.0,
              tokens_per_step: int = 0, meta: dict | None = None, desc: str = "train",
              progress: bool = True) -> dict:
   """`fit` with early stopping that leaves the best state in `trainer` and on disk.
 
-  settings: steps, eval_every (also the checkpoint interval), log_every,
-  patience. Writes out_dir/{checkpoints,best,model,metrics.jsonl}: resumable
+  settings: steps, eval_every (also the checkpoint interval), log_every, patience
+  (`FitSettings`). Writes out_dir/{checkpoints,best,model,metrics.jsonl}: resumable
   checkpoints, the best state so far, and the best model alone (saved at its
   step with `meta`). Returns fit's last metrics.
   """

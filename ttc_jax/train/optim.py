@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import optax
 
@@ -26,3 +28,25 @@ def make_optimizer(lr: float, steps: int, warmup_steps: int = 0, weight_decay: f
   parts.append(optax.adamw(schedule, b1=b1, b2=b2, weight_decay=weight_decay,
                            mask=decay_mask))
   return optax.chain(*parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings:
+  """The optimiser fields of a training section (`make_optimizer`'s arguments but `steps`).
+
+  lr: peak learning rate; warmup_steps: linear warm-up steps; weight_decay: AdamW decay
+  (matrices only); clip_norm: global gradient-norm clip (<= 0: none); b1, b2: Adam betas;
+  final_lr_fraction: the cosine decay ends at lr * final_lr_fraction.
+  """
+  lr: float
+  warmup_steps: int
+  weight_decay: float
+  clip_norm: float
+  b1: float
+  b2: float
+  final_lr_fraction: float
+
+  def make(self, steps: int) -> optax.GradientTransformation:
+    """The optimiser for a run of `steps` optimiser steps."""
+    return make_optimizer(self.lr, steps, self.warmup_steps, self.weight_decay, self.clip_norm,
+                          self.b1, self.b2, self.final_lr_fraction)
