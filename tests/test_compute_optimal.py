@@ -6,7 +6,7 @@ import pytest
 
 from conftest import tiny_config
 from ttc_jax.compute_optimal import analysis, difficulty, flops, select
-from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy
+from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy, PolicySearchSettings
 from ttc_jax.models.reward import create_value_model
 from ttc_jax.models.transformer import create_model
 from ttc_jax.tasks import arith
@@ -148,7 +148,8 @@ def test_compute_optimal_policy_runs_on_a_toy_model():
   pol = ComputeOptimalPolicy(policy, prm, tok, thresholds=[-1.0], choices=choices,
                              extract_answer=arith.extract_answer, equivalent=arith.equivalent,
                              difficulty_samples=2, max_new_tokens=24, max_batch=64,
-                             search=dict(max_rounds=3, max_step_tokens=8, max_new_tokens=24))
+                             search=PolicySearchSettings(max_rounds=3, max_step_tokens=8,
+                                                         max_new_tokens=24))
   bins, cost = pol.predict_bins(problems, jax.random.key(0))
   assert bins.tolist() == [0] * 4 and cost["generations"] == 8
   for budget, strat in ((4, "beam_m4"), (2, "best_of_n_weighted")):

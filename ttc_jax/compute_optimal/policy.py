@@ -34,9 +34,25 @@ from ttc_jax.selection import best_of_n
 BEST_OF_N = "best_of_n_weighted"
 
 
+@dataclasses.dataclass(frozen=True)
+class PolicySearchSettings:
+  """The search kernels' knobs when a bin's strategy is a search method (`sweep.run_method`).
+
+  At most max_rounds steps of at most max_step_tokens tokens, max_new_tokens in all (None:
+  the policy's `max_new_tokens`), sampled at `temperature` (None: the policy's); top-k and
+  top-p are off. compact_levels: the kernels' cache compaction (speed only).
+  """
+  max_rounds: int = 12
+  max_step_tokens: int = 16
+  max_new_tokens: int | None = None
+  temperature: float | None = None
+  compact_levels: int = beam.COMPACT_LEVELS
+
+
 @dataclasses.dataclass
 class ComputeOptimalPolicy:
-  """policy / prm: a Transformer and a ValueModel; choices: {bin: {budget: strategy}}."""
+  """policy / prm: a Transformer and a ValueModel; choices: {bin: {budget: strategy}};
+  search: the knobs of the search strategies."""
   policy: Any
   prm: Any
   tokenizer: Any
@@ -48,7 +64,7 @@ class ComputeOptimalPolicy:
   temperature: float = 0.7
   max_new_tokens: int = 112
   aggregation: str = "last"
-  search: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  search: PolicySearchSettings = PolicySearchSettings()
   max_batch: int = 1024
   mesh: Any = None
   revise: Callable[[Sequence[dict], int, int, jax.Array], list] | None = None
@@ -131,10 +147,11 @@ class ComputeOptimalPolicy:
         res = sweep.run_method(
             self.policy, self.prm, self.tokenizer, part, strat, budget, key,
             extract_answer=self.extract_answer, equivalent=self.equivalent,
-            max_rounds=s.get("max_rounds", 12), max_step_tokens=s.get("max_step_tokens", 16),
-            max_new_tokens=s.get("max_new_tokens", self.max_new_tokens),
-            temperature=s.get("temperature", self.temperature),
-            compact_levels=int(s.get("compact_levels", beam.COMPACT_LEVELS)), mesh=self.mesh)
+            max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
+            max_new_tokens=(self.max_new_tokens if s.max_new_tokens is None
+                            else s.max_new_tokens),
+            temperature=self.temperature if s.temperature is None else s.temperature,
+            compact_levels=s.compact_levels, mesh=self.mesh)
         if res is None:
           raise ValueError(f"strategy {strat!r} cannot spend a budget of {budget}")
         recs = [dict(answer=r["answer"], generations=r["generations"]) for r in res[0]]

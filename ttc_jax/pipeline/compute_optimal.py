@@ -15,7 +15,8 @@ from __future__ import annotations
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils
 from ttc_jax.compute_optimal import study
-from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy
+from ttc_jax.compute_optimal.policy import ComputeOptimalPolicy, PolicySearchSettings
+from ttc_jax.config import settings as config_settings
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.pipeline import revision
 from ttc_jax.pipeline.context import RunContext
@@ -65,16 +66,16 @@ def compute_optimal_policy(ctx: RunContext, measure: str = "predicted",
   revise = None
   if family in ("revision", "revision_rl"):
     revise = revise_fn(ctx, "rl" if family == "revision_rl" else "sft")
-  sc, e = ctx.cfg.search, ctx.cfg.eval
+  sc, e = config_settings.search_settings(ctx.cfg.search), ctx.cfg.eval
   return ComputeOptimalPolicy.from_analysis(
       result, ctx.load_policy(), prm, ctx.tokenizer, measure=measure, family=family,
       extract_answer=ctx.extract_answer, equivalent=ctx.equivalent,
       difficulty_samples=int(e.num_samples), temperature=float(e.temperature),
       max_new_tokens=int(e.max_new_tokens), aggregation=ctx.cfg.verify.aggregation,
       max_batch=int(e.max_batch), mesh=ctx.mesh, revise=revise,
-      search=dict(max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
-                  max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-                  **{k: sc[k] for k in ("compact_levels",) if k in sc}))
+      search=PolicySearchSettings(max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
+                                  max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
+                                  compact_levels=sc.compact_levels))
 
 
 def revise_fn(ctx: RunContext, which: str):
