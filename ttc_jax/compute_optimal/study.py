@@ -12,6 +12,7 @@ samples (oracle) or their PRM scores (predicted).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -23,6 +24,28 @@ from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
 
 
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+  """What the study reads of a run's configuration.
+
+  num_bins, num_folds, seed: the difficulty bins and the cross-validation of the per-bin
+  choice (config `compute_optimal`); r_values: the ratios R of inference to pre-training
+  tokens of the FLOPs-matched comparison; aggregation: step scores -> a solution's score
+  (config `verify.aggregation`); best_of_n_budgets: the best-of-N baseline's N (config
+  `eval.majority_ns`); revision_budgets: the revision families' budgets (config
+  `revision.eval.budgets`; read only with revisions); pretrain_tokens: D_pretrain of both
+  models, needed only with a larger model (None without one).
+  """
+  num_bins: int
+  num_folds: int
+  seed: int
+  r_values: tuple[float, ...]
+  aggregation: str
+  best_of_n_budgets: tuple[int, ...]
+  revision_budgets: tuple[int, ...] = ()
+  pretrain_tokens: float | None = None
+
+
 def _read(workdir: str, *parts: str) -> list[dict]:
   path = os.path.join(workdir, *parts)
   if not os.path.exists(path):
@@ -30,7 +53,7 @@ def _read(workdir: str, *parts: str) -> list[dict]:
   return io_utils.read_jsonl(path)
 
 
-def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
+def run_study(workdir: str, settings: StudySettings, model_cfg, large_cfg=None, tokenizer=None,
               equivalent=arith.equivalent, revisions: bool = True) -> dict:
   """The analysis as strict JSON: string keys; difficulty bins "0" (easiest) .. "4".
 
@@ -39,7 +62,7 @@ def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
   model). `tokenizer` counts tokens for the difficulty cost (default: the
   arith character tokenizer); `equivalent` is the task's answer equivalence.
   """
-  co = cfg.compute_optimal
+  co = settings
   tokenizer = tokenizer or CharTokenizer()
   samples = _read(workdir, "eval", "samples.jsonl")
   scores = _read(workdir, "verifiers", "scores.jsonl")
@@ -56,13 +79,13 @@ def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
     raise ValueError(f"only {len(questions)} questions are common to the search, revision and "
                      f"policy evaluations: too few for {co.num_bins} bins x {co.num_folds} folds")
   rows = tables.by_question(samples, questions, "eval_policy samples")
-  final = tables.final_scores(scores, questions, "prm", cfg.verify.aggregation)
+  final = tables.final_scores(scores, questions, "prm", co.aggregation)
   measures = dict(oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
                   predicted=difficulty.predicted_score(final))
-  kw = dict(num_bins=int(co.num_bins), num_folds=int(co.num_folds), seed=int(co.seed))
+  kw = dict(num_bins=co.num_bins, num_folds=co.num_folds, seed=co.seed)
 
   # Search family: best-of-N weighted (baseline) and the search kernels.
-  bon_budgets = [int(n) for n in cfg.eval.majority_ns]
+  bon_budgets = list(co.best_of_n_budgets)
   search = tables.search_table(results, questions)
   search[tables.BASELINE] = tables.best_of_n_table(rows, final, questions, bon_budgets,
                                                    equivalent)
@@ -73,7 +96,7 @@ def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
       measures, **kw))
 
   # Revision family: C x L splits with the revision ORM; parallel (N x 1) is the baseline.
-  r_budgets = [int(n) for n in cfg.revision.eval.budgets] if revisions else []
+  r_budgets = list(co.revision_budgets) if revisions else []
   for which in chains:
     table, order = tables.revision_table(chains[which], questions, r_budgets, equivalent)
     key = "revision" if which == "sft" else "revision_rl"
@@ -94,15 +117,14 @@ def run_study(workdir: str, cfg, model_cfg, large_cfg=None, tokenizer=None,
   if large is None:
     return io_utils.as_json(out)
   # FLOPs-matched: the small model's compute-optimal strategy (oracle bins) vs large greedy.
-  if co.get("pretrain_tokens"):         # e.g. an imported checkpoint's documented D_pretrain
-    pretrain_tokens = float(co.pretrain_tokens)
-  else:                                 # both models trained here on cfg.train's tokens
-    pretrain_tokens = float(cfg.train.steps) * cfg.train.batch_size * cfg.train.seq_len
+  if co.pretrain_tokens is None:
+    raise ValueError("the FLOPs-matched comparison needs StudySettings.pretrain_tokens")
+  pretrain_tokens = co.pretrain_tokens
   large_ok = tables.per_question(large, questions, "greedy_correct")
   small_greedy = tables.per_question(rows, questions, "greedy_correct")
   bins = np.asarray(out["search"]["oracle"]["bins"])
   large_by_bin = {int(b): float(np.mean(large_ok[bins == b])) for b in np.unique(bins)}
-  r_values = [float(r) for r in co.r_values]
+  r_values = list(co.r_values)
   out["flops"] = dict(
       small_params=model_cfg.num_params, large_params=large_cfg.num_params,
       M=large_cfg.num_params / model_cfg.num_params, pretrain_tokens=pretrain_tokens,

@@ -2,8 +2,11 @@
 checks by section (`arith`, `text`, `revision`, `compute_optimal`, shared ones in `common`;
 `validation.validate` runs them). `ConfigError` (`errors`) names the first problem.
 
-Library code (search, prm, revision, compute_optimal) does not import this package; it reads
-the plain values the pipeline passes it.
+Library code (train, search, prm, revision, compute_optimal) does not import this package; it
+takes typed frozen settings (`train.loop.FitSettings`, `prm.train.ValueTrainSettings`,
+`revision.sft.SFTSettings`, `revision.rl.RLSettings`, `search.sweep.SearchSettings`, ...) that
+the pipeline builds from a section where it calls the library (`ttc_jax.config.settings`,
+imported on its own so that loading a config needs neither jax nor flax).
 """
 
 from ttc_jax.config.arith import REQUIRED, validate_arith, validate_verifiers

@@ -44,11 +44,31 @@ def analysis_sections(cfg) -> dict:
               compute_optimal=cfg.compute_optimal.to_dict())
 
 
+def study_settings(cfg, revisions: bool, large: bool) -> study.StudySettings:
+  """The study's settings from config sections compute_optimal, verify, eval and (with
+  revisions) revision.eval. With a larger model (`large`), D_pretrain is
+  compute_optimal.pretrain_tokens when set and nonzero, else cfg.train's tokens."""
+  co = cfg.compute_optimal
+  pretrain_tokens = None
+  if large and co.get("pretrain_tokens"):   # e.g. an imported checkpoint's documented D_pretrain
+    pretrain_tokens = float(co.pretrain_tokens)
+  elif large:                               # both models trained here on cfg.train's tokens
+    pretrain_tokens = float(cfg.train.steps) * cfg.train.batch_size * cfg.train.seq_len
+  return study.StudySettings(
+      num_bins=int(co.num_bins), num_folds=int(co.num_folds), seed=int(co.seed),
+      r_values=tuple(float(r) for r in co.r_values), aggregation=cfg.verify.aggregation,
+      best_of_n_budgets=tuple(int(n) for n in cfg.eval.majority_ns),
+      revision_budgets=(tuple(int(n) for n in cfg.revision.eval.budgets) if revisions else ()),
+      pretrain_tokens=pretrain_tokens)
+
+
 def analysis(ctx: RunContext, revisions: bool = True) -> dict:
   """The study over the run directory's artifacts (`compute_optimal.study.run_study`);
   revisions=False leaves out the revision families (a run without revision stages)."""
-  out = study.run_study(ctx.workdir, ctx.cfg, ctx.model_cfg, ctx.large_cfg(), ctx.tokenizer,
-                        equivalent=ctx.equivalent, revisions=revisions)
+  large = ctx.large_cfg()
+  out = study.run_study(ctx.workdir, study_settings(ctx.cfg, revisions, large is not None),
+                        ctx.model_cfg, large, ctx.tokenizer, equivalent=ctx.equivalent,
+                        revisions=revisions)
   io_utils.atomic_write_json(ctx.path("compute_optimal", "analysis.json"), out)
   return out
 
