@@ -25,6 +25,9 @@ def test_every_config_section_builds_with_its_values(name):
                                                         cfg.revision.sft.weight_decay)
   rl = config_settings.rl_settings(cfg.revision.rl)
   assert (rl.group_size, rl.loss) == (cfg.revision.rl.group_size, cfg.revision.rl.loss)
+  lb = config_settings.label_settings(cfg.labels)
+  assert (lb.rollouts, lb.keep_rollouts, lb.budget_slack) == (cfg.labels.rollouts,
+                                                              cfg.labels.keep_rollouts, 1.5)
   sc = config_settings.search_settings(cfg.search)
   assert (sc.methods, sc.budgets, sc.compact_levels) == (
       tuple(cfg.search.methods), tuple(cfg.search.budgets), cfg.search.compact_levels)
@@ -92,3 +95,9 @@ def test_tuple_fields_take_lists_and_check_their_items():
     config_settings.search_settings(dict(d, budgets=(4, "16")))
   with pytest.raises(config_lib.ConfigError, match=r"config\.search\.methods must be a tuple"):
     config_settings.search_settings(dict(d, methods="beam_m4"))
+
+
+def test_a_settings_check_is_a_config_error():
+  cfg = config_lib.load_config("configs/arith_smoke.py")
+  with pytest.raises(config_lib.ConfigError, match=r"config\.labels: LabelSettings\.rollouts"):
+    config_settings.label_settings(dict(cfg.labels.to_dict(), rollouts=0))

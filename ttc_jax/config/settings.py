@@ -1,7 +1,7 @@
 """Typed frozen settings built from a config section where library code is called.
 
 Library code (train, prm, revision, search) takes frozen dataclasses with documented fields and
-their defaults (`train.loop.FitSettings`, `train.optim.OptimSettings`,
+their defaults (`prm.labels.LabelSettings`, `train.loop.FitSettings`, `train.optim.OptimSettings`,
 `prm.train.ValueTrainSettings`, `revision.sft.SFTSettings`, `revision.rl.RLSettings`,
 `search.sweep.SearchSettings`) and never reads a ConfigDict; the builders here read a section
 into one. A section is flat: a dataclass-typed field (`fit`, `optim`) is filled from the same
@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from ttc_jax.config.errors import ConfigError
+from ttc_jax.prm.labels import LabelSettings
 from ttc_jax.prm.train import ValueTrainSettings
 from ttc_jax.revision.rl import RLSettings
 from ttc_jax.revision.sft import SFTSettings
@@ -31,6 +32,7 @@ from ttc_jax.search.sweep import SearchSettings
 from ttc_jax.train.loop import FitSettings
 
 # Fields of a section that the pipeline reads itself (not the library's settings).
+LABEL_PIPELINE_FIELDS = ("questions_per_level", "seed")
 VALUE_PIPELINE_FIELDS = ("label", "use_rollouts")      # prm, orm, revision.orm
 SFT_PIPELINE_FIELDS = ("replay_fraction", "replay_foreign_fraction")
 RL_PIPELINE_FIELDS = ("contexts", "heldout_fraction", "eval_contexts")
@@ -111,6 +113,11 @@ def fit_settings(section: Any, where: str = "train", *,
                  extra: tuple[str, ...] = ()) -> FitSettings:
   """`train.loop.FitSettings` from a training section."""
   return from_section(FitSettings, section, where, extra=extra)
+
+
+def label_settings(section: Any, where: str = "labels") -> LabelSettings:
+  """`prm.labels.LabelSettings` from a `labels` section."""
+  return from_section(LabelSettings, section, where, extra=LABEL_PIPELINE_FIELDS)
 
 
 def value_train_settings(section: Any, where: str = "prm") -> ValueTrainSettings:

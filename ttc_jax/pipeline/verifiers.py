@@ -54,11 +54,7 @@ def search_sections(cfg) -> dict:
 def label_steps(ctx: RunContext) -> dict:
   lb = ctx.cfg.labels
   problems = ctx.problems("train", lb.questions_per_level)
-  settings = labels.LabelSettings(
-      samples_per_question=lb.samples_per_question, rollouts=lb.rollouts,
-      temperature=lb.temperature, top_k=lb.top_k, top_p=lb.top_p,
-      max_new_tokens=lb.max_new_tokens, max_batch=lb.max_batch,
-      shard_questions=lb.shard_questions, keep_rollouts=lb.keep_rollouts)
+  settings = config_settings.label_settings(lb)
   stats = labels.label_dataset(
       ctx.load_policy(), ctx.tokenizer, problems, ctx.path("prm_labels"),
       jax.random.key(lb.seed), settings, extract_answer=arith.extract_answer,
