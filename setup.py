@@ -20,7 +20,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7",
              "sympy>=1.12,<2", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
-             # tests/test_architecture.py (.importlinter); the formatter (pyproject.toml)
+             # tests/project/test_architecture.py (.importlinter); the formatter (pyproject.toml)
              "import-linter>=2.1,<3", "pyink>=24,<27"],
     # Hugging Face interop (checkpoint import, tokenizers, the sampler benchmark's baseline)
     "hf": ["torch>=2.4,<2.14", "transformers>=5.0,<6", "safetensors>=0.4,<1",

@@ -11,6 +11,8 @@ compile the same way; figures a benchmark reports are only meaningful without it
 
 import os
 
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))   # shared helpers and fixtures/
+REPO_ROOT = os.path.dirname(TESTS_DIR)
 CHEAP_COMPILES = "--xla_backend_optimization_level=0"   # also for the tests' subprocesses
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CHEAP_COMPILES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,4 +1,4 @@
-"""One process of the multi-process CPU test (tests/test_multiprocess.py).
+"""One process of the multi-process CPU test (tests/parallel/test_multiprocess.py).
 
   python tests/mp_worker.py --out loss.json [--mesh 2,2,1]
 

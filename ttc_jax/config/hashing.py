@@ -10,7 +10,7 @@ import ml_collections
 
 
 # Search fields that change how fast a stage runs, never what it computes (the kernels
-# return the same results for every value; tests/test_search.py): left out of stage hashes,
+# return the same results for every value; tests/search/test_search.py): left out of stage hashes,
 # so turning them does not invalidate finished stages.
 SEARCH_SPEED_FIELDS = ("compact_levels",)
 

@@ -9,7 +9,7 @@ its position when it is deterministic). A resumed run drops the metrics lines
 logged after its checkpoint (and a line cut short by a kill), so metrics.jsonl
 reads as if the run had never been interrupted; with deterministic data it
 ends with the same parameters as an uninterrupted run
-(tests/test_kill_resume.py).
+(tests/train/test_kill_resume.py).
 """
 
 from __future__ import annotations

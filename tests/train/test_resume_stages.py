@@ -9,13 +9,13 @@ ended: the saved model, the best-so-far checkpoint, the final training checkpoin
 metrics.jsonl line (timings excluded). Two interruptions:
 
 * "batch": the batch source raises when asked for step 4's batch (checkpoint at 2,
-  metrics logged to step 3), as in tests/test_kill_resume.py's in-process test;
+  metrics logged to step 3), as in tests/train/test_kill_resume.py's in-process test;
 * "save": the training checkpoint of step 4 raises as it is started, after step 4's
   eval improved and best/4 was saved: a kill in that window leaves best/4 beside
   checkpoints/2, and the rerun saves best/4 again (orbax refused an existing step
   before `Checkpointer.save(replace=True)` in `train.loop.fit`).
 
-The policy's version, with a SIGKILLed subprocess, is tests/test_kill_resume.py.
+The policy's version, with a SIGKILLed subprocess, is tests/train/test_kill_resume.py.
 """
 
 import dataclasses

@@ -15,14 +15,14 @@ import sys
 
 import pytest
 
-from conftest import TEST_CACHE
+from conftest import REPO_ROOT, TEST_CACHE
 
 pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 NOTEBOOK = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
 KERNEL = "ttc_jax_test_python"
 

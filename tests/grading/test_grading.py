@@ -15,6 +15,7 @@ from ttc_jax import grading
 from ttc_jax.grading import latex_parse, symbolic
 from ttc_jax.grading import (GRADERS, extract_gsm8k_answer, gsm8k_equivalent, last_boxed,
                              math_equivalent, normalize_math_answer)
+from conftest import REPO_ROOT
 
 sympy = pytest.importorskip("sympy")
 
@@ -375,8 +376,8 @@ else:
         pass
 
 
-PROCESSBENCH = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
-                                             "..", "shared", "data", "processbench"))
+PROCESSBENCH = os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "data",
+                                             "processbench"))
 
 
 @pytest.mark.skipif(not os.path.isfile(os.path.join(PROCESSBENCH, "math.json")),

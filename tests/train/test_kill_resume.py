@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from conftest import CHEAP_COMPILES, tiny_config
+from conftest import CHEAP_COMPILES, REPO_ROOT, tiny_config
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils
 from ttc_jax.models.config import ModelConfig
@@ -23,7 +23,7 @@ from ttc_jax.train import loop, optim
 from ttc_jax.train.checkpoint import Checkpointer
 from ttc_jax.train.trainer import Trainer
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 CONFIG = os.path.join(REPO, "configs", "arith_smoke.py")
 STEPS = 40
 OVERRIDES = [f"--config.train.steps={STEPS}", "--config.train.checkpoint_every=10",

@@ -17,8 +17,9 @@ from ttc_jax import io_utils, run  # noqa: E402
 from hf_toys import bpe_tokenizer  # noqa: E402
 from ttc_jax.tokenizers.hf import HFTokenizer  # noqa: E402
 from ttc_jax.prm import evaluate  # noqa: E402
+from conftest import REPO_ROOT  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 GSM8K_CFG, MATH_CFG = os.path.join(ROOT, "configs/gsm8k_hf.py"), os.path.join(ROOT, "configs/math_hf.py")
 QUESTIONS = [(f"Tom has {a} apples and buys {b} more. How many apples does he have?",
               f"Tom has {a} apples.\nHe buys {b} more, so {a}+{b}=<<{a}+{b}={a + b}>>{a + b}.\n"

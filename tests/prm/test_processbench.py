@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ttc_jax.prm import processbench
+from conftest import REPO_ROOT
 
 DATA = processbench.default_data_dir()
 HAVE_DATA = all(os.path.isfile(os.path.join(DATA, f"{s}.json")) for s in processbench.SPLITS)
@@ -238,7 +239,7 @@ def test_cli_with_our_value_model_and_a_given_threshold(classifier_dir, tok_dir,
 def test_text_pipeline_stage_reports_processbench(classifier_dir, tmp_path, capsys):
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline.text import TextPipeline
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = REPO_ROOT
   manual = tmp_path / "gsm8k"
   manual.mkdir()
   pytest.importorskip("tensorflow_datasets")         # the data sections' fingerprint

@@ -9,7 +9,8 @@ from ttc_jax import run
 from ttc_jax.pipeline import StageMismatchError
 
 SMOKE = "configs/arith_smoke.py"
-REPORT_KEYS = os.path.join(os.path.dirname(__file__), "data", "smoke_report_keys.json")
+REPORT_KEYS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "fixtures", "smoke_report_keys.json")
 pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
 
 
@@ -46,7 +47,7 @@ def report_key_paths(rep: dict, prefix: str = "") -> set[str]:
 
 def test_report_keeps_every_pinned_key_path(smoke_run):
   """report.json keys are a contract: keys may be added, none may go (regenerate the pinned
-  file only when adding: `python tests/test_pipeline.py RUN_DIR`)."""
+  file only when adding: `python tests/pipeline/test_pipeline.py RUN_DIR`)."""
   with open(os.path.join(smoke_run, "report.json")) as f:
     got = report_key_paths(json.load(f))
   with open(REPORT_KEYS) as f:

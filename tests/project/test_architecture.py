@@ -6,9 +6,11 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
+
 pytest.importorskip("importlinter", reason="import-linter is not installed (the test extra)")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 CONFIG = os.path.join(ROOT, ".importlinter")
 
 

@@ -12,6 +12,7 @@ import pytest
 from ttc_jax.data import packing
 from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
+from conftest import REPO_ROOT
 
 at = pytest.importorskip("ttc_jax.data.arith_tfds")
 pipeline = pytest.importorskip("ttc_jax.data.pipeline")
@@ -240,5 +241,5 @@ def test_data_package_imports_no_tfds_or_grain():
           "bad = [m for m in sys.modules if m.split('.')[0] in "
           "('tensorflow_datasets', 'grain', 'array_record', 'tensorflow')]; "
           "assert not bad, bad")
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = REPO_ROOT
   subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

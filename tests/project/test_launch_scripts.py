@@ -16,9 +16,10 @@ import sys
 
 import pytest
 
+from conftest import REPO_ROOT
 from ttc_jax import parallel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 TPU = os.path.join(ROOT, "scripts", "launch_tpu_vm.sh")
 GPU = os.path.join(ROOT, "scripts", "launch_gpu.sh")
 ENV_KEYS = ("TTC_JAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",

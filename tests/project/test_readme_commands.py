@@ -3,7 +3,9 @@
 import os
 import re
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT
+
+ROOT = REPO_ROOT
 
 
 def _readme_commands():

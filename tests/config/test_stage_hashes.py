@@ -3,7 +3,7 @@
 pipelines as they were when this test was written; a refactor that moves code must keep
 them. A deliberate config change that should invalidate finished stages updates the
 pinned file in the same commit and says so (regenerate with
-`python tests/test_stage_hashes.py > tests/data/stage_hashes.json`).
+`python tests/config/test_stage_hashes.py > tests/fixtures/stage_hashes.json`).
 
 The sections are collected without running anything: `_stage` is replaced by a recorder
 that returns no outputs, and each `stage_*` method is called in the pipeline's order.
@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PINNED = os.path.join(ROOT, "tests", "data", "stage_hashes.json")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PINNED = os.path.join(ROOT, "tests", "fixtures", "stage_hashes.json")
 ARITH = {"smoke": "configs/arith_smoke.py", "quick": "configs/arith_quick.py"}
 # the text pipeline hashes its model paths (fixed stand-ins, never opened) and the sha256 of
 # its data files (fixed bytes, written to a temporary directory)

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 import mp_worker
-from conftest import CHEAP_COMPILES, TEST_CACHE
+from conftest import CHEAP_COMPILES, TESTS_DIR, TEST_CACHE
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = TESTS_DIR
 ROOT = os.path.dirname(HERE)
 NUM_PROCESSES = 2
 LOCAL_DEVICES = 2
