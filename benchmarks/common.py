@@ -20,8 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5,
-            block: Callable[[Any], Any] | None = None) -> dict:
+def time_fn(
+    fn: Callable[[], Any],
+    warmup: int = 1,
+    repeats: int = 5,
+    block: Callable[[Any], Any] | None = None,
+) -> dict:
   """Times `fn()` after `warmup` untimed calls; returns median/min/all times in seconds.
 
   Results are passed to `block` (default `jax.block_until_ready`, which leaves
@@ -41,8 +45,12 @@ def time_fn(fn: Callable[[], Any], warmup: int = 1, repeats: int = 5,
   return {"median_s": statistics.median(times), "min_s": min(times), "times": times}
 
 
-def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats: int = 5,
-                     blocks: dict[str, Callable[[Any], Any]] | None = None) -> dict[str, dict]:
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    warmup: int = 1,
+    repeats: int = 5,
+    blocks: dict[str, Callable[[Any], Any]] | None = None,
+) -> dict[str, dict]:
   """Like `time_fn` for several functions, alternating them call by call.
 
   On a shared machine a burst of background load then hits every contender
@@ -61,8 +69,9 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], warmup: int = 1, repeats
       t0 = time.perf_counter()
       blk[k](fn())
       times[k].append(time.perf_counter() - t0)
-  return {k: {"median_s": statistics.median(v), "min_s": min(v), "times": v}
-          for k, v in times.items()}
+  return {
+      k: {"median_s": statistics.median(v), "min_s": min(v), "times": v} for k, v in times.items()
+  }
 
 
 def time_first_call(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -86,8 +95,12 @@ def matmul_peak_flops(dtype: str = "float32", n: int | None = None, repeats: int
   b = jax.random.normal(kb, (n, n), dt)
   f = jax.jit(lambda x, y: x @ y)
   t = time_fn(lambda: f(a, b), warmup=1, repeats=repeats)
-  return {"dtype": dtype, "n": n, "median_s": t["median_s"],
-          "flops_per_s": 2.0 * n ** 3 / t["median_s"]}
+  return {
+      "dtype": dtype,
+      "n": n,
+      "median_s": t["median_s"],
+      "flops_per_s": 2.0 * n**3 / t["median_s"],
+  }
 
 
 def machine_info() -> dict:
@@ -113,12 +126,14 @@ def machine_info() -> dict:
     pass
   try:
     import torch  # noqa: PLC0415  (optional)
+
     info["torch_version"] = torch.__version__
     info["torch_num_threads"] = torch.get_num_threads()
   except ImportError:
     pass
   try:
     import transformers  # noqa: PLC0415  (optional)
+
     info["transformers_version"] = transformers.__version__
   except ImportError:
     pass
@@ -140,6 +155,7 @@ def finish(out: dict, rss: bool = True) -> dict:
   load warning when the machine was busy, and `machine`. Returns `out`."""
   if rss:
     import resource
+
     out["max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
   if (w := load_warning()) is not None:
     out["warning"] = w
@@ -179,6 +195,7 @@ def load_run(workdir: str):
   """The `Pipeline` of a finished main job in `workdir` (its saved config.json)."""
   import ml_collections
   from ttc_jax.pipeline import Pipeline
+
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: --workdir must be a finished run's directory")
@@ -198,7 +215,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
   p.add_argument("--warmup", type=int, default=1, help="untimed calls after compilation")
   p.add_argument("--repeats", type=int, default=5, help="timed calls (median reported)")
   p.add_argument("--out", default=None, help="also write the JSON object to this path")
-  p.add_argument("--no-peak", dest="peak", action="store_false",
-                 help="skip the matmul peak measurement")
+  p.add_argument(
+      "--no-peak", dest="peak", action="store_false", help="skip the matmul peak measurement"
+  )
   p.add_argument("--peak-n", type=int, default=None, help="matmul size for the peak measurement")
   return p

@@ -33,15 +33,41 @@ from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
-                            num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=96),
-                 levels="ops=1-3,digits=1", prefixes=8, rollouts=4, naive_prefixes=2,
-                 new_tokens=16),
+    "tiny": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+            max_len=96,
+        ),
+        levels="ops=1-3,digits=1",
+        prefixes=8,
+        rollouts=4,
+        naive_prefixes=2,
+        new_tokens=16,
+    ),
     # The quick-config policy (configs/arith_quick.py) and its labelling settings.
-    "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
-                             num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=160),
-                  levels="ops=1-7,digits=1", prefixes=256, rollouts=8, naive_prefixes=16,
-                  new_tokens=48),
+    "quick": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=128,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            mlp_dim=512,
+            max_len=160,
+        ),
+        levels="ops=1-7,digits=1",
+        prefixes=256,
+        rollouts=8,
+        naive_prefixes=16,
+        new_tokens=48,
+    ),
 }
 
 
@@ -60,10 +86,19 @@ def _prefixes(levels: str, n: int, seed: int) -> tuple[list[str], list[str], lis
   return tuple([x[i] for i in idx] for x in out)
 
 
-def run(preset: str = "quick", *, workdir: str | None = None, prefixes: int | None = None,
-        rollouts: int | None = None, naive_prefixes: int | None = None,
-        new_tokens: int | None = None, warmup: int = 1, repeats: int = 3, seed: int = 0,
-        max_batch: int = 2048) -> dict:
+def run(
+    preset: str = "quick",
+    *,
+    workdir: str | None = None,
+    prefixes: int | None = None,
+    rollouts: int | None = None,
+    naive_prefixes: int | None = None,
+    new_tokens: int | None = None,
+    warmup: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+    max_batch: int = 2048,
+) -> dict:
   pr = PRESETS[preset]
   n = prefixes or pr["prefixes"]
   m = rollouts or pr["rollouts"]
@@ -77,38 +112,60 @@ def run(preset: str = "quick", *, workdir: str | None = None, prefixes: int | No
     model = create_model(ModelConfig(**pr["model"]), seed)
     levels = pr["levels"]
   prompts, pre, tgts = _prefixes(levels, n, seed)
-  settings = labels.LabelSettings(rollouts=m, max_new_tokens=new_tokens or pr["new_tokens"],
-                                  max_batch=max_batch, temperature=0.7)
+  settings = labels.LabelSettings(
+      rollouts=m,
+      max_new_tokens=new_tokens or pr["new_tokens"],
+      max_batch=max_batch,
+      temperature=0.7,
+  )
   kw = dict(extract_answer=arith.extract_answer, equivalent=arith.equivalent)
   stats: dict[str, dict] = {}
 
   def batched():
-    _, st = labels.rollout_values(model, tok, prompts, pre, tgts, jax.random.key(seed),
-                                  settings, **kw)
+    _, st = labels.rollout_values(
+        model, tok, prompts, pre, tgts, jax.random.key(seed), settings, **kw
+    )
     stats["batched"] = st
 
   def naive():
     tokens = 0
     for i in range(n_naive):
-      _, st = labels.rollout_values(model, tok, prompts[i:i + 1], pre[i:i + 1], tgts[i:i + 1],
-                                    jax.random.key(i), settings, **kw)
+      _, st = labels.rollout_values(
+          model,
+          tok,
+          prompts[i : i + 1],
+          pre[i : i + 1],
+          tgts[i : i + 1],
+          jax.random.key(i),
+          settings,
+          **kw,
+      )
       tokens += st["generated_tokens"]
     stats["naive"] = dict(generated_tokens=tokens)
 
   common.log(f"[label_throughput] {n} prefixes x {m} rollouts (naive: {n_naive} prefixes)")
-  t = common.time_interleaved({"batched": batched, "naive": naive}, warmup=warmup,
-                              repeats=repeats)
+  t = common.time_interleaved({"batched": batched, "naive": naive}, warmup=warmup, repeats=repeats)
   res: dict[str, Any] = dict(
-      benchmark="label_throughput", config=dict(preset=preset, prefixes=n, rollouts=m,
-                                                naive_prefixes=n_naive,
-                                                new_tokens=settings.max_new_tokens,
-                                                max_batch=max_batch, trained=bool(workdir),
-                                                model=dataclasses.asdict(model.cfg)))
+      benchmark="label_throughput",
+      config=dict(
+          preset=preset,
+          prefixes=n,
+          rollouts=m,
+          naive_prefixes=n_naive,
+          new_tokens=settings.max_new_tokens,
+          max_batch=max_batch,
+          trained=bool(workdir),
+          model=dataclasses.asdict(model.cfg),
+      ),
+  )
   for k, count in (("batched", n), ("naive", n_naive)):
     med = t[k]["median_s"]
-    res[k] = dict(median_s=med, prefix_rollouts_per_s=count * m / med,
-                  tokens_per_s=stats[k]["generated_tokens"] / med,
-                  generated_tokens=stats[k]["generated_tokens"])
+    res[k] = dict(
+        median_s=med,
+        prefix_rollouts_per_s=count * m / med,
+        tokens_per_s=stats[k]["generated_tokens"] / med,
+        generated_tokens=stats[k]["generated_tokens"],
+    )
   res["speedup"] = res["batched"]["prefix_rollouts_per_s"] / res["naive"]["prefix_rollouts_per_s"]
   return common.finish(res, rss=False)
 
@@ -124,10 +181,18 @@ def main(argv=None) -> dict:
   parser.add_argument("--max-batch", type=int, default=2048)
   parser.add_argument("--seed", type=int, default=0)
   args = parser.parse_args(argv)
-  res = run(args.preset, workdir=args.workdir, prefixes=args.prefixes, rollouts=args.rollouts,
-            naive_prefixes=args.naive_prefixes, new_tokens=args.new_tokens,
-            warmup=args.warmup, repeats=args.repeats, seed=args.seed,
-            max_batch=args.max_batch)
+  res = run(
+      args.preset,
+      workdir=args.workdir,
+      prefixes=args.prefixes,
+      rollouts=args.rollouts,
+      naive_prefixes=args.naive_prefixes,
+      new_tokens=args.new_tokens,
+      warmup=args.warmup,
+      repeats=args.repeats,
+      seed=args.seed,
+      max_batch=args.max_batch,
+  )
   common.emit(res, args.out)
   return res
 

@@ -48,20 +48,64 @@ from ttc_jax.sampling import generate
 # Model dims of each preset (ModelConfig fields) and the run shape.
 PRESETS: dict[str, dict[str, Any]] = {
     # For the smoke test: seconds end to end.
-    "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
-                            num_kv_heads=2, head_dim=8, mlp_dim=64),
-                 batch=2, prompt_len=4, new_tokens=8),
-    "small": dict(model=dict(vocab_size=32, embed_dim=64, num_layers=2, num_heads=4,
-                             num_kv_heads=2, head_dim=16, mlp_dim=256),
-                  batch=8, prompt_len=8, new_tokens=16),
+    "tiny": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+        ),
+        batch=2,
+        prompt_len=4,
+        new_tokens=8,
+    ),
+    "small": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=64,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=16,
+            mlp_dim=256,
+        ),
+        batch=8,
+        prompt_len=8,
+        new_tokens=16,
+    ),
     # The quick-config policy model (DESIGN.md §7): the default.
-    "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
-                             num_kv_heads=2, head_dim=32, mlp_dim=512),
-                  batch=64, prompt_len=16, new_tokens=64),
+    "quick": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=128,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            mlp_dim=512,
+        ),
+        batch=64,
+        prompt_len=16,
+        new_tokens=64,
+    ),
     # A larger model with a real-sized vocabulary (matmul-bound rather than overhead-bound).
-    "medium": dict(model=dict(vocab_size=4096, embed_dim=512, num_layers=8, num_heads=8,
-                              num_kv_heads=4, head_dim=64, mlp_dim=1536),
-                   batch=16, prompt_len=64, new_tokens=64),
+    "medium": dict(
+        model=dict(
+            vocab_size=4096,
+            embed_dim=512,
+            num_layers=8,
+            num_heads=8,
+            num_kv_heads=4,
+            head_dim=64,
+            mlp_dim=1536,
+        ),
+        batch=16,
+        prompt_len=64,
+        new_tokens=64,
+    ),
 }
 
 
@@ -104,20 +148,33 @@ def hf_llama_from_ours(model: Transformer):
   if cfg.qkv_bias:
     raise ValueError("qkv_bias models are not Llama; use a Qwen2 config to compare")
   hf_cfg = LlamaConfig(
-      vocab_size=cfg.vocab_size, hidden_size=cfg.embed_dim,
-      intermediate_size=cfg.mlp_dim, num_hidden_layers=cfg.num_layers,
-      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-      head_dim=cfg.head_dim, hidden_act="silu", max_position_embeddings=cfg.max_len,
+      vocab_size=cfg.vocab_size,
+      hidden_size=cfg.embed_dim,
+      intermediate_size=cfg.mlp_dim,
+      num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim,
+      hidden_act="silu",
+      max_position_embeddings=cfg.max_len,
       rms_norm_eps=cfg.norm_eps,
       rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
-      tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
-      bos_token_id=None, eos_token_id=None, pad_token_id=0, use_cache=True,
-      dtype="float32")
+      tie_word_embeddings=cfg.tie_embeddings,
+      attention_bias=False,
+      mlp_bias=False,
+      bos_token_id=None,
+      eos_token_id=None,
+      pad_token_id=0,
+      use_cache=True,
+      dtype="float32",
+  )
   hf = LlamaForCausalLM(hf_cfg).to(torch.float32).eval()
 
   d, h, kv, hd = cfg.embed_dim, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  sd = {"model.embed_tokens.weight": _np(model.embed),
-        "model.norm.weight": _np(model.final_norm.scale)}
+  sd = {
+      "model.embed_tokens.weight": _np(model.embed),
+      "model.norm.weight": _np(model.final_norm.scale),
+  }
   for i, blk in enumerate(model.blocks):
     p = f"model.layers.{i}."
     a, m = blk.attn, blk.mlp
@@ -132,7 +189,9 @@ def hf_llama_from_ours(model: Transformer):
     sd[p + "post_attention_layernorm.weight"] = _np(blk.mlp_norm.scale)
   if not cfg.tie_embeddings:
     sd["lm_head.weight"] = _np(model.lm_head).T
-  tensors = {k: torch.from_numpy(np.array(v, np.float32, copy=True, order="C")) for k, v in sd.items()}
+  tensors = {
+      k: torch.from_numpy(np.array(v, np.float32, copy=True, order="C")) for k, v in sd.items()
+  }
   missing, unexpected = hf.load_state_dict(tensors, strict=False)
   # With tied embeddings lm_head.weight is the embedding itself and may be listed as missing.
   missing = [k for k in missing if not (cfg.tie_embeddings and k == "lm_head.weight")]
@@ -140,8 +199,9 @@ def hf_llama_from_ours(model: Transformer):
     raise RuntimeError(f"weight copy: missing={missing} unexpected={unexpected}")
   if cfg.tie_embeddings:
     hf.tie_weights()
-    assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr() or \
-        torch.equal(hf.lm_head.weight, hf.model.embed_tokens.weight)
+    assert hf.lm_head.weight.data_ptr() == hf.model.embed_tokens.weight.data_ptr() or torch.equal(
+        hf.lm_head.weight, hf.model.embed_tokens.weight
+    )
   # No EOS: generation always runs to max_new_tokens.
   gc = hf.generation_config
   gc.eos_token_id, gc.bos_token_id, gc.pad_token_id = None, None, 0
@@ -165,11 +225,23 @@ def _loadavg() -> float | None:
     return None
 
 
-def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | None = None,
-        new_tokens: int | None = None, warmup: int = 1, repeats: int = 5, seed: int = 0,
-        hf_threads: int | None = None, peak: bool = True, peak_n: int | None = None,
-        skip_hf: bool = False, interleave: bool = True,
-        model_overrides: dict | None = None, devices: int | None = None) -> dict:
+def run(
+    preset: str = "quick",
+    *,
+    batch: int | None = None,
+    prompt_len: int | None = None,
+    new_tokens: int | None = None,
+    warmup: int = 1,
+    repeats: int = 5,
+    seed: int = 0,
+    hf_threads: int | None = None,
+    peak: bool = True,
+    peak_n: int | None = None,
+    skip_hf: bool = False,
+    interleave: bool = True,
+    model_overrides: dict | None = None,
+    devices: int | None = None,
+) -> dict:
   """Runs both samplers and returns the result dict (see the module docstring).
 
   `devices`: how many of `jax.devices()` our sampler runs on (default: all, or the
@@ -184,14 +256,15 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   m = spec["new_tokens"] if new_tokens is None else new_tokens
   mdims = dict(spec["model"], **(model_overrides or {}))
   cfg = ModelConfig(**dict(mdims, max_len=max(p + m, 16)))
-  eos_id = cfg.vocab_size          # outside the vocabulary: never sampled
+  eos_id = cfg.vocab_size  # outside the vocabulary: never sampled
 
   n_dev = devices
-  if n_dev is None:   # every device, or the most that divide the batch
+  if n_dev is None:  # every device, or the most that divide the batch
     n_dev = max(n for n in range(1, len(jax.devices()) + 1) if b % n == 0)
   if not 1 <= n_dev <= len(jax.devices()) or b % n_dev:
-    raise ValueError(f"devices={n_dev}: needs 1..{len(jax.devices())} devices dividing "
-                     f"batch {b}")
+    raise ValueError(
+        f"devices={n_dev}: needs 1..{len(jax.devices())} devices dividing " f"batch {b}"
+    )
   model = build_model(cfg, seed)
   perturb_norms(model, seed=seed + 1)
   prompts_np = np.random.default_rng(seed).integers(0, cfg.vocab_size, (b, p), dtype=np.int64)
@@ -210,16 +283,25 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
 
     def call():
       with parallel.use_mesh(mesh):
-        return generate(m_, prompts, lengths, key, num_samples=1, max_new_tokens=m,
-                        eos_id=eos_id, temperature=0.0)
+        return generate(
+            m_,
+            prompts,
+            lengths,
+            key,
+            num_samples=1,
+            max_new_tokens=m,
+            eos_id=eos_id,
+            temperature=0.0,
+        )
+
     return call
 
-  mesh = (parallel.make_mesh((n_dev, 1, 1), jax.devices()[:n_dev]) if n_dev > 1 else None)
+  mesh = parallel.make_mesh((n_dev, 1, 1), jax.devices()[:n_dev]) if n_dev > 1 else None
   ours = sampler(mesh)
   common.log(f"[ours] compiling ({preset}: B={b} P={p} M={m}, {n_dev} device(s))")
   load_before = _loadavg()
   first_s, out = common.time_first_call(ours)
-  ours_tokens = np.asarray(out.tokens[:, 0])                          # [B, M]
+  ours_tokens = np.asarray(out.tokens[:, 0])  # [B, M]
   if not (np.asarray(out.lengths) == m).all():
     raise RuntimeError(f"our sampler stopped early: lengths {np.asarray(out.lengths)}")
   fns = {"ours": ours}
@@ -234,6 +316,7 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   hf = threads = None
   if not skip_hf:
     import torch  # noqa: PLC0415
+
     threads = hf_threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     hf = hf_llama_from_ours(model)
@@ -242,39 +325,63 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
 
     def hf_gen():
       with torch.inference_mode():
-        return hf.generate(input_ids=ids, attention_mask=attn, do_sample=False,
-                           max_new_tokens=m, min_new_tokens=m, eos_token_id=None,
-                           pad_token_id=0, use_cache=True, num_beams=1)
+        return hf.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            do_sample=False,
+            max_new_tokens=m,
+            min_new_tokens=m,
+            eos_token_id=None,
+            pad_token_id=0,
+            use_cache=True,
+            num_beams=1,
+        )
 
-    common.log(f"[hf] torch threads={threads}, attn_implementation="
-               f"{hf.config._attn_implementation}")
+    common.log(
+        f"[hf] torch threads={threads}, attn_implementation=" f"{hf.config._attn_implementation}"
+    )
     fns["hf"] = hf_gen
-    blocks["hf"] = lambda x: x          # torch CPU ops are synchronous
+    blocks["hf"] = lambda x: x  # torch CPU ops are synchronous
 
   # Alternate ours/HF call by call, so background load on a shared machine
   # hits both sides alike.
-  common.log(f"[timing] warmup={warmup} repeats={repeats}, "
-             f"{'interleaved' if interleave else 'one side after the other'}")
+  common.log(
+      f"[timing] warmup={warmup} repeats={repeats}, "
+      f"{'interleaved' if interleave else 'one side after the other'}"
+  )
   if interleave:
     tm = common.time_interleaved(fns, warmup=warmup, repeats=repeats, blocks=blocks)
   else:
-    tm = {k: common.time_fn(fn, warmup=warmup, repeats=repeats, block=blocks.get(k))
-          for k, fn in fns.items()}
+    tm = {
+        k: common.time_fn(fn, warmup=warmup, repeats=repeats, block=blocks.get(k))
+        for k, fn in fns.items()
+    }
   ours_t = tm["ours"]
   ours_tps = b * m / ours_t["median_s"]
-  common.log(f"[ours] first call {first_s:.2f}s, median {ours_t['median_s']*1e3:.1f} ms, "
-             f"{ours_tps:,.0f} tok/s")
+  common.log(
+      f"[ours] first call {first_s:.2f}s, median {ours_t['median_s']*1e3:.1f} ms, "
+      f"{ours_tps:,.0f} tok/s"
+  )
 
   result = {
       "benchmark": "sampler_throughput",
       "preset": preset,
-      "config": {"model": dataclasses.asdict(cfg), "batch": b, "prompt_len": p,
-                 "new_tokens": m, "greedy": True, "dtype": "float32",
-                 "warmup": warmup, "repeats": repeats, "seed": seed,
-                 "interleaved": interleave,
-                 "norm_scales_perturbed": True, "ours_devices": n_dev,
-                 "ours_mesh": None if mesh is None else dict(mesh.shape),
-                 "backend": jax.default_backend()},
+      "config": {
+          "model": dataclasses.asdict(cfg),
+          "batch": b,
+          "prompt_len": p,
+          "new_tokens": m,
+          "greedy": True,
+          "dtype": "float32",
+          "warmup": warmup,
+          "repeats": repeats,
+          "seed": seed,
+          "interleaved": interleave,
+          "norm_scales_perturbed": True,
+          "ours_devices": n_dev,
+          "ours_mesh": None if mesh is None else dict(mesh.shape),
+          "backend": jax.default_backend(),
+      },
       "ours_tokens_per_s": ours_tps,
       "ours_median_s": ours_t["median_s"],
       "ours_min_s": ours_t["min_s"],
@@ -286,10 +393,14 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
   result["ours_flops_per_s"] = flops / ours_t["median_s"]
   if "ours_one_device" in tm:
     one_t = tm["ours_one_device"]
-    result.update({"ours_one_device_tokens_per_s": b * m / one_t["median_s"],
-                   "ours_one_device_median_s": one_t["median_s"],
-                   "ours_one_device_times_s": one_t["times"],
-                   "mesh_speedup": one_t["median_s"] / ours_t["median_s"]})
+    result.update(
+        {
+            "ours_one_device_tokens_per_s": b * m / one_t["median_s"],
+            "ours_one_device_median_s": one_t["median_s"],
+            "ours_one_device_times_s": one_t["times"],
+            "mesh_speedup": one_t["median_s"] / ours_t["median_s"],
+        }
+    )
     common.log(f"[ours, one device] median {one_t['median_s']*1e3:.1f} ms")
 
   if hf is not None:
@@ -302,31 +413,38 @@ def run(preset: str = "quick", *, batch: int | None = None, prompt_len: int | No
     common.log(f"[hf] median {hf_t['median_s']*1e3:.1f} ms, {hf_tps:,.0f} tok/s")
     match = float((hf_tokens == ours_tokens).mean())
     first_div = [int(np.argmax(r)) if r.any() else -1 for r in hf_tokens != ours_tokens]
-    result.update({
-        "hf_tokens_per_s": hf_tps,
-        "hf_median_s": hf_t["median_s"],
-        "hf_min_s": hf_t["min_s"],
-        "hf_times_s": hf_t["times"],
-        "speedup": ours_tps / hf_tps,
-        **({"speedup_one_device": result["ours_one_device_tokens_per_s"] / hf_tps}
-           if "ours_one_device_tokens_per_s" in result else {}),
-        # Ratio of best-case times: less sensitive to background load.
-        "speedup_min_times": hf_t["min_s"] / ours_t["min_s"],
-        "greedy_match": match,
-        # Per-row first disagreeing position (-1: identical): a divergence
-        # early and everywhere means a mapping bug, late and rare means fp noise.
-        "greedy_first_divergence": first_div,
-        "hf_attn_implementation": hf.config._attn_implementation,
-        "hf_torch_threads": threads,
-    })
+    result.update(
+        {
+            "hf_tokens_per_s": hf_tps,
+            "hf_median_s": hf_t["median_s"],
+            "hf_min_s": hf_t["min_s"],
+            "hf_times_s": hf_t["times"],
+            "speedup": ours_tps / hf_tps,
+            **(
+                {"speedup_one_device": result["ours_one_device_tokens_per_s"] / hf_tps}
+                if "ours_one_device_tokens_per_s" in result
+                else {}
+            ),
+            # Ratio of best-case times: less sensitive to background load.
+            "speedup_min_times": hf_t["min_s"] / ours_t["min_s"],
+            "greedy_match": match,
+            # Per-row first disagreeing position (-1: identical): a divergence
+            # early and everywhere means a mapping bug, late and rare means fp noise.
+            "greedy_first_divergence": first_div,
+            "hf_attn_implementation": hf.config._attn_implementation,
+            "hf_torch_threads": threads,
+        }
+    )
   result["load_avg_1min_before_after"] = [load_before, _loadavg()]
   ncpu = os.cpu_count() or 1
   if any(l is not None and l > 0.5 * ncpu for l in result["load_avg_1min_before_after"]):
     # Other processes competed for the cores: torch's OpenMP threads degrade
     # far more than XLA's under oversubscription (seen: HF 10x slower, ours 2x),
     # so the ratio is not a fair comparison.
-    result["warning"] = (f"machine busy (1-min load {result['load_avg_1min_before_after']} "
-                         f"on {ncpu} cpus): timings, and the speedup especially, are unreliable")
+    result["warning"] = (
+        f"machine busy (1-min load {result['load_avg_1min_before_after']} "
+        f"on {ncpu} cpus): timings, and the speedup especially, are unreliable"
+    )
     common.log("[warning] " + result["warning"])
 
   if peak:
@@ -344,24 +462,46 @@ def main(argv=None) -> dict:
   parser.add_argument("--prompt-len", type=int, default=None)
   parser.add_argument("--new-tokens", type=int, default=None)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--hf-threads", type=int, default=None,
-                      help="torch threads (default: os.cpu_count())")
+  parser.add_argument(
+      "--hf-threads", type=int, default=None, help="torch threads (default: os.cpu_count())"
+  )
   parser.add_argument("--skip-hf", action="store_true", help="time our sampler only")
-  parser.add_argument("--host-devices", type=int, default=None,
-                      help="split the CPU into this many XLA devices (default: one per "
-                           "core; 1 = one device using every core)")
-  parser.add_argument("--devices", type=int, default=None,
-                      help="devices our sampler runs on (default: all, or the most "
-                           "that divide the batch)")
-  parser.add_argument("--no-interleave", dest="interleave", action="store_false",
-                      help="time all of ours, then all of HF (default: alternate calls)")
+  parser.add_argument(
+      "--host-devices",
+      type=int,
+      default=None,
+      help="split the CPU into this many XLA devices (default: one per "
+      "core; 1 = one device using every core)",
+  )
+  parser.add_argument(
+      "--devices",
+      type=int,
+      default=None,
+      help="devices our sampler runs on (default: all, or the most " "that divide the batch)",
+  )
+  parser.add_argument(
+      "--no-interleave",
+      dest="interleave",
+      action="store_false",
+      help="time all of ours, then all of HF (default: alternate calls)",
+  )
   args = parser.parse_args(argv)
   parallel.split_host_cpu(args.host_devices)
-  res = run(args.preset, batch=args.batch, prompt_len=args.prompt_len,
-            new_tokens=args.new_tokens, warmup=args.warmup, repeats=args.repeats,
-            seed=args.seed, hf_threads=args.hf_threads, peak=args.peak,
-            peak_n=args.peak_n, skip_hf=args.skip_hf, interleave=args.interleave,
-            devices=args.devices)
+  res = run(
+      args.preset,
+      batch=args.batch,
+      prompt_len=args.prompt_len,
+      new_tokens=args.new_tokens,
+      warmup=args.warmup,
+      repeats=args.repeats,
+      seed=args.seed,
+      hf_threads=args.hf_threads,
+      peak=args.peak,
+      peak_n=args.peak_n,
+      skip_hf=args.skip_hf,
+      interleave=args.interleave,
+      devices=args.devices,
+  )
   common.emit(res, args.out)
   return res
 

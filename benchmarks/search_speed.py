@@ -48,13 +48,41 @@ from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import beam, reference, sweep
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
-                            num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=64),
-                 questions=2, ns=(4, 8), prompt_len=8, max_new_tokens=24, rounds=3),
+    "tiny": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+            max_len=64,
+        ),
+        questions=2,
+        ns=(4, 8),
+        prompt_len=8,
+        max_new_tokens=24,
+        rounds=3,
+    ),
     # The quick-config policy and PRM sizes (configs/arith_quick.py).
-    "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
-                             num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=160),
-                  questions=8, ns=(16, 64, 256), prompt_len=16, max_new_tokens=64, rounds=6),
+    "quick": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=128,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            mlp_dim=512,
+            max_len=160,
+        ),
+        questions=8,
+        ns=(16, 64, 256),
+        prompt_len=16,
+        max_new_tokens=64,
+        rounds=6,
+    ),
 }
 
 
@@ -65,9 +93,16 @@ def _memory(compiled) -> dict:
     return {}
   if m is None:
     return {}
-  return {k: int(getattr(m, k)) for k in ("argument_size_in_bytes", "output_size_in_bytes",
-                                         "temp_size_in_bytes", "generated_code_size_in_bytes")
-          if hasattr(m, k)}
+  return {
+      k: int(getattr(m, k))
+      for k in (
+          "argument_size_in_bytes",
+          "output_size_in_bytes",
+          "temp_size_in_bytes",
+          "generated_code_size_in_bytes",
+      )
+      if hasattr(m, k)
+  }
 
 
 def _random_setup(preset: str, questions: int | None, max_step_tokens: int, seed: int):
@@ -78,55 +113,104 @@ def _random_setup(preset: str, questions: int | None, max_step_tokens: int, seed
   rng = np.random.default_rng(seed)
   prompts = rng.integers(3, cfg.vocab_size, (b, pr["prompt_len"])).astype(np.int32)
   prompts[:, 0] = 1
-  kw = dict(max_rounds=pr["rounds"], max_step_tokens=max_step_tokens,
-            max_new_tokens=pr["max_new_tokens"], eos_id=2, delimiter_id=27,
-            params=SamplingParams.make(1.0))
-  return (create_model(cfg, seed), create_value_model(cfg, seed + 1), prompts,
-          np.full((b,), pr["prompt_len"], np.int32), kw, dict(preset=preset, trained=False))
+  kw = dict(
+      max_rounds=pr["rounds"],
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=pr["max_new_tokens"],
+      eos_id=2,
+      delimiter_id=27,
+      params=SamplingParams.make(1.0),
+  )
+  return (
+      create_model(cfg, seed),
+      create_value_model(cfg, seed + 1),
+      prompts,
+      np.full((b,), pr["prompt_len"], np.int32),
+      kw,
+      dict(preset=preset, trained=False),
+  )
 
 
 def _trained_setup(workdir: str, questions: int | None):
   """A finished run's policy and PRM, its held-out questions round-robin over levels
   (easiest first), prompts and search settings as its `eval_search` stage uses them."""
   from ttc_jax.prm import train as prm_train
+
   pipe = common.load_run(workdir)
   sc, tok = pipe.cfg.search, pipe.tokenizer
   b = questions or 8
   per_level = -(-b // len(pipe.levels))
   probs = pipe.problems("test", per_level)
-  by_level = [probs[i::per_level] for i in range(per_level)]    # one of each level per row
+  by_level = [probs[i::per_level] for i in range(per_level)]  # one of each level per row
   chosen = [p for row in by_level for p in row][:b]
   policy = pipe.load_policy()
-  prm = prm_train.load_value_model(pipe.path("prm", "model"), pipe.model_cfg, tok, kind="prm",
-                                   seed=pipe.cfg.seed)
+  prm = prm_train.load_value_model(
+      pipe.path("prm", "model"), pipe.model_cfg, tok, kind="prm", seed=pipe.cfg.seed
+  )
   texts = [p["prompt"] for p in chosen]
-  plen, kw = sweep.kernel_args(policy, tok, texts, max_rounds=int(sc.max_rounds),
-                               max_step_tokens=int(sc.max_step_tokens),
-                               max_new_tokens=int(sc.max_new_tokens),
-                               temperature=float(sc.temperature), top_k=int(sc.top_k),
-                               top_p=float(sc.top_p))
-  kw.pop("compact_levels")                  # the benchmark times both settings itself
+  plen, kw = sweep.kernel_args(
+      policy,
+      tok,
+      texts,
+      max_rounds=int(sc.max_rounds),
+      max_step_tokens=int(sc.max_step_tokens),
+      max_new_tokens=int(sc.max_new_tokens),
+      temperature=float(sc.temperature),
+      top_k=int(sc.top_k),
+      top_p=float(sc.top_p),
+  )
+  kw.pop("compact_levels")  # the benchmark times both settings itself
   prompts, lens = tok.encode_batch(texts, plen, add_bos=True)
-  return (policy, prm, np.asarray(prompts), np.asarray(lens), kw,
-          dict(workdir=workdir, trained=True, levels=[p["level"] for p in chosen],
-               temperature=float(sc.temperature)))
+  return (
+      policy,
+      prm,
+      np.asarray(prompts),
+      np.asarray(lens),
+      kw,
+      dict(
+          workdir=workdir,
+          trained=True,
+          levels=[p["level"] for p in chosen],
+          temperature=float(sc.temperature),
+      ),
+  )
 
 
-def run(preset: str = "quick", *, ns=None, questions: int | None = None, m: int = 4,
-        max_step_tokens: int = 16, warmup: int = 1, repeats: int = 3, seed: int = 0,
-        peak: bool = True, peak_n: int | None = None, skip_reference_above: int = 1 << 30,
-        workdir: str | None = None, compare_compaction: bool = True) -> dict:
+def run(
+    preset: str = "quick",
+    *,
+    ns=None,
+    questions: int | None = None,
+    m: int = 4,
+    max_step_tokens: int = 16,
+    warmup: int = 1,
+    repeats: int = 3,
+    seed: int = 0,
+    peak: bool = True,
+    peak_n: int | None = None,
+    skip_reference_above: int = 1 << 30,
+    workdir: str | None = None,
+    compare_compaction: bool = True,
+) -> dict:
   if workdir:
     policy, prm, prompts, lens, kw, desc = _trained_setup(workdir, questions)
   else:
-    policy, prm, prompts, lens, kw, desc = _random_setup(preset, questions, max_step_tokens,
-                                                         seed)
+    policy, prm, prompts, lens, kw, desc = _random_setup(preset, questions, max_step_tokens, seed)
   params = kw.pop("params")
   b = prompts.shape[0]
   key = jax.random.key(seed)
-  out: dict[str, Any] = dict(benchmark="search_speed", config=dict(
-      desc, questions=b, m=m, prompt_len=int(prompts.shape[1]), **kw,
-      model=dataclasses.asdict(policy.cfg)), per_n={})
+  out: dict[str, Any] = dict(
+      benchmark="search_speed",
+      config=dict(
+          desc,
+          questions=b,
+          m=m,
+          prompt_len=int(prompts.shape[1]),
+          **kw,
+          model=dataclasses.asdict(policy.cfg),
+      ),
+      per_n={},
+  )
   pr = PRESETS[preset]
   pk = common.matmul_peak_flops("float32", n=peak_n) if peak else None
   for n in ns or pr["ns"]:
@@ -139,14 +223,26 @@ def run(preset: str = "quick", *, ns=None, questions: int | None = None, m: int 
       return r.scores
 
     def ref():
-      r = reference.reference_search(policy, prm, prompts, lens, key, n=n, groups=1,
-                                     keep=n // m, params=params, **kw)
+      r = reference.reference_search(
+          policy, prm, prompts, lens, key, n=n, groups=1, keep=n // m, params=params, **kw
+      )
       res["ref"] = r
       return r
 
-    def uncompacted():                    # every round on all rows (compact_levels=0)
-      return beam.search(policy, prm, prompts, lens, key, n=n, groups=1, keep=n // m,
-                         params=params, compact_levels=0, **kw).scores
+    def uncompacted():  # every round on all rows (compact_levels=0)
+      return beam.search(
+          policy,
+          prm,
+          prompts,
+          lens,
+          key,
+          n=n,
+          groups=1,
+          keep=n // m,
+          params=params,
+          compact_levels=0,
+          **kw,
+      ).scores
 
     fns = {"kernel": kernel}
     if compare_compaction:
@@ -159,26 +255,50 @@ def run(preset: str = "quick", *, ns=None, questions: int | None = None, m: int 
     flops = float(np.sum(jax.device_get(r.policy_flops)) + np.sum(jax.device_get(r.prm_flops)))
     gens = float(np.sum(jax.device_get(r.generations)))
     med = t["kernel"]["median_s"]
-    row = dict(kernel_median_s=med, kernel_min_s=t["kernel"]["min_s"],
-               kernel_compile_s=compile_s, seconds_per_generation=med / gens,
-               generations=gens, rounds=int(jax.device_get(r.rounds)),
-               generated_tokens=float(np.sum(jax.device_get(r.generated_tokens))),
-               flops=flops, flops_per_s=flops / med)
+    row = dict(
+        kernel_median_s=med,
+        kernel_min_s=t["kernel"]["min_s"],
+        kernel_compile_s=compile_s,
+        seconds_per_generation=med / gens,
+        generations=gens,
+        rounds=int(jax.device_get(r.rounds)),
+        generated_tokens=float(np.sum(jax.device_get(r.generated_tokens))),
+        flops=flops,
+        flops_per_s=flops / med,
+    )
     if "reference" in t:
-      row.update(reference_median_s=t["reference"]["median_s"],
-                 speedup=t["reference"]["median_s"] / med,
-                 same_scores=bool(np.allclose(np.asarray(res["ref"]["scores"]),
-                                              np.asarray(jax.device_get(r.scores)), atol=1e-4)))
+      row.update(
+          reference_median_s=t["reference"]["median_s"],
+          speedup=t["reference"]["median_s"] / med,
+          same_scores=bool(
+              np.allclose(
+                  np.asarray(res["ref"]["scores"]), np.asarray(jax.device_get(r.scores)), atol=1e-4
+              )
+          ),
+      )
     if "uncompacted" in t:
-      row.update(uncompacted_median_s=t["uncompacted"]["median_s"],
-                 compaction_speedup=t["uncompacted"]["median_s"] / med)
+      row.update(
+          uncompacted_median_s=t["uncompacted"]["median_s"],
+          compaction_speedup=t["uncompacted"]["median_s"] / med,
+      )
     if pk:
       row["fraction_of_peak"] = row["flops_per_s"] / pk["flops_per_s"]
     (gp, sp), (gr, sr) = nnx.split(policy), nnx.split(prm)
-    compiled = beam._search.lower((gp, gr), (sp, sr), jnp.asarray(prompts), jnp.asarray(lens),
-                                  key, params, jnp.int32(0), n=n, groups=1, keep=n // m,
-                                  evaluate=None, compact_levels=beam.COMPACT_LEVELS,
-                                  **kw).compile()
+    compiled = beam._search.lower(
+        (gp, gr),
+        (sp, sr),
+        jnp.asarray(prompts),
+        jnp.asarray(lens),
+        key,
+        params,
+        jnp.int32(0),
+        n=n,
+        groups=1,
+        keep=n // m,
+        evaluate=None,
+        compact_levels=beam.COMPACT_LEVELS,
+        **kw,
+    ).compile()
     row["kernel_memory"] = _memory(compiled)
     out["per_n"][str(n)] = row
   if pk:
@@ -194,20 +314,40 @@ def main(argv=None) -> dict:
   parser.add_argument("--m", type=int, default=4)
   parser.add_argument("--max-step-tokens", type=int, default=16)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--no-compaction-comparison", dest="compare_compaction",
-                      action="store_false",
-                      help="skip timing the kernel without row compaction (compact_levels=0)")
-  parser.add_argument("--workdir", default=None,
-                      help="a finished main job: its trained policy, PRM, held-out questions "
-                           "and search settings instead of a random-init preset")
-  parser.add_argument("--skip-reference-above", type=int, default=1 << 30,
-                      help="time only the kernel for larger N (the reference is slow)")
+  parser.add_argument(
+      "--no-compaction-comparison",
+      dest="compare_compaction",
+      action="store_false",
+      help="skip timing the kernel without row compaction (compact_levels=0)",
+  )
+  parser.add_argument(
+      "--workdir",
+      default=None,
+      help="a finished main job: its trained policy, PRM, held-out questions "
+      "and search settings instead of a random-init preset",
+  )
+  parser.add_argument(
+      "--skip-reference-above",
+      type=int,
+      default=1 << 30,
+      help="time only the kernel for larger N (the reference is slow)",
+  )
   args = parser.parse_args(argv)
-  res = run(args.preset, ns=args.ns, questions=args.questions, m=args.m,
-            max_step_tokens=args.max_step_tokens, warmup=args.warmup, repeats=args.repeats,
-            seed=args.seed, peak=args.peak, peak_n=args.peak_n,
-            skip_reference_above=args.skip_reference_above, workdir=args.workdir,
-            compare_compaction=args.compare_compaction)
+  res = run(
+      args.preset,
+      ns=args.ns,
+      questions=args.questions,
+      m=args.m,
+      max_step_tokens=args.max_step_tokens,
+      warmup=args.warmup,
+      repeats=args.repeats,
+      seed=args.seed,
+      peak=args.peak,
+      peak_n=args.peak_n,
+      skip_reference_above=args.skip_reference_above,
+      workdir=args.workdir,
+      compare_compaction=args.compare_compaction,
+  )
   common.emit(res, args.out)
   return res
 

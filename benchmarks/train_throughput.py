@@ -44,14 +44,42 @@ from ttc_jax.train.trainer import Trainer
 # Model dims of each preset (ModelConfig fields) and the run shape.
 PRESETS: dict[str, dict[str, Any]] = {
     # For the smoke test: seconds end to end.
-    "tiny": dict(model=dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4,
-                            num_kv_heads=2, head_dim=8, mlp_dim=64, max_len=64),
-                 batch=4, seq_len=64, levels="ops=1-3,digits=1", per_level=16, lr=3e-3),
+    "tiny": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=32,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=8,
+            mlp_dim=64,
+            max_len=64,
+        ),
+        batch=4,
+        seq_len=64,
+        levels="ops=1-3,digits=1",
+        per_level=16,
+        lr=3e-3,
+    ),
     # The quick-config policy model and its training shape (configs/arith_quick.py):
     # the default.
-    "quick": dict(model=dict(vocab_size=32, embed_dim=128, num_layers=4, num_heads=4,
-                             num_kv_heads=2, head_dim=32, mlp_dim=512, max_len=128),
-                  batch=64, seq_len=128, levels="ops=1-7,digits=1", per_level=200, lr=3e-3),
+    "quick": dict(
+        model=dict(
+            vocab_size=32,
+            embed_dim=128,
+            num_layers=4,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            mlp_dim=512,
+            max_len=128,
+        ),
+        batch=64,
+        seq_len=128,
+        levels="ops=1-7,digits=1",
+        per_level=200,
+        lr=3e-3,
+    ),
 }
 # Square matmul sizes tried for the peak (the best FLOP/s is the peak).
 DEFAULT_PEAK_SIZES = (1024, 2048, 3072)
@@ -71,16 +99,21 @@ def matmul_peak(sizes, repeats: int = 5) -> dict:
   """Best float32 square-matmul FLOP/s over `sizes`; every size's result is kept."""
   runs = [common.matmul_peak_flops("float32", n=int(n), repeats=repeats) for n in sizes]
   best = max(runs, key=lambda r: r["flops_per_s"])
-  return {"flops_per_s": best["flops_per_s"], "n": best["n"], "dtype": "float32",
-          "median_s": best["median_s"],
-          "by_n": {str(r["n"]): r["flops_per_s"] for r in runs}}
+  return {
+      "flops_per_s": best["flops_per_s"],
+      "n": best["n"],
+      "dtype": "float32",
+      "median_s": best["median_s"],
+      "by_n": {str(r["n"]): r["flops_per_s"] for r in runs},
+  }
 
 
 # --------------------------------------------------------------------------- data
 
 
-def packed_batches(batch: int, seq_len: int, levels: str, per_level: int,
-                   num_batches: int, seed: int) -> list[dict[str, np.ndarray]]:
+def packed_batches(
+    batch: int, seq_len: int, levels: str, per_level: int, num_batches: int, seed: int
+) -> list[dict[str, np.ndarray]]:
   """`num_batches` distinct [batch, seq_len] rows of packed arithmetic examples.
 
   Problems of every level in `levels` (train split) are shuffled and packed
@@ -100,8 +133,7 @@ def packed_batches(batch: int, seq_len: int, levels: str, per_level: int,
   while rows is None or rows["inputs"].shape[0] < need:
     pool += [examples[i] for i in rng.permutation(len(examples))]
     rows = pack_examples(pool, seq_len)
-  return [{k: v[i * batch:(i + 1) * batch] for k, v in rows.items()}
-          for i in range(num_batches)]
+  return [{k: v[i * batch : (i + 1) * batch] for k, v in rows.items()} for i in range(num_batches)]
 
 
 def build_model(cfg: ModelConfig, seed: int) -> Transformer:
@@ -114,11 +146,24 @@ def build_model(cfg: ModelConfig, seed: int) -> Transformer:
 # --------------------------------------------------------------------------- run
 
 
-def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None = None,
-        levels: str | None = None, warmup: int = 2, repeats: int = 20,
-        num_batches: int = 4, seed: int = 0, lr: float | None = None, peak: bool = True,
-        peak_sizes=DEFAULT_PEAK_SIZES, peak_repeats: int = 5,
-        model_overrides: dict | None = None, mesh_shape=None, microbatches: int = 1) -> dict:
+def run(
+    preset: str = "quick",
+    *,
+    batch: int | None = None,
+    seq_len: int | None = None,
+    levels: str | None = None,
+    warmup: int = 2,
+    repeats: int = 20,
+    num_batches: int = 4,
+    seed: int = 0,
+    lr: float | None = None,
+    peak: bool = True,
+    peak_sizes=DEFAULT_PEAK_SIZES,
+    peak_repeats: int = 5,
+    model_overrides: dict | None = None,
+    mesh_shape=None,
+    microbatches: int = 1,
+) -> dict:
   p = PRESETS[preset]
   b = p["batch"] if batch is None else batch
   t = p["seq_len"] if seq_len is None else seq_len
@@ -136,8 +181,10 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   batches = [parallel.shard_batch(hb, mesh) for hb in host_batches]
   real = float(np.mean([(hb["segment_ids"] > 0).mean() for hb in host_batches]))
   loss_frac = float(np.mean([hb["loss_mask"].mean() for hb in host_batches]))
-  common.log(f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
-             f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}")
+  common.log(
+      f"[train] preset={preset} batch={b} seq_len={t} levels={levels} "
+      f"non-pad={real:.3f} loss-tokens={loss_frac:.3f} params={cfg.num_params:,}"
+  )
 
   if mesh is None:
     model = build_model(cfg, seed)
@@ -146,8 +193,9 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       model = create_model(cfg, seed, mesh)
   # AdamW + clipping as in training; a constant rate (no warm-up) so the timed
   # steps do real updates.
-  trainer = Trainer(model, make_optimizer(lr, steps=10_000, warmup_steps=0), mesh=mesh,
-                    microbatches=microbatches)
+  trainer = Trainer(
+      model, make_optimizer(lr, steps=10_000, warmup_steps=0), mesh=mesh, microbatches=microbatches
+  )
   it = {"i": 0}
 
   def step():
@@ -168,13 +216,23 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
   flops_per_step = cfg.train_flops_per_token(t) * tokens
   result: dict[str, Any] = {
       "benchmark": "train_throughput",
-      "config": {"preset": preset, "batch": b, "seq_len": t, "levels": levels,
-                 "model": dict(mdict), "optimizer": "adamw+clip (make_optimizer)",
-                 "warmup": warmup, "repeats": repeats, "num_batches": len(batches),
-                 "num_params": cfg.num_params, "dtype": cfg.dtype, "lr": lr,
-                 "mesh_shape": None if mesh is None else dict(mesh.shape),
-                 "microbatches": microbatches,
-                 "devices": len(jax.devices())},
+      "config": {
+          "preset": preset,
+          "batch": b,
+          "seq_len": t,
+          "levels": levels,
+          "model": dict(mdict),
+          "optimizer": "adamw+clip (make_optimizer)",
+          "warmup": warmup,
+          "repeats": repeats,
+          "num_batches": len(batches),
+          "num_params": cfg.num_params,
+          "dtype": cfg.dtype,
+          "lr": lr,
+          "mesh_shape": None if mesh is None else dict(mesh.shape),
+          "microbatches": microbatches,
+          "devices": len(jax.devices()),
+      },
       "tokens_per_s": tokens / step_s,
       "non_pad_tokens_per_s": real * tokens / step_s,
       "non_pad_fraction": real,
@@ -189,22 +247,27 @@ def run(preset: str = "quick", *, batch: int | None = None, seq_len: int | None 
       "compile_s": compile_s,
       "final_loss": loss,
   }
-  common.log(f"[train] compile+first step {compile_s:.2f} s, median step {step_s*1e3:.1f} ms, "
-             f"{tokens / step_s:,.0f} tok/s, {flops_per_step / step_s / 1e9:.2f} GFLOP/s")
+  common.log(
+      f"[train] compile+first step {compile_s:.2f} s, median step {step_s*1e3:.1f} ms, "
+      f"{tokens / step_s:,.0f} tok/s, {flops_per_step / step_s / 1e9:.2f} GFLOP/s"
+  )
   if peak:
     pk = matmul_peak(peak_sizes, peak_repeats)
     result["matmul_peak_flops_per_s"] = pk["flops_per_s"]
     result["matmul_peak"] = pk
     result["fraction_of_peak"] = result["achieved_flops_per_s"] / pk["flops_per_s"]
-    common.log(f"[peak] {pk['flops_per_s'] / 1e9:.1f} GFLOP/s at n={pk['n']} "
-               f"(by n: { {k: round(v / 1e9, 1) for k, v in pk['by_n'].items()} }); "
-               f"fraction {result['fraction_of_peak']:.3f}")
+    common.log(
+        f"[peak] {pk['flops_per_s'] / 1e9:.1f} GFLOP/s at n={pk['n']} "
+        f"(by n: { {k: round(v / 1e9, 1) for k, v in pk['by_n'].items()} }); "
+        f"fraction {result['fraction_of_peak']:.3f}"
+    )
   result["machine"] = common.machine_info()
   return result
 
 
 def main(argv=None) -> dict:
   import argparse  # noqa: PLC0415
+
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="quick")
   parser.add_argument("--batch", type=int, default=None)
@@ -215,31 +278,56 @@ def main(argv=None) -> dict:
   parser.add_argument("--num-batches", type=int, default=4, help="distinct batches cycled")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--dtype", default=None, help="compute dtype override (e.g. bfloat16)")
-  parser.add_argument("--no-peak", dest="peak", action="store_false",
-                      help="skip the matmul peak measurement")
-  parser.add_argument("--peak-sizes", default=None,
-                      help="comma-separated matmul sizes; the best is the peak "
-                           f"(default {','.join(map(str, DEFAULT_PEAK_SIZES))}; tiny: 512)")
+  parser.add_argument(
+      "--no-peak", dest="peak", action="store_false", help="skip the matmul peak measurement"
+  )
+  parser.add_argument(
+      "--peak-sizes",
+      default=None,
+      help="comma-separated matmul sizes; the best is the peak "
+      f"(default {','.join(map(str, DEFAULT_PEAK_SIZES))}; tiny: 512)",
+  )
   parser.add_argument("--peak-repeats", type=int, default=5)
-  parser.add_argument("--mesh", default=None,
-                      help="train on a (data,fsdp,tensor) mesh, e.g. -1,1,1 (default: no mesh)")
-  parser.add_argument("--host-devices", type=int, default=None,
-                      help="split the CPU into this many XLA devices (sets "
-                           "--xla_force_host_platform_device_count; use with --mesh -1,1,1)")
-  parser.add_argument("--microbatches", type=int, default=1,
-                      help="gradient-accumulation row groups per step (Trainer(microbatches=))")
+  parser.add_argument(
+      "--mesh",
+      default=None,
+      help="train on a (data,fsdp,tensor) mesh, e.g. -1,1,1 (default: no mesh)",
+  )
+  parser.add_argument(
+      "--host-devices",
+      type=int,
+      default=None,
+      help="split the CPU into this many XLA devices (sets "
+      "--xla_force_host_platform_device_count; use with --mesh -1,1,1)",
+  )
+  parser.add_argument(
+      "--microbatches",
+      type=int,
+      default=1,
+      help="gradient-accumulation row groups per step (Trainer(microbatches=))",
+  )
   parser.add_argument("--out", default=None, help="also write the JSON object to this path")
   args = parser.parse_args(argv)
   if args.host_devices:
     parallel.split_host_cpu(args.host_devices)
   sizes = peak_sizes_arg(args.peak_sizes, args.preset)
   overrides = {"dtype": args.dtype} if args.dtype else None
-  res = run(args.preset, batch=args.batch, seq_len=args.seq_len, levels=args.levels,
-            warmup=args.warmup, repeats=args.repeats, num_batches=args.num_batches,
-            seed=args.seed, peak=args.peak, peak_sizes=sizes,
-            peak_repeats=args.peak_repeats, model_overrides=overrides,
-            mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None,
-            microbatches=args.microbatches)
+  res = run(
+      args.preset,
+      batch=args.batch,
+      seq_len=args.seq_len,
+      levels=args.levels,
+      warmup=args.warmup,
+      repeats=args.repeats,
+      num_batches=args.num_batches,
+      seed=args.seed,
+      peak=args.peak,
+      peak_sizes=sizes,
+      peak_repeats=args.peak_repeats,
+      model_overrides=overrides,
+      mesh_shape=tuple(int(x) for x in args.mesh.split(",")) if args.mesh else None,
+      microbatches=args.microbatches,
+  )
   common.emit(res, args.out)
   return res
 

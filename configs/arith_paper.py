@@ -18,36 +18,112 @@ def get_config():
   c.task.levels = "ops=1-8,digits=1-2"
   c.task.train_per_level = 200000
   c.task.test_per_level = 100
-  c.model.update(embed_dim=512, num_layers=12, num_heads=8, num_kv_heads=4, head_dim=64,
-                 mlp_dim=2048, max_len=256, param_dtype="float32", dtype="bfloat16")
-  c.train.update(steps=20000, batch_size=256, seq_len=256, lr=1e-3, warmup_steps=1000,
-                 eval_every=2000, checkpoint_every=2000, log_every=100)
-  c.eval.update(questions_per_level=100, max_new_tokens=200, num_samples=256,
-                majority_ns=(1, 2, 4, 8, 16, 32, 64, 128, 256), max_batch=16384)
+  c.model.update(
+      embed_dim=512,
+      num_layers=12,
+      num_heads=8,
+      num_kv_heads=4,
+      head_dim=64,
+      mlp_dim=2048,
+      max_len=256,
+      param_dtype="float32",
+      dtype="bfloat16",
+  )
+  c.train.update(
+      steps=20000,
+      batch_size=256,
+      seq_len=256,
+      lr=1e-3,
+      warmup_steps=1000,
+      eval_every=2000,
+      checkpoint_every=2000,
+      log_every=100,
+  )
+  c.eval.update(
+      questions_per_level=100,
+      max_new_tokens=200,
+      num_samples=256,
+      majority_ns=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+      max_batch=16384,
+  )
   # The paper's labelling budget: 16 samples per question, 16 rollouts per step prefix.
-  c.labels.update(questions_per_level=2000, samples_per_question=16, rollouts=16,
-                  max_new_tokens=200, max_batch=16384, shard_questions=1024)
+  c.labels.update(
+      questions_per_level=2000,
+      samples_per_question=16,
+      rollouts=16,
+      max_new_tokens=200,
+      max_batch=16384,
+      shard_questions=1024,
+  )
   for sec in (c.prm, c.orm):
-    sec.update(steps=5000, batch_size=256, seq_len=256, lr=3e-4, warmup_steps=200,
-               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
+    sec.update(
+        steps=5000,
+        batch_size=256,
+        seq_len=256,
+        lr=3e-4,
+        warmup_steps=200,
+        eval_every=250,
+        log_every=50,
+        patience=4,
+        heldout_fraction=0.05,
+    )
   c.verify.update(score_batch=2048)
-  c.search.update(questions_per_level=100, budgets=(4, 16, 64, 256), max_rounds=40,
-                  max_step_tokens=24, max_new_tokens=200, max_beams=16384,
-                  compact_levels=2)      # long searches: row compaction pays for its compiles
+  c.search.update(
+      questions_per_level=100,
+      budgets=(4, 16, 64, 256),
+      max_rounds=40,
+      max_step_tokens=24,
+      max_new_tokens=200,
+      max_beams=16384,
+      compact_levels=2,
+  )  # long searches: row compaction pays for its compiles
   # Revisions at the paper's scale: 64 samples per training question, chains to 64 attempts.
   r = c.revision
   r.update(max_len=1280, max_new_tokens=200, max_rows=8192)
-  r.data.update(questions_per_level=2000, samples_per_question=64, max_new_tokens=200,
-                max_batch=16384, max_per_question=8)
-  r.sft.update(steps=4000, batch_size=128, seq_len=1280, lr=3e-4, warmup_steps=200,
-               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
+  r.data.update(
+      questions_per_level=2000,
+      samples_per_question=64,
+      max_new_tokens=200,
+      max_batch=16384,
+      max_per_question=8,
+  )
+  r.sft.update(
+      steps=4000,
+      batch_size=128,
+      seq_len=1280,
+      lr=3e-4,
+      warmup_steps=200,
+      eval_every=250,
+      log_every=50,
+      patience=4,
+      heldout_fraction=0.05,
+  )
   r.chains.update(questions_per_level=500, skip_questions=2000, chains=8, steps=8)
-  r.orm.update(steps=4000, batch_size=128, seq_len=1280, lr=3e-4, warmup_steps=200,
-               eval_every=250, log_every=50, patience=4, heldout_fraction=0.05)
-  r.rl.update(steps=1000, prompts_per_step=64, group_size=16, max_new_tokens=200, lr=1e-5,
-              log_every=10, eval_every=100, checkpoint_every=100, eval_contexts=512)
+  r.orm.update(
+      steps=4000,
+      batch_size=128,
+      seq_len=1280,
+      lr=3e-4,
+      warmup_steps=200,
+      eval_every=250,
+      log_every=50,
+      patience=4,
+      heldout_fraction=0.05,
+  )
+  r.rl.update(
+      steps=1000,
+      prompts_per_step=64,
+      group_size=16,
+      max_new_tokens=200,
+      lr=1e-5,
+      log_every=10,
+      eval_every=100,
+      checkpoint_every=100,
+      eval_contexts=512,
+  )
   r.eval.update(questions_per_level=100, budgets=(1, 2, 4, 8, 16, 32, 64), score_batch=1024)
   # The FLOPs-matched comparison against a model about 14x larger (the paper's M).
-  c.compute_optimal.large_model = dict(embed_dim=1536, num_layers=24, num_heads=24,
-                                       num_kv_heads=8, mlp_dim=4608)
+  c.compute_optimal.large_model = dict(
+      embed_dim=1536, num_layers=24, num_heads=24, num_kv_heads=8, mlp_dim=4608
+  )
   return c

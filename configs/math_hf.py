@@ -17,7 +17,8 @@ import ml_collections
 
 def get_config() -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(
-      "gsm8k_hf_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "gsm8k_hf.py"))
+      "gsm8k_hf_base", os.path.join(os.path.dirname(os.path.abspath(__file__)), "gsm8k_hf.py")
+  )
   base = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(base)
   c = base.get_config()
@@ -25,10 +26,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.task.name = "math"
   c.hf.step_delimiter = "\n\n"
   c.hf.max_len = 2048
-  c.prompt.update(dict(question_format="Problem:\n{question}\n",
-                       answer_format="Solution:\n{answer}", separator="\n\n\n",
-                       template="Problem:\n{question}\n\nSolution:\n",
-                       stop_strings=("\n\n\nProblem:", "\nProblem:\n")))
+  c.prompt.update(
+      dict(
+          question_format="Problem:\n{question}\n",
+          answer_format="Solution:\n{answer}",
+          separator="\n\n\n",
+          template="Problem:\n{question}\n\nSolution:\n",
+          stop_strings=("\n\n\nProblem:", "\nProblem:\n"),
+      )
+  )
   c.eval.update(dict(questions=200, max_new_tokens=512, max_batch=512))
   c.search.update(dict(questions=100, max_rounds=24, max_step_tokens=128, max_new_tokens=512))
   return c

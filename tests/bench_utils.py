@@ -20,8 +20,14 @@ def run_benchmark(script: str, args, fields, timeout: int = 180) -> dict:
   # Reuse the tests' persistent compile cache (see conftest.py) across runs.
   env.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE)
   env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-  proc = subprocess.run([sys.executable, f"benchmarks/{script}", *args], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  proc = subprocess.run(
+      [sys.executable, f"benchmarks/{script}", *args],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   lines = [l for l in proc.stdout.splitlines() if l.strip()]
   assert len(lines) == 1, f"expected one JSON line on stdout, got:\n{proc.stdout}"

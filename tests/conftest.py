@@ -11,17 +11,18 @@ compile the same way; figures a benchmark reports are only meaningful without it
 
 import os
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))   # shared helpers and fixtures/
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))  # shared helpers and fixtures/
 REPO_ROOT = os.path.dirname(TESTS_DIR)
-CHEAP_COMPILES = "--xla_backend_optimization_level=0"   # also for the tests' subprocesses
+CHEAP_COMPILES = "--xla_backend_optimization_level=0"  # also for the tests' subprocesses
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CHEAP_COMPILES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-TEST_CACHE = os.environ.get("TTC_JAX_TEST_CACHE",
-                        os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests"))
+TEST_CACHE = os.environ.get(
+    "TTC_JAX_TEST_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla_tests")
+)
 os.makedirs(TEST_CACHE, exist_ok=True)
 jax.config.update("jax_compilation_cache_dir", TEST_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
@@ -32,8 +33,16 @@ from ttc_jax.models.config import ModelConfig  # noqa: E402
 
 
 def tiny_config(**kw) -> ModelConfig:
-  base = dict(vocab_size=32, embed_dim=32, num_layers=2, num_heads=4, num_kv_heads=2,
-              head_dim=8, mlp_dim=64, max_len=48)
+  base = dict(
+      vocab_size=32,
+      embed_dim=32,
+      num_layers=2,
+      num_heads=4,
+      num_kv_heads=2,
+      head_dim=8,
+      mlp_dim=64,
+      max_len=48,
+  )
   base.update(kw)
   return ModelConfig(**base)
 
@@ -52,6 +61,7 @@ def smoke_run(tmp_path_factory):
   uses it is in the `smoke_run` xdist group (pytest.ini: --dist=loadgroup), so the pipeline
   runs once for the report-contract tests and the notebook alike."""
   from ttc_jax import run
+
   workdir = str(tmp_path_factory.mktemp("smoke"))
   assert run.main(["--config", SMOKE_CONFIG, "--workdir", workdir, "--no_progress"]) == 0
   return workdir

@@ -21,8 +21,13 @@ NEG = -1e9
 class ScriptedPolicy(nnx.Module):
   """Next-token logits = table[position]; cache index advances like the real model."""
 
-  def __init__(self, tokenizer, script: str, choices: dict[int, dict[str, float]] | None = None,
-               max_len: int = 48):
+  def __init__(
+      self,
+      tokenizer,
+      script: str,
+      choices: dict[int, dict[str, float]] | None = None,
+      max_len: int = 48,
+  ):
     """script: text after BOS; choices: {char offset in script: {char: probability}}."""
     self.cfg = tiny_config(max_len=max_len, num_layers=1)
     ids = [tokenizer.BOS] + list(tokenizer.encode(script)) + [tokenizer.EOS]
@@ -30,14 +35,14 @@ class ScriptedPolicy(nnx.Module):
       raise ValueError("script longer than max_len")
     table = np.full((max_len, self.cfg.vocab_size), NEG, np.float32)
     for t in range(len(ids) - 1):
-      table[t, ids[t + 1]] = 0.0                 # position t predicts token t+1
+      table[t, ids[t + 1]] = 0.0  # position t predicts token t+1
     for t in range(len(ids) - 1, max_len):
       table[t, tokenizer.EOS] = 0.0
     for off, dist in (choices or {}).items():
       row = np.full((self.cfg.vocab_size,), NEG, np.float32)
       for ch, p in dist.items():
         row[tokenizer.encode(ch)[0]] = np.log(p)
-      table[off, :] = row                        # predicts script char at `off` (after BOS)
+      table[off, :] = row  # predicts script char at `off` (after BOS)
     self.table = nnx.Variable(jnp.asarray(table))
 
   def __call__(self, tokens, positions, cache=None, attention_mask=None, segment_ids=None):

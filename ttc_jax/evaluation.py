@@ -34,11 +34,23 @@ def padded_rows(real: int, chunk: int) -> int:
   return min(chunk, -(-real // step) * step)
 
 
-def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
-                 num_samples: int, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, max_batch: int = 1024, mesh=None,
-                 stop_ids: Sequence[int] = (), progress: bool = False,
-                 desc: str = "sample") -> tuple[list[list[str]], dict]:
+def sample_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    rng: jax.Array,
+    *,
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    max_batch: int = 1024,
+    mesh=None,
+    stop_ids: Sequence[int] = (),
+    progress: bool = False,
+    desc: str = "sample",
+) -> tuple[list[list[str]], dict]:
   """Samples `num_samples` completions per prompt; returns texts [P][N] and stats.
 
   Prompts are encoded with BOS, right-padded to one length and processed in
@@ -55,16 +67,17 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
   enc_len = max(len(tokenizer.encode(p)) for p in prompts) + 1
   plen = min(_round_up(enc_len, 8), model.cfg.max_len - max_new_tokens)
   if plen < enc_len:
-    raise ValueError(f"prompts of {enc_len} tokens + max_new_tokens={max_new_tokens} do not "
-                     f"fit the model's max_len={model.cfg.max_len}")
-  params = sampling.SamplingParams.make(temperature, top_k, top_p,
-                                       vocab_limit=tokenizer.vocab_size)
+    raise ValueError(
+        f"prompts of {enc_len} tokens + max_new_tokens={max_new_tokens} do not "
+        f"fit the model's max_len={model.cfg.max_len}"
+    )
+  params = sampling.SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
   out: list[list[str]] = []
   tokens_generated = 0
   t0 = time.perf_counter()
   starts = range(0, len(prompts), chunk)
   for i, s in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
-    part = list(prompts[s:s + chunk])
+    part = list(prompts[s : s + chunk])
     real = len(part)
     rows = padded_rows(real, chunk)
     if mesh is not None:
@@ -75,13 +88,24 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], rng: jax.Array, *,
       sh = parallel.data_sharding(mesh, 2)
       toks, lens = jax.device_put(toks, sh), jax.device_put(lens, parallel.data_sharding(mesh, 1))
     with parallel.use_mesh(mesh):
-      res = sampling.generate(model, toks, lens, jax.random.fold_in(rng, i),
-                              num_samples=num_samples, max_new_tokens=max_new_tokens,
-                              eos_id=tokenizer.EOS, stop_ids=stop_ids, params=params)
+      res = sampling.generate(
+          model,
+          toks,
+          lens,
+          jax.random.fold_in(rng, i),
+          num_samples=num_samples,
+          max_new_tokens=max_new_tokens,
+          eos_id=tokenizer.EOS,
+          stop_ids=stop_ids,
+          params=params,
+      )
     gen, glen = jax.device_get((res.tokens, res.lengths))
     tokens_generated += int(glen[:real].sum())
     for b in range(real):
       out.append(tokenizer.decode_batch(gen[b], glen[b]))
   dt = time.perf_counter() - t0
-  return out, {"generated_tokens": tokens_generated, "seconds": dt,
-               "tokens_per_s": tokens_generated / max(dt, 1e-9)}
+  return out, {
+      "generated_tokens": tokens_generated,
+      "seconds": dt,
+      "tokens_per_s": tokens_generated / max(dt, 1e-9),
+  }

@@ -32,7 +32,7 @@ def atomic_write_text(path: str, text: str) -> None:
 def strict(obj: Any) -> Any:
   """A copy with non-finite floats (NaN, inf) replaced by None: strict JSON."""
   if getattr(obj, "shape", None) == () and getattr(obj, "dtype", None) is not None:
-    obj = obj.item()                                   # numpy / jax scalars
+    obj = obj.item()  # numpy / jax scalars
   if isinstance(obj, float):
     return obj if math.isfinite(obj) else None
   if isinstance(obj, dict):
@@ -49,8 +49,10 @@ def as_json(obj: Any) -> Any:
 
 def atomic_write_json(path: str, obj: Any) -> None:
   """Writes strict JSON (NaN/inf become null, e.g. an AUROC with one class absent)."""
-  atomic_write_text(path, json.dumps(strict(obj), indent=2, sort_keys=False, default=_default,
-                                     allow_nan=False) + "\n")
+  atomic_write_text(
+      path,
+      json.dumps(strict(obj), indent=2, sort_keys=False, default=_default, allow_nan=False) + "\n",
+  )
 
 
 def atomic_write_jsonl(path: str, rows) -> None:
@@ -89,6 +91,7 @@ def read_jsonl(path: str) -> list:
 def _default(o):
   try:
     import numpy as np
+
     if isinstance(o, np.generic):
       return o.item()
     if isinstance(o, np.ndarray):

@@ -68,14 +68,15 @@ def make_mesh(shape: Sequence[int], devices: Sequence[Any] | None = None) -> Mes
   if any(s <= 0 for s in shape) or int(np.prod(shape)) != len(devices):
     raise ValueError(
         f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, but "
-        f"{len(devices)} are available ({jax.default_backend()})")
-  return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
-                       devices=devices)
+        f"{len(devices)} are available ({jax.default_backend()})"
+    )
+  return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
 
 
 @contextlib.contextmanager
-def use_mesh(mesh: Mesh | None, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
-             ) -> Iterator[Mesh | None]:
+def use_mesh(
+    mesh: Mesh | None, rules: Sequence[tuple[str, Any]] = DEFAULT_RULES
+) -> Iterator[Mesh | None]:
   """Activates `mesh` (also as jax's current mesh) and the logical rules."""
   _CURRENT.append((mesh, tuple(rules)))
   try:
@@ -103,8 +104,12 @@ def _axis_size(mesh: Mesh, axes) -> int:
   return int(np.prod([mesh.shape[a] for a in axes]))
 
 
-def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | None = None,
-                    mesh: Mesh | None = None, rules: Sequence | None = None) -> P:
+def logical_to_spec(
+    logical_axes: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
+    rules: Sequence | None = None,
+) -> P:
   """Maps logical axis names to a PartitionSpec under `rules`.
 
   A mesh axis is used at most once per spec, and (when `shape` and `mesh` are
@@ -121,8 +126,13 @@ def logical_to_spec(logical_axes: Sequence[str | None], shape: Sequence[int] | N
       if mesh is not None:
         axes = tuple(a for a in axes if mesh.shape[a] > 1)
         if shape is not None and axes and shape[i] % _axis_size(mesh, axes):
-          _log.info("dim %d (%s, size %d) not divisible by mesh axes %s: replicated",
-                    i, name, shape[i], axes)
+          _log.info(
+              "dim %d (%s, size %d) not divisible by mesh axes %s: replicated",
+              i,
+              name,
+              shape[i],
+              axes,
+          )
           axes = ()
       used.update(axes)
       axes = axes[0] if len(axes) == 1 else (axes or None)
@@ -150,6 +160,7 @@ def state_shardings(state: Any, mesh: Mesh, rules: Sequence | None = None) -> An
 
   Variables without `logical_axes` (e.g. optimizer step counters) are replicated.
   """
+
   def one(v):
     if isinstance(v, nnx.Variable):
       axes = _var_logical_axes(v)
@@ -158,6 +169,7 @@ def state_shardings(state: Any, mesh: Mesh, rules: Sequence | None = None) -> An
       spec = P() if axes is None else logical_to_spec(axes, shape, mesh, rules)
       return v.replace(NamedSharding(mesh, spec))
     return NamedSharding(mesh, P())
+
   return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
@@ -195,8 +207,7 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh | None) -> dict:
     return {k: jax.numpy.asarray(v) for k, v in batch.items()}
   out = {}
   for k, v in batch.items():
-    sh = NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (v.ndim - 1),
-                                             v.shape, mesh))
+    sh = NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (v.ndim - 1), v.shape, mesh))
     if jax.process_count() == 1:
       out[k] = jax.device_put(v, sh)
     else:
@@ -229,9 +240,12 @@ def split_host_cpu(n: int | None = None) -> int | None:
   if n is None:
     n = os.cpu_count() or 1
   from jax._src import xla_bridge  # noqa: PLC0415  (no public "backends started?" query)
+
   if xla_bridge.backends_are_initialized():
-    raise RuntimeError("split_host_cpu must run before JAX initialises its backends "
-                       "(before the first jax.devices() or computation)")
+    raise RuntimeError(
+        "split_host_cpu must run before JAX initialises its backends "
+        "(before the first jax.devices() or computation)"
+    )
   os.environ["XLA_FLAGS"] = f"{flags} {_HOST_DEVICES_FLAG}={n}".strip()
   return n
 
@@ -239,8 +253,9 @@ def split_host_cpu(n: int | None = None) -> int | None:
 def setup_jax_cache(path: str | None = None) -> None:
   """Persistent XLA compilation cache (halves repeat compile time on CPU): `path`, else
   $TTC_JAX_CACHE_DIR, else ~/.cache/ttc_jax/xla."""
-  path = path or os.environ.get("TTC_JAX_CACHE_DIR",
-                                os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla"))
+  path = path or os.environ.get(
+      "TTC_JAX_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "ttc_jax", "xla")
+  )
   os.makedirs(path, exist_ok=True)
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
@@ -266,13 +281,19 @@ def maybe_initialize_distributed() -> bool:
   kwargs: dict[str, Any] = {}
   if coord:
     kwargs["coordinator_address"] = coord
-  given = {k: env[v] for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
-                                  ("process_id", "JAX_PROCESS_ID")) if env.get(v, "") != ""}
+  given = {
+      k: env[v]
+      for k, v in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+      if env.get(v, "") != ""
+  }
   if len(given) == 1:
-    raise ValueError("set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither, where the "
-                     f"cluster environment supplies them); got only {given}")
+    raise ValueError(
+        "set both JAX_NUM_PROCESSES and JAX_PROCESS_ID (or neither, where the "
+        f"cluster environment supplies them); got only {given}"
+    )
   kwargs.update({k: int(v) for k, v in given.items()})
   jax.distributed.initialize(**kwargs)
-  _log.info("jax.distributed initialised: process %d of %d",
-            jax.process_index(), jax.process_count())
+  _log.info(
+      "jax.distributed initialised: process %d of %d", jax.process_index(), jax.process_count()
+  )
   return True

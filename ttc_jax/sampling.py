@@ -41,19 +41,22 @@ class SamplingParams:
   table is padded past the tokenizer's vocabulary (e.g. 32 rows for 28
   characters) must not emit the padding ids. 0 = no limit.
   """
+
   temperature: jax.Array
   top_k: jax.Array
   top_p: jax.Array
   vocab_limit: jax.Array = dataclasses.field(default_factory=lambda: jnp.int32(0))
 
   @classmethod
-  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           vocab_limit: int = 0):
+  def make(cls, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, vocab_limit: int = 0):
     if temperature < 0 or top_k < 0 or not 0 < top_p <= 1 or vocab_limit < 0:
-      raise ValueError(f"bad sampling knobs: temperature={temperature}, "
-                       f"top_k={top_k}, top_p={top_p}, vocab_limit={vocab_limit}")
-    return cls(jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p),
-               jnp.int32(vocab_limit))
+      raise ValueError(
+          f"bad sampling knobs: temperature={temperature}, "
+          f"top_k={top_k}, top_p={top_p}, vocab_limit={vocab_limit}"
+      )
+    return cls(
+        jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), jnp.int32(vocab_limit)
+    )
 
 
 @flax.struct.dataclass
@@ -67,6 +70,7 @@ class DecodeState:
   done: bool[B] finished for good (EOS sampled or buffer full).
   cache: KV cache covering `tokens[:, :length-1]`.
   """
+
   tokens: jax.Array
   length: jax.Array
   logprobs: jax.Array
@@ -76,21 +80,28 @@ class DecodeState:
 
 def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
   """Masks logits[..., V] outside the top-k set and the top-p nucleus."""
+
   def apply(lg):
     v = lg.shape[-1]
     srt = jnp.sort(lg, axis=-1)[..., ::-1]
     k = jnp.clip(jnp.where(top_k > 0, top_k, v), 1, v)
     kth = jnp.take_along_axis(srt, jnp.broadcast_to(k - 1, lg.shape[:-1])[..., None], -1)
     probs = jax.nn.softmax(srt, axis=-1)
-    before = jnp.cumsum(probs, axis=-1) - probs       # mass strictly above each rank
+    before = jnp.cumsum(probs, axis=-1) - probs  # mass strictly above each rank
     keep = (before < top_p).at[..., 0].set(True)
     pth = jnp.min(jnp.where(keep, srt, jnp.inf), axis=-1, keepdims=True)
     return jnp.where(lg < jnp.maximum(kth, pth), -jnp.inf, lg)
+
   return jax.lax.cond((top_k > 0) | (top_p < 1), apply, lambda lg: lg, logits)
 
 
-def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams,
-                 rows: jax.Array | None = None, total_rows: int | None = None) -> jax.Array:
+def sample_token(
+    logits: jax.Array,
+    rng: jax.Array,
+    params: SamplingParams,
+    rows: jax.Array | None = None,
+    total_rows: int | None = None,
+) -> jax.Array:
   """Samples int32[B] from logits[B, V] (greedy when temperature <= 0).
 
   Gumbel-max sampling, the same draws as `jax.random.categorical(rng, ...)`.
@@ -100,9 +111,9 @@ def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams,
   """
   ids = jnp.arange(logits.shape[-1])
   logits = jnp.where((params.vocab_limit <= 0) | (ids < params.vocab_limit), logits, -jnp.inf)
+
   def sample(lg):
-    scaled = filter_logits(lg / jnp.maximum(params.temperature, 1e-6),
-                           params.top_k, params.top_p)
+    scaled = filter_logits(lg / jnp.maximum(params.temperature, 1e-6), params.top_k, params.top_p)
     if rows is None:
       noise = jax.random.gumbel(rng, scaled.shape, scaled.dtype)
     else:
@@ -116,8 +127,9 @@ def sample_token(logits: jax.Array, rng: jax.Array, params: SamplingParams,
   return jax.lax.cond(params.temperature > 0, sample, greedy, logits)
 
 
-def prefill(model, prompts: jax.Array, prompt_lengths: jax.Array, buffer_len: int,
-            cache_dtype=None) -> DecodeState:
+def prefill(
+    model, prompts: jax.Array, prompt_lengths: jax.Array, buffer_len: int, cache_dtype=None
+) -> DecodeState:
   """Feeds prompts[B, P] (right-padded, lengths[B] >= 1) into a fresh cache.
 
   All prompt tokens but the last enter the cache; the last one is pending.
@@ -130,11 +142,18 @@ def prefill(model, prompts: jax.Array, prompt_lengths: jax.Array, buffer_len: in
   positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
   mask = positions < (prompt_lengths - 1)[:, None]
   _, cache = model(prompts, positions, cache, attention_mask=mask)
-  tokens = jnp.zeros((b, buffer_len), jnp.int32).at[:, :p].set(
-      jnp.where(positions < prompt_lengths[:, None], prompts, 0))
-  return DecodeState(tokens=tokens, length=prompt_lengths.astype(jnp.int32),
-                     logprobs=jnp.zeros((b, buffer_len), jnp.float32),
-                     done=jnp.zeros((b,), bool), cache=cache)
+  tokens = (
+      jnp.zeros((b, buffer_len), jnp.int32)
+      .at[:, :p]
+      .set(jnp.where(positions < prompt_lengths[:, None], prompts, 0))
+  )
+  return DecodeState(
+      tokens=tokens,
+      length=prompt_lengths.astype(jnp.int32),
+      logprobs=jnp.zeros((b, buffer_len), jnp.float32),
+      done=jnp.zeros((b,), bool),
+      cache=cache,
+  )
 
 
 def repeat_state(state: DecodeState, n: int) -> DecodeState:
@@ -154,10 +173,18 @@ def _at(x: jax.Array, idx: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x, idx[:, None], axis=1)[:, 0]
 
 
-def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
-           max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = (),
-           rows: jax.Array | None = None, total_rows: int | None = None
-           ) -> tuple[DecodeState, jax.Array]:
+def decode(
+    model,
+    state: DecodeState,
+    rng: jax.Array,
+    params: SamplingParams,
+    *,
+    max_new_tokens: int,
+    eos_id: int,
+    stop_ids: Sequence[int] = (),
+    rows: jax.Array | None = None,
+    total_rows: int | None = None,
+) -> tuple[DecodeState, jax.Array]:
   """Runs up to `max_new_tokens` decode steps; see the module docstring.
 
   `rows`/`total_rows`: the state holds rows `rows` of a larger batch; each
@@ -177,16 +204,15 @@ def decode(model, state: DecodeState, rng: jax.Array, params: SamplingParams, *,
     active = ~st.done & ~paused
     last = st.length - 1
     tok = _at(st.tokens, last)
-    logits, cache = model(tok[:, None], last[:, None], st.cache,
-                          attention_mask=active[:, None])
+    logits, cache = model(tok[:, None], last[:, None], st.cache, attention_mask=active[:, None])
     logits = logits[:, 0]
     nxt = sample_token(logits, jax.random.fold_in(rng, i), params, rows, total_rows)
     lp = _at(jax.nn.log_softmax(logits), nxt)
     write = jnp.minimum(st.length, buf - 1)
-    tokens = write_rows(st.tokens, write,
-                        jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
-    logprobs = write_rows(st.logprobs, write,
-                          jnp.where(active, lp, _at(st.logprobs, write))[:, None], 1)
+    tokens = write_rows(st.tokens, write, jnp.where(active, nxt, _at(st.tokens, write))[:, None], 1)
+    logprobs = write_rows(
+        st.logprobs, write, jnp.where(active, lp, _at(st.logprobs, write))[:, None], 1
+    )
     length = st.length + active.astype(jnp.int32)
     is_eos = active & (nxt == eos_id)
     is_stop = active & jnp.any(nxt[:, None] == stop_arr[None], axis=-1)
@@ -210,32 +236,48 @@ class SampleOutput:
   logprobs: float32[B, N, max_new_tokens] per-token model log-probs.
   finished: bool[B, N] ended with EOS (False: stopped at a stop id or cut off).
   """
+
   tokens: jax.Array
   lengths: jax.Array
   logprobs: jax.Array
   finished: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "graphdef", "num_samples", "max_new_tokens", "eos_id", "stop_ids"))
-def _generate(graphdef, model_state, prompts, prompt_lengths, rng, params, *,
-              num_samples, max_new_tokens, eos_id, stop_ids):
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "num_samples", "max_new_tokens", "eos_id", "stop_ids")
+)
+def _generate(
+    graphdef,
+    model_state,
+    prompts,
+    prompt_lengths,
+    rng,
+    params,
+    *,
+    num_samples,
+    max_new_tokens,
+    eos_id,
+    stop_ids,
+):
   model = nnx.merge(graphdef, model_state)
   b, p = prompts.shape
   state = prefill(model, prompts, prompt_lengths, p + max_new_tokens)
   state = repeat_state(state, num_samples)
-  state, stopped = decode(model, state, rng, params, max_new_tokens=max_new_tokens,
-                          eos_id=eos_id, stop_ids=stop_ids)
-  start = jnp.repeat(prompt_lengths, num_samples)                     # [B*N]
-  idx = start[:, None] + jnp.arange(max_new_tokens)[None]             # [B*N, M]
+  state, stopped = decode(
+      model, state, rng, params, max_new_tokens=max_new_tokens, eos_id=eos_id, stop_ids=stop_ids
+  )
+  start = jnp.repeat(prompt_lengths, num_samples)  # [B*N]
+  idx = start[:, None] + jnp.arange(max_new_tokens)[None]  # [B*N, M]
   gen_len = state.length - start
   valid = jnp.arange(max_new_tokens)[None] < gen_len[:, None]
   take = lambda x: jnp.where(valid, jnp.take_along_axis(x, jnp.minimum(idx, x.shape[1] - 1), 1), 0)
   shape = (b, num_samples, max_new_tokens)
-  return SampleOutput(tokens=take(state.tokens).reshape(shape),
-                      lengths=gen_len.reshape(b, num_samples),
-                      logprobs=take(state.logprobs).reshape(shape),
-                      finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples))
+  return SampleOutput(
+      tokens=take(state.tokens).reshape(shape),
+      lengths=gen_len.reshape(b, num_samples),
+      logprobs=take(state.logprobs).reshape(shape),
+      finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples),
+  )
 
 
 # The jitted core of `generate`, for use inside other jitted code that holds a
@@ -248,14 +290,27 @@ def check_fits(cfg, prompt_len: int, max_new_tokens: int, what: str = "model") -
   """Raises ValueError when prompt_len + max_new_tokens exceeds `cfg.max_len`."""
   total = prompt_len + max_new_tokens
   if total > cfg.max_len:
-    raise ValueError(f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} = "
-                     f"{total} exceeds the {what}'s max_len {cfg.max_len}")
+    raise ValueError(
+        f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} = "
+        f"{total} exceeds the {what}'s max_len {cfg.max_len}"
+    )
 
 
-def generate(model, prompts, prompt_lengths, rng, *, num_samples: int = 1,
-             max_new_tokens: int, eos_id: int, stop_ids: Sequence[int] = (),
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             params: SamplingParams | None = None) -> SampleOutput:
+def generate(
+    model,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int,
+    eos_id: int,
+    stop_ids: Sequence[int] = (),
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    params: SamplingParams | None = None,
+) -> SampleOutput:
   """Samples `num_samples` continuations of each right-padded prompt.
 
   prompts: int32[B, P]; prompt_lengths: int32[B] (each >= 1). Compiles once
@@ -263,12 +318,22 @@ def generate(model, prompts, prompt_lengths, rng, *, num_samples: int = 1,
   """
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
   if prompt_lengths.ndim != 1 or prompt_lengths.shape[0] != prompts.shape[0]:
-    raise ValueError(f"prompt_lengths shape {prompt_lengths.shape} does not match "
-                     f"prompts {prompts.shape}")
+    raise ValueError(
+        f"prompt_lengths shape {prompt_lengths.shape} does not match " f"prompts {prompts.shape}"
+    )
   check_fits(model.cfg, prompts.shape[1], max_new_tokens)
   if params is None:
     params = SamplingParams.make(temperature, top_k, top_p)
   graphdef, state = nnx.split(model)
-  return _generate(graphdef, state, jnp.asarray(prompts, jnp.int32), prompt_lengths, rng,
-                   params, num_samples=num_samples, max_new_tokens=max_new_tokens,
-                   eos_id=eos_id, stop_ids=tuple(int(s) for s in stop_ids))
+  return _generate(
+      graphdef,
+      state,
+      jnp.asarray(prompts, jnp.int32),
+      prompt_lengths,
+      rng,
+      params,
+      num_samples=num_samples,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      stop_ids=tuple(int(s) for s in stop_ids),
+  )

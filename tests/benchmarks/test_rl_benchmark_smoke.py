@@ -2,10 +2,27 @@
 
 from bench_utils import run_benchmark
 
-FIELDS = ("benchmark", "config", "contexts", "per_setting", "base", "ratios", "max_rss_bytes",
-          "machine")
-ROW = ("step_median_s", "rollout_median_s", "update_median_s", "samples_per_s",
-       "generated_tokens_per_s", "learner_tokens_per_s", "compile_s", "rows_n", "seq_t")
+FIELDS = (
+    "benchmark",
+    "config",
+    "contexts",
+    "per_setting",
+    "base",
+    "ratios",
+    "max_rss_bytes",
+    "machine",
+)
+ROW = (
+    "step_median_s",
+    "rollout_median_s",
+    "update_median_s",
+    "samples_per_s",
+    "generated_tokens_per_s",
+    "learner_tokens_per_s",
+    "compile_s",
+    "rows_n",
+    "seq_t",
+)
 
 
 def test_rl_throughput_smoke():

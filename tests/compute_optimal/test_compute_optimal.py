@@ -37,8 +37,10 @@ def _synthetic(q=200, seed=0):
   bins, _ = difficulty.quantile_bins(value, 5)
   p_a = np.where(bins <= 1, 0.9, 0.1)
   p_b = np.where(bins <= 1, 0.4, 0.6)
-  table = {"A": {4: (rng.random(q) < p_a).astype(float)},
-           "B": {4: (rng.random(q) < p_b).astype(float)}}
+  table = {
+      "A": {4: (rng.random(q) < p_a).astype(float)},
+      "B": {4: (rng.random(q) < p_b).astype(float)},
+  }
   return table, bins, value
 
 
@@ -62,8 +64,8 @@ def test_no_question_both_selects_and_evaluates():
   table = {"A": {8: (folds == 0).astype(float)}, "B": {8: (folds == 1).astype(float)}}
   cv = select.cross_validated(table, bins, [8], ["A", "B"], num_folds=2, seed=3)
   np.testing.assert_array_equal(cv["folds"], folds)
-  assert cv["curve"][8] == 0.0                  # each fold gets the other fold's favourite
-  assert select.oracle_best(table, bins, [8], ["A", "B"])[8] == 0.5   # in-sample: optimistic
+  assert cv["curve"][8] == 0.0  # each fold gets the other fold's favourite
+  assert select.oracle_best(table, bins, [8], ["A", "B"])[8] == 0.5  # in-sample: optimistic
   seen = []
   orig = select.choose
 
@@ -76,7 +78,7 @@ def test_no_question_both_selects_and_evaluates():
     select.cross_validated(table, bins, [8], ["A", "B"], num_folds=2, seed=3)
   finally:
     select.choose = orig
-  assert len(seen) == 4                          # one fit per (fold, bin), fold-major
+  assert len(seen) == 4  # one fit per (fold, bin), fold-major
   for (f, b), fit in zip([(0, 0), (0, 1), (1, 0), (1, 1)], seen):
     held = set(np.flatnonzero((bins == b) & (folds == f)).tolist())
     assert held and fit and not held & fit
@@ -97,7 +99,7 @@ def test_efficiency_against_the_baselines_own_matching_budget():
   opt = {1: 0.3, 2: 0.4, 4: 0.5, 8: 0.6, 16: 0.6}
   e = select.efficiency(opt, base)
   assert e[8] == dict(baseline=0.5, baseline_budget=8, matched_budget=4, ratio=2.0)
-  assert e[16]["baseline_budget"] == 8 and e[16]["ratio"] == 2.0   # flat baseline: no 4x
+  assert e[16]["baseline_budget"] == 8 and e[16]["ratio"] == 2.0  # flat baseline: no 4x
   assert e[1]["matched_budget"] == 1 and e["max_ratio"] == 2.0
   assert select.efficiency({1: 0.1}, {1: 0.5})[1]["matched_budget"] is None
 
@@ -105,8 +107,9 @@ def test_efficiency_against_the_baselines_own_matching_budget():
 def test_analyse_reports_both_measures_and_the_baseline():
   table, bins, value = _synthetic(q=100)
   table["A"][1] = table["A"][4]
-  out = analysis.analyse(table, ["A", "B"], [1, 4], {1: "A", 4: "A"},
-                         {"oracle": value, "predicted": value[::-1]})
+  out = analysis.analyse(
+      table, ["A", "B"], [1, 4], {1: "A", 4: "A"}, {"oracle": value, "predicted": value[::-1]}
+  )
   assert set(out) >= {"oracle", "predicted", "baseline"}
   assert out["baseline"][4] == pytest.approx(np.mean(table["A"][4]))
   assert sum(out["oracle"]["bin_sizes"].values()) == 100
@@ -128,10 +131,17 @@ def test_flops_formulas_by_hand():
     assert e["K_with_verifier"] == e["K"] / 2
   assert flops.budget_within([1, 4, 16, 64], 15.9) == 4
   assert flops.budget_within([4], 3.0) is None
-  fm = flops.flops_matched({0: {1: 0.5, 16: 0.9}, 1: {1: 0.1, 16: 0.2}}, {0: 0.6, 1: 0.4},
-                           10, 40, 1000, [0.5])
-  assert fm[0.5][0] == dict(allowed_budget=pytest.approx(22.0), budget=16, small=0.9, large=0.6,
-                            gain=pytest.approx(0.3), winner="test_time")
+  fm = flops.flops_matched(
+      {0: {1: 0.5, 16: 0.9}, 1: {1: 0.1, 16: 0.2}}, {0: 0.6, 1: 0.4}, 10, 40, 1000, [0.5]
+  )
+  assert fm[0.5][0] == dict(
+      allowed_budget=pytest.approx(22.0),
+      budget=16,
+      small=0.9,
+      large=0.6,
+      gain=pytest.approx(0.3),
+      winner="test_time",
+  )
   assert fm[0.5][1]["winner"] == "larger_model"
   with pytest.raises(ValueError):
     flops.inference_multiplier(0.5, 1.0)
@@ -141,24 +151,43 @@ def test_compute_optimal_policy_runs_on_a_toy_model():
   tok = CharTokenizer()
   cfg = tiny_config(vocab_size=32, num_layers=1, max_len=64)
   policy, prm = create_model(cfg, 0), create_value_model(cfg, 1)
-  problems = [dict(prompt=q + "\n", answer=str(a)) for q, a in (("1+2", 3), ("3*4", 12),
-                                                                ("5-1", 4), ("2*2", 4))]
+  problems = [
+      dict(prompt=q + "\n", answer=str(a))
+      for q, a in (("1+2", 3), ("3*4", 12), ("5-1", 4), ("2*2", 4))
+  ]
   # two bins split at a score threshold no random PRM reaches: every question is bin 0
   choices = {0: {4: "beam_m4", 2: "best_of_n_weighted"}, 1: {4: "best_of_n_weighted"}}
-  pol = ComputeOptimalPolicy(policy, prm, tok, thresholds=[-1.0], choices=choices,
-                             extract_answer=arith.extract_answer, equivalent=arith.equivalent,
-                             difficulty_samples=2, max_new_tokens=24, max_batch=64,
-                             search=PolicySearchSettings(max_rounds=3, max_step_tokens=8,
-                                                         max_new_tokens=24))
+  pol = ComputeOptimalPolicy(
+      policy,
+      prm,
+      tok,
+      thresholds=[-1.0],
+      choices=choices,
+      extract_answer=arith.extract_answer,
+      equivalent=arith.equivalent,
+      difficulty_samples=2,
+      max_new_tokens=24,
+      max_batch=64,
+      search=PolicySearchSettings(max_rounds=3, max_step_tokens=8, max_new_tokens=24),
+  )
   bins, cost = pol.predict_bins(problems, jax.random.key(0))
   assert bins.tolist() == [0] * 4 and cost["generations"] == 8
   for budget, strat in ((4, "beam_m4"), (2, "best_of_n_weighted")):
     recs = pol.solve(problems, budget, jax.random.key(1))
     assert [r["strategy"] for r in recs] == [strat] * 4
     assert all(r["generations"] == budget and r["difficulty_generations"] == 2 for r in recs)
-  hard = ComputeOptimalPolicy(policy, prm, tok, thresholds=[2.0], choices=choices,
-                              extract_answer=arith.extract_answer, equivalent=arith.equivalent,
-                              difficulty_samples=2, max_new_tokens=24, max_batch=64)
+  hard = ComputeOptimalPolicy(
+      policy,
+      prm,
+      tok,
+      thresholds=[2.0],
+      choices=choices,
+      extract_answer=arith.extract_answer,
+      equivalent=arith.equivalent,
+      difficulty_samples=2,
+      max_new_tokens=24,
+      max_batch=64,
+  )
   recs = hard.solve(problems[:2], 4, jax.random.key(2))
   assert [r["bin"] for r in recs] == [1, 1]
   assert [r["strategy"] for r in recs] == ["best_of_n_weighted"] * 2
@@ -171,10 +200,19 @@ def test_compute_optimal_policy_runs_on_a_toy_model():
     calls.append((len(probs), c, l))
     return ["3"] * len(probs)
 
-  rev = ComputeOptimalPolicy(policy, prm, tok, thresholds=[-1.0], choices={0: {4: "2x2"}},
-                             extract_answer=arith.extract_answer, equivalent=arith.equivalent,
-                             difficulty_samples=2, max_new_tokens=24, max_batch=64,
-                             revise=revise)
+  rev = ComputeOptimalPolicy(
+      policy,
+      prm,
+      tok,
+      thresholds=[-1.0],
+      choices={0: {4: "2x2"}},
+      extract_answer=arith.extract_answer,
+      equivalent=arith.equivalent,
+      difficulty_samples=2,
+      max_new_tokens=24,
+      max_batch=64,
+      revise=revise,
+  )
   recs = rev.solve(problems, 4, jax.random.key(4))
   assert calls == [(4, 2, 2)] and [r["answer"] for r in recs] == ["3"] * 4
   assert all(r["strategy"] == "2x2" and r["generations"] == 4 for r in recs)
@@ -189,8 +227,8 @@ def test_policy_from_analysis_names_bad_family_and_measure():
   pol = ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), **kw)
   assert pol.choices == {0: {4: "beam_m4"}} and pol.budgets() == [4]
   with pytest.raises(ValueError, match="analysis has no 'revision' family"):
-    ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), family="revision",
-                                       **kw)
+    ComputeOptimalPolicy.from_analysis(
+        analysis, None, None, CharTokenizer(), family="revision", **kw
+    )
   with pytest.raises(ValueError, match="must be 'oracle' or 'predicted', got 'exact'"):
-    ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), measure="exact",
-                                       **kw)
+    ComputeOptimalPolicy.from_analysis(analysis, None, None, CharTokenizer(), measure="exact", **kw)

@@ -15,36 +15,45 @@ def test_all_configs_load_and_validate():
 
 
 def test_overrides_are_typed():
-  cfg = config_lib.load_config(QUICK, ["--config.train.steps=7", "train.lr=1",
-                                       "--config.eval.majority_ns=(1,2)",
-                                       "--config.model.tie_embeddings=false",
-                                       "--config.task.levels=ops=1-2,digits=1"])
+  cfg = config_lib.load_config(
+      QUICK,
+      [
+          "--config.train.steps=7",
+          "train.lr=1",
+          "--config.eval.majority_ns=(1,2)",
+          "--config.model.tie_embeddings=false",
+          "--config.task.levels=ops=1-2,digits=1",
+      ],
+  )
   assert cfg.train.steps == 7 and isinstance(cfg.train.lr, float) and cfg.train.lr == 1.0
   assert tuple(cfg.eval.majority_ns) == (1, 2)
   assert cfg.model.tie_embeddings is False
   assert cfg.task.levels == "ops=1-2,digits=1"
 
 
-@pytest.mark.parametrize("override,match", [
-    ("--config.train.stepz=3", "unknown config field 'train.stepz'"),
-    ("--config.nope.x=3", "unknown config field 'nope'"),
-    ("--config.train.steps=abc", "cannot parse value"),
-    ("--config.train.steps=1.5", "expected int"),
-    ("--config.model.tie_embeddings=maybe", "expected a boolean"),
-    ("--config.train=3", "names a group"),
-    ("--config.train.steps", "must look like field=value"),
-    ("--config.train.steps=0", "train.steps must be positive"),
-    ("--config.model.num_kv_heads=3", "num_kv_heads"),
-    ("--config.eval.majority_ns=(1,128)", "majority_ns"),
-    ("--config.train.seq_len=4096", "exceeds model.max_len"),
-    ("--config.labels.rollouts=0", "labels.rollouts must be positive"),
-    ("--config.prm.label=soft-ish", "prm.label must be"),
-    ("--config.orm.heldout_fraction=1.5", "orm.heldout_fraction"),
-    ("--config.prm.seq_len=4096", "prm.seq_len=4096 exceeds"),
-    ("--config.verify.aggregation=mean", "verify.aggregation"),
-    ("--config.train.microbatches=3", "positive divisor of config.train.batch_size=64"),
-    ("--config.train.microbatches=0", "microbatches=0 must be a positive divisor"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("--config.train.stepz=3", "unknown config field 'train.stepz'"),
+        ("--config.nope.x=3", "unknown config field 'nope'"),
+        ("--config.train.steps=abc", "cannot parse value"),
+        ("--config.train.steps=1.5", "expected int"),
+        ("--config.model.tie_embeddings=maybe", "expected a boolean"),
+        ("--config.train=3", "names a group"),
+        ("--config.train.steps", "must look like field=value"),
+        ("--config.train.steps=0", "train.steps must be positive"),
+        ("--config.model.num_kv_heads=3", "num_kv_heads"),
+        ("--config.eval.majority_ns=(1,128)", "majority_ns"),
+        ("--config.train.seq_len=4096", "exceeds model.max_len"),
+        ("--config.labels.rollouts=0", "labels.rollouts must be positive"),
+        ("--config.prm.label=soft-ish", "prm.label must be"),
+        ("--config.orm.heldout_fraction=1.5", "orm.heldout_fraction"),
+        ("--config.prm.seq_len=4096", "prm.seq_len=4096 exceeds"),
+        ("--config.verify.aggregation=mean", "verify.aggregation"),
+        ("--config.train.microbatches=3", "positive divisor of config.train.batch_size=64"),
+        ("--config.train.microbatches=0", "microbatches=0 must be a positive divisor"),
+    ],
+)
 def test_bad_overrides_name_the_problem(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.load_config(QUICK, [override])
@@ -62,7 +71,9 @@ def test_bad_config_files(tmp_path):
   with pytest.raises(config_lib.ConfigError, match="defines no get_config"):
     config_lib.load_config(str(none))
   empty = tmp_path / "empty.py"
-  empty.write_text("import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict()\n")
+  empty.write_text(
+      "import ml_collections\ndef get_config():\n  return ml_collections.ConfigDict()\n"
+  )
   with pytest.raises(config_lib.ConfigError, match="has no 'name'"):
     config_lib.load_config(str(empty))
 
@@ -84,15 +95,18 @@ def test_verifier_sections_all_or_none():
   with pytest.raises(config_lib.ConfigError, match="compute_optimal needs the 'labels' section"):
     config_lib.validate(cfg)
   del cfg["compute_optimal"]
-  config_lib.validate(cfg)       # a policy-only config stays valid
+  config_lib.validate(cfg)  # a policy-only config stays valid
 
 
-@pytest.mark.parametrize("override,match", [
-    ("--config.compute_optimal.num_folds=1", "num_folds >= 2"),
-    ("--config.compute_optimal.r_values=(0.16,-1.0)", "positive ratios"),
-    ("--config.compute_optimal.large_model.vocab_size=64", "unknown config field"),
-    ("--config.search.questions_per_level=60", "exceeds eval.questions_per_level"),
-])
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        ("--config.compute_optimal.num_folds=1", "num_folds >= 2"),
+        ("--config.compute_optimal.r_values=(0.16,-1.0)", "positive ratios"),
+        ("--config.compute_optimal.large_model.vocab_size=64", "unknown config field"),
+        ("--config.search.questions_per_level=60", "exceeds eval.questions_per_level"),
+    ],
+)
 def test_compute_optimal_section_errors(override, match):
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.validate(config_lib.load_config(QUICK, [override]))
@@ -107,38 +121,55 @@ def test_larger_model_keeps_the_vocabulary():
 
 # --- shapes the pipeline cannot run: the mesh, search budgets, empty data ------------------
 
-@pytest.mark.parametrize("override,match", [
-    ("--config.mesh.shape=(3,1,1)",
-     r"config.mesh.shape=\(3, 1, 1\) needs 3 devices, but jax.device_count\(\) is 8"),
-    ("--config.mesh.shape=(3,-1,1)", r"needs a multiple of 3 devices, .*device_count\(\) is 8"),
-    ("--config.mesh.shape=(-1,-1,1)", "at most one -1"),
-    ("--config.mesh.shape=(0,1,1)", "must be positive integers"),
-    ("--config.mesh.shape=(2,2)", "must have 3 entries"),
-    ("--config.search.budgets=(4,8)",
-     r"method 'beam_sqrt' cannot spend a generation budget of 8 .*round\(sqrt\(G\)\) = 3.*"
-     r"nearest budgets it can: \[6, 9\]"),
-    ("--config.search.budgets=(6,)", "method 'beam_m4' cannot spend a generation budget of 6"),
-    ("--config.search.budgets=(0,)", "search.budgets must be positive"),
-    ("--config.search.compact_levels=-1", "search.compact_levels must be >= 0"),
-    ("--config.task.train_per_level=0", "train_per_level must be positive .*empty dataset"),
-    ("--config.task.test_per_level=0", "test_per_level must be positive"),
-    ("--config.task.levels=ops=0-3", "config.task.levels: bad level spec"),
-    ("--config.train.eval_batches=0", "eval_batches must be positive"),
-    ("--config.eval.num_samples=0", "eval.num_samples must be positive"),
-])
+
+@pytest.mark.parametrize(
+    "override,match",
+    [
+        (
+            "--config.mesh.shape=(3,1,1)",
+            r"config.mesh.shape=\(3, 1, 1\) needs 3 devices, but jax.device_count\(\) is 8",
+        ),
+        ("--config.mesh.shape=(3,-1,1)", r"needs a multiple of 3 devices, .*device_count\(\) is 8"),
+        ("--config.mesh.shape=(-1,-1,1)", "at most one -1"),
+        ("--config.mesh.shape=(0,1,1)", "must be positive integers"),
+        ("--config.mesh.shape=(2,2)", "must have 3 entries"),
+        (
+            "--config.search.budgets=(4,8)",
+            r"method 'beam_sqrt' cannot spend a generation budget of 8 .*round\(sqrt\(G\)\) = 3.*"
+            r"nearest budgets it can: \[6, 9\]",
+        ),
+        ("--config.search.budgets=(6,)", "method 'beam_m4' cannot spend a generation budget of 6"),
+        ("--config.search.budgets=(0,)", "search.budgets must be positive"),
+        ("--config.search.compact_levels=-1", "search.compact_levels must be >= 0"),
+        ("--config.task.train_per_level=0", "train_per_level must be positive .*empty dataset"),
+        ("--config.task.test_per_level=0", "test_per_level must be positive"),
+        ("--config.task.levels=ops=0-3", "config.task.levels: bad level spec"),
+        ("--config.train.eval_batches=0", "eval_batches must be positive"),
+        ("--config.eval.num_samples=0", "eval.num_samples must be positive"),
+    ],
+)
 def test_unrunnable_shapes_are_config_errors(override, match):
-  assert jax.device_count() == 8                      # conftest's fake CPU devices
+  assert jax.device_count() == 8  # conftest's fake CPU devices
   with pytest.raises(config_lib.ConfigError, match=match):
     config_lib.load_config(QUICK, [override])
 
 
-@pytest.mark.parametrize("method,budgets", [
-    ("beam_m4", (4, 16, 64)), ("beam_sqrt", (1, 4, 9, 16)), ("lookahead_k1", (2, 8, 16)),
-    ("lookahead_k3", (4, 16, 64)), ("dvts", (4, 8, 256))])
+@pytest.mark.parametrize(
+    "method,budgets",
+    [
+        ("beam_m4", (4, 16, 64)),
+        ("beam_sqrt", (1, 4, 9, 16)),
+        ("lookahead_k1", (2, 8, 16)),
+        ("lookahead_k3", (4, 16, 64)),
+        ("dvts", (4, 8, 256)),
+    ],
+)
 def test_budgets_every_method_can_spend_are_accepted(method, budgets):
-  cfg = config_lib.load_config(QUICK, [f"--config.search.methods=('{method}',)",
-                                       f"--config.search.budgets={budgets}"])
+  cfg = config_lib.load_config(
+      QUICK, [f"--config.search.methods=('{method}',)", f"--config.search.budgets={budgets}"]
+  )
   from ttc_jax.search import sweep
+
   assert all(sweep.plan(method, b) is not None for b in cfg.search.budgets)
 
 
@@ -149,14 +180,26 @@ def test_mesh_shapes_that_fit_the_devices_are_accepted():
 
 def test_main_job_reports_a_bad_mesh_and_exits_2(capsys):
   from ttc_jax import run
-  assert run.main(["--config", QUICK, "--workdir", "/nonexistent/never-created",
-                   "--config.mesh.shape=(3,1,1)"]) == 2
+
+  assert (
+      run.main(
+          [
+              "--config",
+              QUICK,
+              "--workdir",
+              "/nonexistent/never-created",
+              "--config.mesh.shape=(3,1,1)",
+          ]
+      )
+      == 2
+  )
   err = capsys.readouterr().err
   assert "config.mesh.shape=(3, 1, 1)" in err and "jax.device_count() is 8" in err
 
 
 def test_read_jsonl_names_file_and_line_of_bytes_that_are_not_utf8(tmp_path):
   from ttc_jax import io_utils
+
   p = tmp_path / "x.jsonl"
   p.write_bytes(b'{"a": 1}\n{"b": "\xff\xfe"}\n')
   with pytest.raises(ValueError, match=r"line 2 of .*x.jsonl is not UTF-8"):
@@ -167,8 +210,9 @@ def test_speed_only_search_fields_leave_stage_hashes_alone():
   base = config_lib.load_config(QUICK, [])
   for levels in (0, 2, 3):
     other = config_lib.load_config(QUICK, [f"--config.search.compact_levels={levels}"])
-    assert config_lib.config_hash(config_lib.search_section(other.search)) == \
-        config_lib.config_hash(config_lib.search_section(base.search))
+    assert config_lib.config_hash(
+        config_lib.search_section(other.search)
+    ) == config_lib.config_hash(config_lib.search_section(base.search))
   changed = config_lib.load_config(QUICK, ["--config.search.max_rounds=3"])
   assert config_lib.search_section(changed.search) != config_lib.search_section(base.search)
 
@@ -185,11 +229,24 @@ def test_speed_only_train_fields_leave_stage_hashes_alone():
 
 def test_main_job_host_devices_flag(capsys):
   from ttc_jax import run
+
   assert run.main(["--config", QUICK, "--host_devices", "0"]) == 2
   assert "--host_devices must be >= 1" in capsys.readouterr().err
   # An explicit device count already in XLA_FLAGS (the tests' 8) wins over the flag.
-  assert run.main(["--config", QUICK, "--host_devices", "2", "--workdir",
-                   "/nonexistent/never-created", "--config.mesh.shape=(3,1,1)"]) == 2
+  assert (
+      run.main(
+          [
+              "--config",
+              QUICK,
+              "--host_devices",
+              "2",
+              "--workdir",
+              "/nonexistent/never-created",
+              "--config.mesh.shape=(3,1,1)",
+          ]
+      )
+      == 2
+  )
   assert "jax.device_count() is 8" in capsys.readouterr().err
 
 
@@ -199,10 +256,11 @@ def test_optional_revision_sft_fields_at_zero_leave_stage_hashes_alone():
   base = config_lib.load_config(QUICK, [])
   assert float(base.revision.sft.replay_foreign_fraction) == 0.0
   older = base.revision.to_dict()
-  del older["sft"]["replay_foreign_fraction"]               # a config from before the field
+  del older["sft"]["replay_foreign_fraction"]  # a config from before the field
   assert config_lib.revision_section(older) == config_lib.revision_section(base.revision)
   assert "replay_foreign_fraction" not in config_lib.revision_sft_section(base.revision.sft)
   assert config_lib.revision_sft_section(base.revision.sft)["replay_fraction"] == 0.5
   used = config_lib.load_config(QUICK, ["--config.revision.sft.replay_foreign_fraction=0.5"])
-  assert config_lib.config_hash(config_lib.revision_section(used.revision)) != \
-      config_lib.config_hash(config_lib.revision_section(base.revision))
+  assert config_lib.config_hash(
+      config_lib.revision_section(used.revision)
+  ) != config_lib.config_hash(config_lib.revision_section(base.revision))

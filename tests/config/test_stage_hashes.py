@@ -21,18 +21,22 @@ ARITH = {"smoke": "configs/arith_smoke.py", "quick": "configs/arith_quick.py"}
 # the text pipeline hashes its model paths (fixed stand-ins, never opened) and the sha256 of
 # its data files (fixed bytes, written to a temporary directory)
 TEXT = {"gsm8k_hf": "configs/gsm8k_hf.py", "math_hf": "configs/math_hf.py"}
-TEXT_DATA = {"train.jsonl": '{"question": "1+1?", "answer": "#### 2"}\n',
-             "test.jsonl": '{"question": "2+2?", "answer": "#### 4"}\n'}
+TEXT_DATA = {
+    "train.jsonl": '{"question": "1+1?", "answer": "#### 2"}\n',
+    "test.jsonl": '{"question": "2+2?", "answer": "#### 4"}\n',
+}
 TEXT_PATHS = dict(policy="/models/policy", prm="/models/prm", large_policy="/models/large")
 
 
 def _record(pipe, calls) -> dict:
   from ttc_jax import config as config_lib
+
   seen = {}
 
   def stage(name, sections, fn):
     seen[name] = config_lib.config_hash(sections)
     return {}
+
   pipe._stage = stage
   for call in calls:
     call(pipe)
@@ -42,34 +46,52 @@ def _record(pipe, calls) -> dict:
 def arith_hashes(config_path: str) -> dict:
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline import Pipeline
+
   cfg = config_lib.load_config(os.path.join(ROOT, config_path))
   pipe = Pipeline.__new__(Pipeline)
   pipe.cfg = cfg
-  calls = [Pipeline.stage_data, Pipeline.stage_policy, Pipeline.stage_eval_policy,
-           Pipeline.stage_prm_labels, lambda p: p._value_stage("prm"),
-           lambda p: p._value_stage("orm"), Pipeline.stage_eval_verifiers,
-           Pipeline.stage_eval_search, Pipeline.stage_revision_data,
-           Pipeline.stage_revision_sft, Pipeline.stage_revision_chains,
-           Pipeline.stage_revision_orm, Pipeline.stage_revision_rl,
-           Pipeline.stage_eval_revision, Pipeline.stage_large_policy,
-           Pipeline.stage_eval_large, Pipeline.stage_compute_optimal]
+  calls = [
+      Pipeline.stage_data,
+      Pipeline.stage_policy,
+      Pipeline.stage_eval_policy,
+      Pipeline.stage_prm_labels,
+      lambda p: p._value_stage("prm"),
+      lambda p: p._value_stage("orm"),
+      Pipeline.stage_eval_verifiers,
+      Pipeline.stage_eval_search,
+      Pipeline.stage_revision_data,
+      Pipeline.stage_revision_sft,
+      Pipeline.stage_revision_chains,
+      Pipeline.stage_revision_orm,
+      Pipeline.stage_revision_rl,
+      Pipeline.stage_eval_revision,
+      Pipeline.stage_large_policy,
+      Pipeline.stage_eval_large,
+      Pipeline.stage_compute_optimal,
+  ]
   return _record(pipe, calls)
 
 
 def text_hashes(config_path: str, manual_dir: str) -> dict:
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline.text import TextPipeline
+
   for name, text in TEXT_DATA.items():
     with open(os.path.join(manual_dir, name), "w") as f:
       f.write(text)
-  cfg = config_lib.load_config_file(os.path.join(ROOT, config_path))   # paths are not checked
+  cfg = config_lib.load_config_file(os.path.join(ROOT, config_path))  # paths are not checked
   cfg.data.manual_dir = manual_dir
   cfg.hf.update(TEXT_PATHS)
   pipe = TextPipeline.__new__(TextPipeline)
   pipe.cfg, pipe.task = cfg, cfg.task.name
-  calls = [TextPipeline.stage_data, TextPipeline.stage_eval_policy,
-           TextPipeline.stage_score_samples, TextPipeline.stage_eval_search,
-           TextPipeline.stage_eval_large, TextPipeline.stage_compute_optimal]
+  calls = [
+      TextPipeline.stage_data,
+      TextPipeline.stage_eval_policy,
+      TextPipeline.stage_score_samples,
+      TextPipeline.stage_eval_search,
+      TextPipeline.stage_eval_large,
+      TextPipeline.stage_compute_optimal,
+  ]
   return _record(pipe, calls)
 
 
@@ -89,6 +111,7 @@ def test_stage_hashes_are_unchanged(name, tmp_path):
 
 if __name__ == "__main__":
   import tempfile
+
   sys.path.insert(0, ROOT)
   with tempfile.TemporaryDirectory() as d:
     json.dump(all_hashes(d), sys.stdout, indent=1, sort_keys=True)

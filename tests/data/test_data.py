@@ -29,10 +29,18 @@ def built(tmp_path_factory):
 
 
 def _expected(split, seed=0, n=20):
-  return [dict(question=p.question, prompt=p.prompt, solution=p.solution,
-               answer=p.answer, num_ops=p.level.num_ops, digits=p.level.digits,
-               level=p.level.name)
-          for p in arith.generate(split, arith.parse_levels(LEVELS), n, seed)]
+  return [
+      dict(
+          question=p.question,
+          prompt=p.prompt,
+          solution=p.solution,
+          answer=p.answer,
+          num_ops=p.level.num_ops,
+          digits=p.level.digits,
+          level=p.level.name,
+      )
+      for p in arith.generate(split, arith.parse_levels(LEVELS), n, seed)
+  ]
 
 
 def _segments(batch):
@@ -47,7 +55,7 @@ def _segments(batch):
   for r in range(batch["inputs"].shape[0]):
     inp, tgt, pos, seg, mask = (batch[k][r] for k in packing.BATCH_KEYS)
     pad = seg == 0
-    assert not pad.any() or pad[np.argmax(pad):].all(), "padding only at the end"
+    assert not pad.any() or pad[np.argmax(pad) :].all(), "padding only at the end"
     assert (inp[pad] == 0).all() and (tgt[pad] == 0).all() and (mask[pad] == 0).all()
     for s in sorted(set(seg[~pad].tolist())):
       idx = np.nonzero(seg == s)[0]
@@ -55,7 +63,7 @@ def _segments(batch):
       x, y, m = inp[idx], tgt[idx], mask[idx]
       np.testing.assert_array_equal(pos[idx], np.arange(idx.size))
       assert x[0] == TOK.BOS and y[-1] == TOK.EOS
-      np.testing.assert_array_equal(x[1:], y[:-1])   # shifted within the segment
+      np.testing.assert_array_equal(x[1:], y[:-1])  # shifted within the segment
       # the mask covers exactly the solution and EOS targets (a suffix)
       assert m[-1] == 1 and (np.diff(m) >= 0).all()
       prompt, solution = TOK.decode(y[m == 0]), TOK.decode(y[m == 1])
@@ -72,7 +80,7 @@ def test_round_trip_and_disjoint(built):
     src = at.load_split(builder, split)
     got = [at.decode_record(src[i]) for i in range(len(src))]
     assert got == _expected(split)
-    assert isinstance(src[0]["question"], bytes)   # raw records hold bytes
+    assert isinstance(src[0]["question"], bytes)  # raw records hold bytes
   train = {r["question"] for r in at.load_problems(builder, "train")}
   test = {r["question"] for r in pipeline.load_test_problems(builder)}
   assert train and test and not train & test
@@ -97,8 +105,7 @@ def test_prepare_idempotent_and_config_per_params(built):
   assert at.load_problems(other, "test") == _expected("test", seed=1)
   assert at.load_problems(other, "test") != at.load_problems(builder, "test")
   more = at.make_builder(data_dir, LEVELS, 20, 21, 0)
-  assert more.builder_config.name not in (builder.builder_config.name,
-                                          other.builder_config.name)
+  assert more.builder_config.name not in (builder.builder_config.name, other.builder_config.name)
   # a TFDS root with two configs is ambiguous
   with pytest.raises(FileNotFoundError, match="2 prepared"):
     at.load_split(data_dir, "test")
@@ -116,8 +123,7 @@ def test_missing_and_corrupt_data_errors(tmp_path):
   with pytest.raises(NotADirectoryError, match="afile"):
     at.build_arith_dataset(str(tmp_path / "afile"), **ARGS)
 
-  builder = at.build_arith_dataset(str(tmp_path), **dict(ARGS, train_per_level=3,
-                                                         test_per_level=3))
+  builder = at.build_arith_dataset(str(tmp_path), **dict(ARGS, train_per_level=3, test_per_level=3))
   vdir = os.fspath(builder.data_dir)
   shard = glob.glob(os.path.join(vdir, "*-train.array_record-*"))[0]
   with open(shard, "wb") as f:
@@ -137,8 +143,9 @@ def test_missing_and_corrupt_data_errors(tmp_path):
   with open(os.path.join(vdir, "dataset_info.json"), "w") as f:
     f.write("{not json")
   with pytest.raises(RuntimeError, match=vdir):
-    at.load_split(dict(data_dir=str(tmp_path), **dict(ARGS, train_per_level=3,
-                                                       test_per_level=3)), "test")
+    at.load_split(
+        dict(data_dir=str(tmp_path), **dict(ARGS, train_per_level=3, test_per_level=3)), "test"
+    )
   with pytest.raises(RuntimeError, match=vdir):
     at.load_split(vdir, "test")
 
@@ -178,13 +185,14 @@ def test_too_long_raises():
     packing.pack_examples(pairs, seq_len=n - 1)
   with pytest.raises(ValueError, match=f"seq_len is {n - 1}"):
     next(packing.iterate_batches(pairs, 4, n - 1, seed=0))
-  packing.pack_examples(pairs, seq_len=n)   # exactly fits
+  packing.pack_examples(pairs, seq_len=n)  # exactly fits
 
 
 def test_iterate_batches_fixed_deterministic():
   probs, pairs = _pairs()
-  take = lambda seed, k=6: [b for _, b in zip(range(k),
-                                              packing.iterate_batches(pairs, 4, 128, seed))]
+  take = lambda seed, k=6: [
+      b for _, b in zip(range(k), packing.iterate_batches(pairs, 4, 128, seed))
+  ]
   a, b, c = take(0), take(0), take(1)
   for x in a:
     assert all(v.shape == (4, 128) for v in x.values())
@@ -210,7 +218,7 @@ def test_grain_pipeline_shapes_and_determinism(built):
   for x in a:
     assert all(v.shape == (4, 96) for v in x.values())
     assert set(_segments(x)) <= train
-  assert max(x["segment_ids"].max() for x in a) > 1     # really packed
+  assert max(x["segment_ids"].max() for x in a) > 1  # really packed
   assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x)
   assert not all(np.array_equal(x["inputs"], y["inputs"]) for x, y in zip(a, c))
   for x in _grain_batches(builder, 0, k=2, pack=False):
@@ -237,9 +245,11 @@ def test_grain_too_long_raises(built):
 
 
 def test_data_package_imports_no_tfds_or_grain():
-  code = ("import sys, ttc_jax.data; "
-          "bad = [m for m in sys.modules if m.split('.')[0] in "
-          "('tensorflow_datasets', 'grain', 'array_record', 'tensorflow')]; "
-          "assert not bad, bad")
+  code = (
+      "import sys, ttc_jax.data; "
+      "bad = [m for m in sys.modules if m.split('.')[0] in "
+      "('tensorflow_datasets', 'grain', 'array_record', 'tensorflow')]; "
+      "assert not bad, bad"
+  )
   root = REPO_ROOT
   subprocess.run([sys.executable, "-c", code], check=True, cwd=root)

@@ -33,41 +33,58 @@ CASES = {
         ("-2", "The answer is: $-2$", T),
         ("2", "The answer is: $-2$", F),
         ("5", "Final Answer:\n\n$5$", T),
-        ("6", 'Thus, the number of ways is 6.\n\nFinal Answer: 6', T),
+        ("6", "Thus, the number of ways is 6.\n\nFinal Answer: 6", T),
         (r"\frac{5}{9}", r"Final Answer: The probability is $\dfrac{5}{9}$.", T),
         (r"\frac{5}{9}", r"Final Answer: The probability is $\dfrac{4}{9}$.", F),
         ("42", "**Answer:** 42", T),
         ("42", "The answer is 41.", F),
         (r"3\sqrt{2}", r"Hence the distance is $$3\sqrt{2}.$$", T),
-        ("x+1", 'so the answer is x+1.\nDone', T),
+        ("x+1", "so the answer is x+1.\nDone", T),
         ("8", r"Final answer: \(8\)", T),
-        ("37",
-         'Paid: $43 - $6 = $37.\n\nTherefore, the customer paid $37 on this trip.', T),
-        ("38",
-         'Paid: $43 - $6 = $37.\n\nTherefore, the customer paid $37 on this trip.', F),
-        ("195000",
-         'Profit = $325,000 - $130,000 = $195,000.\n\nSo, Josh made a profit of $195,000.', T),
-        ("126",
-         'Perimeter = 6 × 21 = 126.\n\nTherefore, the perimeter of the hexagon is 126 inches.', T),
+        ("37", "Paid: $43 - $6 = $37.\n\nTherefore, the customer paid $37 on this trip.", T),
+        ("38", "Paid: $43 - $6 = $37.\n\nTherefore, the customer paid $37 on this trip.", F),
+        (
+            "195000",
+            "Profit = $325,000 - $130,000 = $195,000.\n\nSo, Josh made a profit of $195,000.",
+            T,
+        ),
+        (
+            "126",
+            "Perimeter = 6 × 21 = 126.\n\nTherefore, the perimeter of the hexagon is 126 inches.",
+            T,
+        ),
         ("2", r"Thus, the largest prime number that divides the given quantity \(S\) is **2**.", T),
         ("3", r"Thus, the largest prime number that divides the given quantity \(S\) is **2**.", F),
-        ("230",
-         "Final Answer - There are 230 numbers from 1 to 800 with the digit 6 at least twice.", T),
+        (
+            "230",
+            "Final Answer - There are 230 numbers from 1 to 800 with the digit 6 at least twice.",
+            T,
+        ),
         ("10", r"Therefore, the number \(2^3 \cdot 5^8\) has **10 digits**.", T),
-        ("6",
-         r"\[ \text{Price} = 2 \times 3 = 6 \] So, the package with 8 sandwiches costs $6.", T),
-        (r"\frac{1}{21}",
-         r"Therefore, the probability that both cards are face cards is \(\frac{1}{21}\).", T),
-        (r"\frac{1}{20}",
-         r"Therefore, the probability that both cards are face cards is \(\frac{1}{21}\).", F),
-        ("west",
-         "Therefore, after spinning 2250 degrees, the figure skater is facing **west**.", T),
-        ("252",
-         r"Therefore, the greatest common factor is \(4 \times 9 \times 7 = 252\).", T),
-        ("12",
-         r"Therefore, the greatest common factor is \(4 \times 9 \times 7 = 252\).", F),
-        ("15", 'Adding these up gives 15.\n\n**Final Answer:** 15', T),
-        ("15", 'Adding these up gives 15.\n\n**Final Answer:** 16', F),
+        (
+            "6",
+            r"\[ \text{Price} = 2 \times 3 = 6 \] So, the package with 8 sandwiches costs $6.",
+            T,
+        ),
+        (
+            r"\frac{1}{21}",
+            r"Therefore, the probability that both cards are face cards is \(\frac{1}{21}\).",
+            T,
+        ),
+        (
+            r"\frac{1}{20}",
+            r"Therefore, the probability that both cards are face cards is \(\frac{1}{21}\).",
+            F,
+        ),
+        (
+            "west",
+            "Therefore, after spinning 2250 degrees, the figure skater is facing **west**.",
+            T,
+        ),
+        ("252", r"Therefore, the greatest common factor is \(4 \times 9 \times 7 = 252\).", T),
+        ("12", r"Therefore, the greatest common factor is \(4 \times 9 \times 7 = 252\).", F),
+        ("15", "Adding these up gives 15.\n\n**Final Answer:** 15", T),
+        ("15", "Adding these up gives 15.\n\n**Final Answer:** 16", F),
         (r"\frac{7}{2}", r"The answer is $\frac{7}{2}$, which is 3.5.", T),
         ("-1", "Final Answer: The final answer is $-1$. I hope it is correct.", T),
         (r"2\pi", r"So the period is $2\pi$.", T),
@@ -92,9 +109,12 @@ CASES = {
         ("-3, 3", r"The roots are $\boxed{-3}$ and $\boxed{4}$.", F),
         ("1,2,3", r"\boxed{1},\boxed{2},\boxed{3}", T),
         ("3", r"We get $\boxed{2}$ apples. The final answer is $\boxed{3}$", T),
-        ("2, 3",
-         r"We have $y=\boxed{2}$, and then in the second part we compute the final value"
-         r" is \boxed{3}", F),
+        (
+            "2, 3",
+            r"We have $y=\boxed{2}$, and then in the second part we compute the final value"
+            r" is \boxed{3}",
+            F,
+        ),
     ],
     "units_words": [
         ("125", r"125\textnormal{ miles}", T),
@@ -116,8 +136,11 @@ CASES = {
         ("45", r"\boxed{45\%}", T),
         ("0.45", r"\boxed{45\%}", F),
         ("3", r"\boxed{3\text{ hours}}", T),
-        ("60",
-         "Therefore, Colorado City uses 60% of the river's water for non-industrial purposes.", T),
+        (
+            "60",
+            "Therefore, Colorado City uses 60% of the river's water for non-industrial purposes.",
+            T,
+        ),
         ("27", "Therefore, the charge of the power bank was 27%.", T),
         ("165", "So, Elijah and Kory's dogs weigh a total of 165 pounds together.", T),
         ("166", "So, Elijah and Kory's dogs weigh a total of 165 pounds together.", F),
@@ -147,7 +170,7 @@ CASES = {
         ("1234567", r"\boxed{1 234 567}", T),
         ("0.6", "0,5", F),
         ("1, 5", "1,5", T),
-        ("1.5", "1,5", F),                       # one digit after the comma: a list
+        ("1.5", "1,5", F),  # one digit after the comma: a list
         ("12, 345", r"\boxed{12,345}", F),
         ("3.50", r"\boxed{\$3.50}", T),
         ("3.5", r"\boxed{3,50}", T),
@@ -188,10 +211,16 @@ CASES = {
         ("9", r"\boxed{3^2 = 9}", T),
         ("20", r"\boxed{4 \cdot 5 = 20}", T),
         ("21", r"\boxed{4 \cdot 5 = 20}", F),
-        ("1",
-         r"Therefore, the only integer root of the given polynomial equation is \(x = 1\).", T),
-        (r"\frac{32}{15}",
-         r"Therefore, the solution to the given equation is \(x = \frac{32}{15}\).", T),
+        (
+            "1",
+            r"Therefore, the only integer root of the given polynomial equation is \(x = 1\).",
+            T,
+        ),
+        (
+            r"\frac{32}{15}",
+            r"Therefore, the solution to the given equation is \(x = \frac{32}{15}\).",
+            T,
+        ),
         (r"\frac{13}{8}", r"This simplifies to: \(a + b + c = \frac{13}{8}\).", T),
         (r"\frac{13}{9}", r"This simplifies to: \(a + b + c = \frac{13}{8}\).", F),
         ("8", r"\boxed{m\angle ABC = 8}", T),
@@ -243,8 +272,11 @@ CASES = {
         (r"(-\infty, -1] \cup [1, \infty)", r"\boxed{(-\infty,-1)\cup(1,\infty)}", F),
         (r"a \neq 0", r"\boxed{a \ne 0}", T),
         ("(2, 5)", r"\boxed{2<x<5}", T),
-        (r"(-\infty, -3) \cup (3, \infty)",
-         r"The solution set is $\boxed{(-\infty,-3)\cup(3,\infty)}$.", T),
+        (
+            r"(-\infty, -3) \cup (3, \infty)",
+            r"The solution set is $\boxed{(-\infty,-3)\cup(3,\infty)}$.",
+            T,
+        ),
         (r"(-\infty, -3) \cup (3, \infty)", r"\boxed{x<-3 \text{ or } x>3}", T),
         (r"(-\infty, -3) \cup (3, \infty)", r"\boxed{x\le-3 \text{ or } x>3}", F),
         ("[0, 1]", r"\boxed{0 \le a \le 1}", T),
@@ -310,16 +342,31 @@ CASES = {
         ("y = x^2 - 4x + 3", r"\boxed{y=(x-1)(x+3)}", F),
     ],
     "matrices_sets": [
-        (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
-         r"\begin{bmatrix} 1 & 2 \\ 3 & 4 \end{bmatrix}", T),
-        (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
-         r"\begin{bmatrix} 1 & 2 \\ 4 & 3 \end{bmatrix}", F),
-        (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
-         r"\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]", T),
-        (r"\begin{pmatrix} \frac12 \\ 3 \end{pmatrix}",
-         r"\left[ \begin{array}{c} 0.5 \\ 3 \end{array} \right]", T),
-        (r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
-         r"\left[\begin{array}{cccc} 1 & 2 & 3 & 4 \end{array}\right]", F),
+        (
+            r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
+            r"\begin{bmatrix} 1 & 2 \\ 3 & 4 \end{bmatrix}",
+            T,
+        ),
+        (
+            r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
+            r"\begin{bmatrix} 1 & 2 \\ 4 & 3 \end{bmatrix}",
+            F,
+        ),
+        (
+            r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
+            r"\left[\begin{array}{cc} 1 & 2 \\ 3 & 4 \end{array}\right]",
+            T,
+        ),
+        (
+            r"\begin{pmatrix} \frac12 \\ 3 \end{pmatrix}",
+            r"\left[ \begin{array}{c} 0.5 \\ 3 \end{array} \right]",
+            T,
+        ),
+        (
+            r"\begin{pmatrix} 1 & 2 \\ 3 & 4 \end{pmatrix}",
+            r"\left[\begin{array}{cccc} 1 & 2 & 3 & 4 \end{array}\right]",
+            F,
+        ),
         (r"\{(1,2), (3,4)\}", r"\{(3,4), (1,2)\}", T),
         (r"\{(1,2), (3,4)\}", r"\{(4,3), (1,2)\}", F),
         (r"(1,2), (3, 4)", r"(3,4),(1,\frac{4}{2})", T),
@@ -329,20 +376,35 @@ CASES = {
         (r"\{1,3\}", "1,3", F),
         (r"(1,3)", "[1,3]", F),
         (r"(1,3)", "(1,3]", F),
-        (r"\begin{pmatrix} 2 \\ -1 \end{pmatrix}",
-         r"\boxed{\begin{bmatrix} 2 \\ -1 \end{bmatrix}}", T),
-        (r"\begin{pmatrix} 2 \\ -1 \end{pmatrix}",
-         r"\boxed{\begin{pmatrix} -1 \\ 2 \end{pmatrix}}", F),
+        (
+            r"\begin{pmatrix} 2 \\ -1 \end{pmatrix}",
+            r"\boxed{\begin{bmatrix} 2 \\ -1 \end{bmatrix}}",
+            T,
+        ),
+        (
+            r"\begin{pmatrix} 2 \\ -1 \end{pmatrix}",
+            r"\boxed{\begin{pmatrix} -1 \\ 2 \end{pmatrix}}",
+            F,
+        ),
         (r"\{(0,0), (1,1), (2,4)\}", r"\boxed{\{(2,4),(0,0),(1,1)\}}", T),
         (r"\{(0,0), (1,1), (2,4)\}", r"\boxed{\{(2,4),(0,0)\}}", F),
         (r"\{2, 5\}", r"\boxed{\{5, 2\}}", T),
         ("(2, 5)", r"\boxed{(5, 2)}", F),
-        (r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}",
-         r"\boxed{\begin{pmatrix}1&0\\0&1\end{pmatrix}}", T),
-        (r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}",
-         r"\boxed{\begin{pmatrix}1&0\\0&-1\end{pmatrix}}", F),
-        (r"\begin{pmatrix} -1 \\ 2 \\ 3 \end{pmatrix}",
-         r"\boxed{\left(\begin{array}{c}-1\\2\\3\end{array}\right)}", T),
+        (
+            r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}",
+            r"\boxed{\begin{pmatrix}1&0\\0&1\end{pmatrix}}",
+            T,
+        ),
+        (
+            r"\begin{pmatrix} 1 & 0 \\ 0 & 1 \end{pmatrix}",
+            r"\boxed{\begin{pmatrix}1&0\\0&-1\end{pmatrix}}",
+            F,
+        ),
+        (
+            r"\begin{pmatrix} -1 \\ 2 \\ 3 \end{pmatrix}",
+            r"\boxed{\left(\begin{array}{c}-1\\2\\3\end{array}\right)}",
+            T,
+        ),
         (r"\{-1, 2\}", r"\boxed{\{2, -1\}}", T),
         ("(1, 2), (2, 1)", r"\boxed{(2,1), (1,2)}", T),
         ("(1, 2), (2, 1)", r"\boxed{(2,1), (2,1)}", F),
@@ -371,14 +433,17 @@ def grade(gold: str, prediction: str) -> bool:
 def figures() -> dict:
   verdicts = [(e, grade(g, p)) for _, g, p, e in PAIRS]
   unequal = [got for e, got in verdicts if not e]
-  return dict(pairs=len(verdicts),
-              agreement=sum(e == got for e, got in verdicts) / len(verdicts),
-              false_positive_rate=sum(unequal) / len(unequal),
-              per_kind={k: len(v) for k, v in CASES.items()})
+  return dict(
+      pairs=len(verdicts),
+      agreement=sum(e == got for e, got in verdicts) / len(verdicts),
+      false_positive_rate=sum(unequal) / len(unequal),
+      per_kind={k: len(v) for k, v in CASES.items()},
+  )
 
 
-@pytest.mark.parametrize("kind, gold, prediction, expected", PAIRS,
-                         ids=[f"{k}-{i}" for i, (k, *_) in enumerate(PAIRS)])
+@pytest.mark.parametrize(
+    "kind, gold, prediction, expected", PAIRS, ids=[f"{k}-{i}" for i, (k, *_) in enumerate(PAIRS)]
+)
 def test_pair(kind, gold, prediction, expected):
   assert grade(gold, prediction) is expected
 
@@ -388,5 +453,5 @@ def test_suite_thresholds_and_coverage():
   f = figures()
   assert time.monotonic() - start < 20
   assert f["agreement"] >= 0.95 and f["false_positive_rate"] <= 0.01, f
-  for kind, rows in CASES.items():   # every kind has equal and unequal pairs
+  for kind, rows in CASES.items():  # every kind has equal and unequal pairs
     assert {e for *_, e in rows} == {True, False}, kind

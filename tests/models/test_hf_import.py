@@ -16,17 +16,38 @@ from ttc_jax.models import hf  # noqa: E402
 from ttc_jax.models.transformer import rope_frequencies  # noqa: E402
 
 V = 64
-BASE = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            rms_norm_eps=1e-5, bos_token_id=None, eos_token_id=None, pad_token_id=0)
-LLAMA3 = {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
-          "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+BASE = dict(
+    vocab_size=V,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=0,
+)
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 4.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
 CASES = {
     # name: (model class, config overrides)
     "llama_gqa_untied": ("Llama", dict(tie_word_embeddings=False, rope_theta=500.0)),
     "llama_tied_llama3": ("Llama", dict(tie_word_embeddings=True, rope_scaling=LLAMA3)),
-    "llama_mha_linear": ("Llama", dict(num_key_value_heads=4, tie_word_embeddings=False,
-                                       rope_scaling={"rope_type": "linear", "factor": 2.0})),
+    "llama_mha_linear": (
+        "Llama",
+        dict(
+            num_key_value_heads=4,
+            tie_word_embeddings=False,
+            rope_scaling={"rope_type": "linear", "factor": 2.0},
+        ),
+    ),
     "qwen2_bias_untied": ("Qwen2", dict(tie_word_embeddings=False, num_key_value_heads=1)),
     "qwen2_bias_tied": ("Qwen2", dict(tie_word_embeddings=True)),
 }
@@ -81,7 +102,7 @@ def test_logits_match_pytorch(saved, name):
   assert cfg.qkv_bias == name.startswith("qwen2")
   assert cfg.num_kv_heads == model.config.num_key_value_heads and cfg.norm_eps == 1e-5
   ref = hf_logits(model, TOKENS)
-  assert np.abs(ref).max() > 1.0          # weights are large enough to matter
+  assert np.abs(ref).max() > 1.0  # weights are large enough to matter
   np.testing.assert_allclose(jax_logits(ours, TOKENS), ref, atol=1e-4, rtol=0)
 
 
@@ -92,7 +113,7 @@ def test_rope_frequencies_match_hf(saved, name):
   ref = model.model.rotary_emb.inv_freq.numpy()
   ours = np.asarray(rope_frequencies(cfg.head_dim, cfg.rope_theta, cfg.rope_scaling))
   np.testing.assert_allclose(ours, ref, rtol=1e-6)
-  if cfg.rope_scaling:        # the scaling really changes some frequencies
+  if cfg.rope_scaling:  # the scaling really changes some frequencies
     plain = np.asarray(rope_frequencies(cfg.head_dim, cfg.rope_theta))
     assert np.abs(plain - ours).max() > 1e-4
 
@@ -103,12 +124,24 @@ def test_greedy_generation_matches_hf(saved, name):
   ours = hf.load_model(path, max_len=32)
   prompts = TOKENS[:2, :6]
   with torch.no_grad():
-    ref = model.generate(torch.tensor(prompts), attention_mask=torch.ones(2, 6, dtype=torch.long),
-                         max_new_tokens=10, do_sample=False, pad_token_id=0).numpy()[:, 6:]
-  out = sampling.generate(ours, jnp.asarray(prompts), jnp.full((2,), 6), jax.random.key(0),
-                          max_new_tokens=10, eos_id=-1, temperature=0.0)
+    ref = model.generate(
+        torch.tensor(prompts),
+        attention_mask=torch.ones(2, 6, dtype=torch.long),
+        max_new_tokens=10,
+        do_sample=False,
+        pad_token_id=0,
+    ).numpy()[:, 6:]
+  out = sampling.generate(
+      ours,
+      jnp.asarray(prompts),
+      jnp.full((2,), 6),
+      jax.random.key(0),
+      max_new_tokens=10,
+      eos_id=-1,
+      temperature=0.0,
+  )
   np.testing.assert_array_equal(np.asarray(out.tokens[:, 0]), ref)
-  assert len(set(ref.ravel().tolist())) > 2          # not a degenerate constant output
+  assert len(set(ref.ravel().tolist())) > 2  # not a degenerate constant output
 
 
 @pytest.mark.parametrize("name", ["llama_tied_llama3", "qwen2_bias_untied"])
@@ -116,7 +149,7 @@ def test_export_roundtrip_transformers(saved, tmp_path, name):
   model, path = saved[name]
   ours = hf.load_model(path, max_len=64)
   out = str(tmp_path / "export")
-  hf.save_model(ours, out, max_shard_bytes=20_000)          # forces several shards
+  hf.save_model(ours, out, max_shard_bytes=20_000)  # forces several shards
   assert os.path.isfile(os.path.join(out, "model.safetensors.index.json"))
   kind = CASES[name][0]
   reloaded = getattr(transformers, f"{kind}ForCausalLM").from_pretrained(out).eval()
@@ -136,7 +169,8 @@ def test_bfloat16_import_and_export(saved, tmp_path):
   assert ours.embed[...].dtype == jnp.bfloat16 and ours.cfg.dtype == "bfloat16"
   ref_q = bf.model.layers[1].self_attn.q_proj.weight.detach().float().numpy()
   np.testing.assert_array_equal(
-      np.asarray(ours.blocks[1].attn.q[...].astype(jnp.float32)).reshape(32, -1).T, ref_q)
+      np.asarray(ours.blocks[1].attn.q[...].astype(jnp.float32)).reshape(32, -1).T, ref_q
+  )
   # bf16 compute stays close to the float32 reference of the same weights.
   ref = hf_logits(model, TOKENS)
   err = np.abs(jax_logits(ours, TOKENS) - ref).max()
@@ -156,9 +190,10 @@ def test_load_onto_mesh(saved, shape):
   ours = hf.load_model(path, mesh=mesh, max_len=64)
   emb = ours.embed[...]
   assert emb.sharding.mesh.shape == mesh.shape
-  assert not emb.sharding.is_fully_replicated             # vocab over tensor / embed over fsdp
+  assert not emb.sharding.is_fully_replicated  # vocab over tensor / embed over fsdp
   assert ours.blocks[0].mlp.gate[...].sharding.spec == parallel.logical_to_spec(
-      ("embed", "mlp"), (32, 48), mesh)
+      ("embed", "mlp"), (32, 48), mesh
+  )
   with parallel.use_mesh(mesh):
     got = jax_logits(ours, TOKENS[:2])
   np.testing.assert_allclose(got, hf_logits(model, TOKENS[:2]), atol=1e-4, rtol=0)
@@ -174,6 +209,7 @@ def test_sharded_hf_checkpoint(tmp_path):
 
 # --- errors -----------------------------------------------------------------------
 
+
 def _rewrite(path, edit):
   """Rewrites model.safetensors of `path` after edit(dict of arrays)."""
   f = os.path.join(path, "model.safetensors")
@@ -186,7 +222,8 @@ def _rewrite(path, edit):
 @pytest.fixture
 def small_ckpt(tmp_path):
   make_hf("Llama", num_hidden_layers=1, tie_word_embeddings=False).save_pretrained(
-      str(tmp_path), safe_serialization=True)
+      str(tmp_path), safe_serialization=True
+  )
   return str(tmp_path)
 
 
@@ -208,8 +245,10 @@ def test_error_config(small_ckpt):
   json.dump(dict(conf, model_type="gpt2"), open(cfg_path, "w"))
   with pytest.raises(ValueError, match="unknown model_type 'gpt2'"):
     hf.load_model(small_ckpt)
-  json.dump(dict(conf, rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}),
-            open(cfg_path, "w"))
+  json.dump(
+      dict(conf, rope_parameters={"rope_type": "yarn", "factor": 2.0, "rope_theta": 1e4}),
+      open(cfg_path, "w"),
+  )
   with pytest.raises(ValueError, match="unsupported RoPE scaling type 'yarn'"):
     hf.load_model(small_ckpt)
 
@@ -218,13 +257,24 @@ def test_error_tensors(small_ckpt):
   _rewrite(small_ckpt, lambda t: t.pop("model.layers.0.mlp.up_proj.weight"))
   with pytest.raises(ValueError, match="missing 1: model.layers.0.mlp.up_proj.weight"):
     hf.load_model(small_ckpt)
-  _rewrite(small_ckpt, lambda t: t.update({
-      "model.layers.0.mlp.up_proj.weight": np.zeros((48, 32), np.float32),
-      "model.extra.weight": np.zeros((2,), np.float32)}))
+  _rewrite(
+      small_ckpt,
+      lambda t: t.update(
+          {
+              "model.layers.0.mlp.up_proj.weight": np.zeros((48, 32), np.float32),
+              "model.extra.weight": np.zeros((2,), np.float32),
+          }
+      ),
+  )
   with pytest.raises(ValueError, match="unexpected 1: model.extra.weight"):
     hf.load_model(small_ckpt)
-  _rewrite(small_ckpt, lambda t: (t.pop("model.extra.weight"), t.update({
-      "model.layers.0.self_attn.k_proj.weight": np.zeros((8, 32), np.float32)})))
+  _rewrite(
+      small_ckpt,
+      lambda t: (
+          t.pop("model.extra.weight"),
+          t.update({"model.layers.0.self_attn.k_proj.weight": np.zeros((8, 32), np.float32)}),
+      ),
+  )
   with pytest.raises(ValueError, match=r"k_proj.weight has shape \(8, 32\), expected \(16, 32\)"):
     hf.load_model(small_ckpt)
 
@@ -232,9 +282,10 @@ def test_error_tensors(small_ckpt):
 def test_model_config_rope_scaling_normalised():
   import dataclasses
   from ttc_jax.models.config import ModelConfig
+
   cfg = ModelConfig(rope_scaling={"type": "linear", "factor": 2})
   assert cfg.rope_scaling == (("factor", 2.0), ("rope_type", "linear"))
-  hash(cfg)                                             # stays usable as a static jit argument
+  hash(cfg)  # stays usable as a static jit argument
   again = ModelConfig.from_dict(json.loads(json.dumps(dataclasses.asdict(cfg))))
   assert again == cfg and ModelConfig(rope_scaling={"rope_type": "default"}) == ModelConfig()
   with pytest.raises(ValueError, match="RoPE scaling 'llama3' needs"):
@@ -242,11 +293,25 @@ def test_model_config_rope_scaling_normalised():
 
 
 def test_config_from_hf_variants():
-  base = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+  base = dict(
+      vocab_size=V,
+      hidden_size=32,
+      intermediate_size=48,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      max_position_embeddings=128,
+  )
   # transformers 4 style RoPE keys, and Mistral (Llama layout) without a sliding window.
-  old = hf.config_from_hf(dict(base, model_type="mistral", rope_theta=1e6, sliding_window=None,
-                               rope_scaling={"type": "linear", "factor": 2.0}))
+  old = hf.config_from_hf(
+      dict(
+          base,
+          model_type="mistral",
+          rope_theta=1e6,
+          sliding_window=None,
+          rope_scaling={"type": "linear", "factor": 2.0},
+      )
+  )
   assert old.rope_theta == 1e6 and dict(old.rope_scaling)["factor"] == 2.0
   assert old.head_dim == 8 and not old.qkv_bias and not old.tie_embeddings
   with pytest.raises(ValueError, match="sliding_window=64 is smaller than max_len=128"):

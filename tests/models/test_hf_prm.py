@@ -13,9 +13,18 @@ from ttc_jax.prm import evaluate  # noqa: E402
 from ttc_jax.tokenizers import CharTokenizer  # noqa: E402
 
 V, STEP, GOOD, BAD, DELIM = 64, 5, 10, 11, 7
-CONF = dict(vocab_size=V, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-            bos_token_id=None, eos_token_id=None, pad_token_id=None)
+CONF = dict(
+    vocab_size=V,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    bos_token_id=None,
+    eos_token_id=None,
+    pad_token_id=None,
+)
 
 
 def randomize(module, seed):
@@ -29,7 +38,7 @@ def randomize(module, seed):
 def tokens_with_tags(seed=0, b=3, t=16):
   rng = np.random.default_rng(seed)
   toks = rng.integers(12, V, size=(b, t))
-  toks[:, 4::5] = STEP                                  # a step tag every five tokens
+  toks[:, 4::5] = STEP  # a step tag every five tokens
   return toks
 
 
@@ -37,15 +46,16 @@ jscore = jax.jit(lambda m, x, n: m.score(x, n))
 jextend = jax.jit(lambda m, c, x, n: m.extend(c, x, n))
 
 
-def prob_positive(logits):                              # torch [B,T,C] -> numpy [B,T]
+def prob_positive(logits):  # torch [B,T,C] -> numpy [B,T]
   return torch.softmax(logits.float(), -1)[..., 1].numpy()
 
 
 @pytest.fixture(scope="module")
 def token_cls(tmp_path_factory):
   """A Qwen2ForTokenClassification (2 classes): one linear head."""
-  model = randomize(transformers.Qwen2ForTokenClassification(
-      transformers.Qwen2Config(num_labels=2, **CONF)), 0)
+  model = randomize(
+      transformers.Qwen2ForTokenClassification(transformers.Qwen2Config(num_labels=2, **CONF)), 0
+  )
   path = str(tmp_path_factory.mktemp("tokcls"))
   model.save_pretrained(path, safe_serialization=True)
   return model, path
@@ -55,10 +65,12 @@ def token_cls(tmp_path_factory):
 def qwen_prm(tmp_path_factory):
   """Qwen2.5-Math-PRM layout: Qwen2Model + score = Linear, ReLU, Linear(d, 2)."""
   from safetensors.torch import save_file
+
   conf = transformers.Qwen2Config(**CONF)
   body = randomize(transformers.Qwen2Model(conf), 1)
-  head = randomize(torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(),
-                                       torch.nn.Linear(32, 2)), 2)
+  head = randomize(
+      torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2)), 2
+  )
   path = tmp_path_factory.mktemp("qwenprm")
   conf.save_pretrained(str(path))
   tensors = {f"model.{k}": v.contiguous() for k, v in body.state_dict().items()}
@@ -69,14 +81,16 @@ def qwen_prm(tmp_path_factory):
     with torch.no_grad():
       h = body(torch.tensor(tokens)).last_hidden_state
       return prob_positive(head(h))
+
   return reference, str(path)
 
 
 @pytest.fixture(scope="module")
 def shepherd(tmp_path_factory):
   """A Llama causal LM read Math-Shepherd style."""
-  model = randomize(transformers.LlamaForCausalLM(
-      transformers.LlamaConfig(tie_word_embeddings=False, **CONF)), 3)
+  model = randomize(
+      transformers.LlamaForCausalLM(transformers.LlamaConfig(tie_word_embeddings=False, **CONF)), 3
+  )
   path = str(tmp_path_factory.mktemp("shepherd"))
   model.save_pretrained(path, safe_serialization=True)
   return model, path
@@ -91,7 +105,7 @@ def test_classifier_head_matches_token_classification(token_cls):
   lengths = np.array([16, 16, 9])
   got = np.asarray(jscore(prm, jnp.asarray(toks), jnp.asarray(lengths)))
   mask = np.arange(16)[None] < lengths[:, None]
-  np.testing.assert_allclose(got[mask], ref[mask], atol=1e-5)   # causal: padding is invisible
+  np.testing.assert_allclose(got[mask], ref[mask], atol=1e-5)  # causal: padding is invisible
   assert (got[~mask] == 0).all() and ref.std() > 0.05
   scores = external_prm.step_scores(prm, toks, lengths)
   assert [len(s) for s in scores] == [3, 3, 1]
@@ -103,7 +117,7 @@ def test_qwen_math_prm_two_layer_head_and_delimiter_remap(qwen_prm):
   prm = external_prm.load_classifier_prm(path, step_token_id=STEP, delimiter_ids=(DELIM,))
   assert len(prm.head_w) == 2 and prm.head_w[0][...].shape == (32, 32)
   toks = tokens_with_tags(1)
-  ours = np.where(toks == STEP, DELIM, toks)           # our delimiter where the PRM wants its tag
+  ours = np.where(toks == STEP, DELIM, toks)  # our delimiter where the PRM wants its tag
   got = np.asarray(jscore(prm, jnp.asarray(ours), jnp.full((3,), 16)))
   np.testing.assert_allclose(got, reference(toks), atol=1e-5)
   assert np.asarray(prm.step_mask(jnp.asarray(ours), jnp.full((3,), 16))).sum() == 9
@@ -114,11 +128,11 @@ def test_extend_with_cache_matches_score(qwen_prm):
   toks = jnp.asarray(tokens_with_tags(2))
   full = jscore(prm, toks, jnp.full((3,), 16))
   cache = prm.init_cache(3, 24)
-  first = jnp.array([5, 10, 7])                         # ragged prefixes
+  first = jnp.array([5, 10, 7])  # ragged prefixes
   v1, l1, cache = jextend(prm, cache, toks[:, :10], first)
   np.testing.assert_allclose(v1, full[jnp.arange(3), first - 1], atol=1e-5)
   np.testing.assert_allclose(jax.nn.sigmoid(l1), v1, atol=1e-6)
-  rest = jnp.stack([toks[b, int(first[b]):int(first[b]) + 6] for b in range(3)])
+  rest = jnp.stack([toks[b, int(first[b]) : int(first[b]) + 6] for b in range(3)])
   v2, _, cache = jextend(prm, cache, rest, jnp.array([6, 6, 6]))
   np.testing.assert_allclose(v2, full[jnp.arange(3), first + 5], atol=1e-5)
   np.testing.assert_array_equal(cache["index"], first + 6)
@@ -128,12 +142,12 @@ def test_extend_with_cache_matches_score(qwen_prm):
 def test_token_prob_prm_matches_math_shepherd(shepherd, tmp_path, tied):
   model, path = shepherd
   if tied:
-    model = randomize(transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(tie_word_embeddings=True, **CONF)), 4)
+    model = randomize(
+        transformers.LlamaForCausalLM(transformers.LlamaConfig(tie_word_embeddings=True, **CONF)), 4
+    )
     path = str(tmp_path)
     model.save_pretrained(path, safe_serialization=True)
-  prm = external_prm.load_token_prm(path, step_token_id=STEP, good_token_id=GOOD,
-                                    bad_token_id=BAD)
+  prm = external_prm.load_token_prm(path, step_token_id=STEP, good_token_id=GOOD, bad_token_id=BAD)
   toks = tokens_with_tags(3)
   with torch.no_grad():
     logits = model(torch.tensor(toks)).logits[..., [GOOD, BAD]]
@@ -148,17 +162,22 @@ def test_token_prob_prm_matches_math_shepherd(shepherd, tmp_path, tied):
 def test_score_solutions_uses_adapter(shepherd):
   """The repo's PRM evaluation reads an adapter at our newline/EOS step ends."""
   tok = CharTokenizer()
-  tag = 40                                              # outside the character vocabulary
+  tag = 40  # outside the character vocabulary
   assert tok.vocab_size <= tag < V
-  prm = external_prm.load_token_prm(shepherd[1], step_token_id=tag, good_token_id=GOOD,
-                                    bad_token_id=BAD, delimiter_ids=(tok.newline_id, tok.EOS))
+  prm = external_prm.load_token_prm(
+      shepherd[1],
+      step_token_id=tag,
+      good_token_id=GOOD,
+      bad_token_id=BAD,
+      delimiter_ids=(tok.newline_id, tok.EOS),
+  )
   prompts, texts = ["1+2=", "3*4="], ["1+2=3\nAnswer: 3\n", "3*4=12\n12\nAnswer: 12"]
   got = evaluate.score_solutions(prm, tok, prompts, texts, batch_size=4)
   assert [len(g) for g in got] == [2, 3]
   for p, t, g in zip(prompts, texts, got):
     ids = [tok.BOS] + tok.encode(p)
     for k, line in enumerate(evaluate.text_steps(t)):
-      ids += tok.encode(line) + [tag]                   # the PRM's own format
+      ids += tok.encode(line) + [tag]  # the PRM's own format
     want = external_prm.step_scores(prm, np.array([ids]), [len(ids)])[0]
     np.testing.assert_allclose(g, want, atol=1e-5)
 
@@ -171,5 +190,4 @@ def test_errors(token_cls, shepherd, tmp_path):
   with pytest.raises(ValueError, match="no classification head in the checkpoint"):
     external_prm.load_classifier_prm(shepherd[1], step_token_id=STEP)
   with pytest.raises(ValueError, match="bad_token_id=64 is outside the vocabulary"):
-    external_prm.load_token_prm(shepherd[1], step_token_id=STEP, good_token_id=GOOD,
-                                bad_token_id=V)
+    external_prm.load_token_prm(shepherd[1], step_token_id=STEP, good_token_id=GOOD, bad_token_id=V)

@@ -34,13 +34,16 @@ def test_forward_shapes_and_param_count(tiny_cfg):
 def test_every_param_has_logical_axes(tiny_cfg):
   model = create_model(tiny_config(qkv_bias=True, tie_embeddings=False), 0)
   for path, v in jax.tree.flatten_with_path(
-      nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable))[0]:
+      nnx.state(model, nnx.Param), is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )[0]:
     axes = v.get_metadata().get("logical_axes")
     assert axes is not None and len(axes) == v[...].ndim, path
 
 
-@pytest.mark.parametrize("kw", [{}, dict(qkv_bias=True, tie_embeddings=False),
-                                dict(num_kv_heads=4), dict(num_kv_heads=1)])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, dict(qkv_bias=True, tie_embeddings=False), dict(num_kv_heads=4), dict(num_kv_heads=1)],
+)
 def test_cached_decode_equals_recompute(kw):
   cfg = tiny_config(**kw)
   model = create_model(cfg, 1)
@@ -50,7 +53,7 @@ def test_cached_decode_equals_recompute(kw):
   lg, cache = model(toks[:, :5], _pos(2, 12)[:, :5], cache)
   outs = [lg]
   for t in range(5, 12):
-    lg, cache = model(toks[:, t:t + 1], _pos(2, 12)[:, t:t + 1], cache)
+    lg, cache = model(toks[:, t : t + 1], _pos(2, 12)[:, t : t + 1], cache)
     outs.append(lg)
   np.testing.assert_allclose(jnp.concatenate(outs, 1), full, atol=1e-5)
   assert cache["index"].tolist() == [12, 12]
@@ -68,7 +71,7 @@ def test_cache_ragged_prompts_with_attention_mask(tiny_cfg):
   nxt = jnp.array([[7], [9]])
   lg, _ = model(nxt, lengths[:, None], cache)
   for b in range(2):
-    seq = jnp.concatenate([toks[b, :lengths[b]], nxt[b]])[None]
+    seq = jnp.concatenate([toks[b, : lengths[b]], nxt[b]])[None]
     ref, _ = model(seq, _pos(1, seq.shape[1]))
     np.testing.assert_allclose(lg[b, 0], ref[0, -1], atol=1e-5)
 
@@ -110,12 +113,13 @@ def test_write_rows_equals_vmapped_dynamic_update_slice(width):
   """Per-row window writes (the cache update and the sampler's token writes), with
   starts clamped so the window fits, exactly as lax.dynamic_update_slice does."""
   rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.normal(size=(5, 2, 3, 8)), jnp.float32)            # [B,Kh,D,S]
+  x = jnp.asarray(rng.normal(size=(5, 2, 3, 8)), jnp.float32)  # [B,Kh,D,S]
   upd = jnp.asarray(rng.normal(size=(5, 2, 3, width)), jnp.float32)
-  start = jnp.array([0, 2, 7, 5, 9], jnp.int32)                          # 7, 9: clamped
+  start = jnp.array([0, 2, 7, 5, 9], jnp.int32)  # 7, 9: clamped
   want = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (0, 0, i)))(x, upd, start)
   np.testing.assert_array_equal(write_rows(x, start, upd, axis=3), want)
-  xt = x.swapaxes(2, 3)                                                   # [B,Kh,S,D]
+  xt = x.swapaxes(2, 3)  # [B,Kh,S,D]
   want_t = jax.vmap(lambda c, u, i: jax.lax.dynamic_update_slice(c, u, (0, i, 0)))(
-      xt, upd.swapaxes(2, 3), start)
+      xt, upd.swapaxes(2, 3), start
+  )
   np.testing.assert_array_equal(write_rows(xt, start, upd.swapaxes(2, 3), axis=2), want_t)

@@ -12,12 +12,13 @@ def _rand(key, shape):
   return jax.random.normal(jax.random.key(key), shape, jnp.float32)
 
 
-@pytest.mark.parametrize("n_in,x_shape,w_shape", [(1, (3, 5, 8), (8, 6)),
-                                                  (2, (3, 5, 4, 2), (4, 2, 7)),
-                                                  (1, (6, 8), (8, 2, 3))])
+@pytest.mark.parametrize(
+    "n_in,x_shape,w_shape",
+    [(1, (3, 5, 8), (8, 6)), (2, (3, 5, 4, 2), (4, 2, 7)), (1, (6, 8), (8, 2, 3))],
+)
 def test_dense_value_and_gradients_equal_autodiff_tensordot(n_in, x_shape, w_shape):
   x, w = _rand(0, x_shape), _rand(1, w_shape)
-  out_shape = x_shape[:len(x_shape) - n_in] + w_shape[n_in:]
+  out_shape = x_shape[: len(x_shape) - n_in] + w_shape[n_in:]
   dy = _rand(2, out_shape)
 
   def loss(f):
@@ -39,7 +40,7 @@ def test_attention_core_value_and_gradients_equal_autodiff(groups):
   k, v = _rand(1, (b, kvh, s, d)), _rand(2, (b, kvh, s, d))
   causal = jnp.tril(jnp.ones((t, s), bool))
   keys = jnp.array([[True] * s, [True] * (s - 1) + [False]])
-  mask = causal[None] & keys[:, None, :]                                   # [B,T,S]
+  mask = causal[None] & keys[:, None, :]  # [B,T,S]
   dout = _rand(3, q.shape)
 
   def plain(q, k, v):

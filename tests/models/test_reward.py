@@ -38,7 +38,7 @@ def _right_pad(rows: list[np.ndarray], t: int | None = None) -> tuple[jax.Array,
   t = max(max(len(r) for r in rows), 1) if t is None else t
   out = np.zeros((len(rows), t), np.int32)
   for i, r in enumerate(rows):
-    out[i, :len(r)] = r
+    out[i, : len(r)] = r
   return jnp.asarray(out), jnp.asarray([len(r) for r in rows], jnp.int32)
 
 
@@ -48,14 +48,15 @@ def test_shapes_dtypes_axes_and_range(tiny_cfg):
   values, cache = _forward(model, _tokens(3, 7), _pos(3, 7))
   assert values.shape == (3, 7) and values.dtype == jnp.float32 and cache is None
   assert bool(jnp.all((values > 0) & (values < 1)))
-  assert float(jnp.std(values)) > 1e-3          # the head is not a constant at init
+  assert float(jnp.std(values)) > 1e-3  # the head is not a constant at init
   logits = _logits(model, _tokens(3, 7), _pos(3, 7))
   np.testing.assert_allclose(jax.nn.sigmoid(logits), values, atol=1e-6)
   params = nnx.state(model, nnx.Param)
   n = sum(x.size for x in jax.tree.leaves(params))
   assert n == model.cfg.num_params + model.cfg.embed_dim + 1
-  for path, v in jax.tree.flatten_with_path(
-      params, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]:
+  for path, v in jax.tree.flatten_with_path(params, is_leaf=lambda x: isinstance(x, nnx.Variable))[
+      0
+  ]:
     axes = v.get_metadata().get("logical_axes")
     assert axes is not None and len(axes) == v[...].ndim, path
   assert model.head.get_metadata()["logical_axes"] == ("embed",)
@@ -81,7 +82,7 @@ def test_extend_equals_full_rescoring(tiny_cfg):
   model = create_value_model(tiny_cfg, 1)
   rng = np.random.default_rng(0)
   prompts = [rng.integers(3, 32, n) for n in (5, 3, 7)]
-  step_lengths = [(3, 4, 1), (2, 0, 4), (4, 2, 3)]     # row 1 adds nothing in step 2
+  step_lengths = [(3, 4, 1), (2, 0, 4), (4, 2, 3)]  # row 1 adds nothing in step 2
   cache = model.init_cache(3, 24)
   seqs = [p.copy() for p in prompts]
   calls = [prompts] + [[rng.integers(3, 32, n) for n in ls] for ls in step_lengths]
@@ -122,8 +123,9 @@ def test_backbone_state_copies_policy_and_mismatch_raises(tiny_cfg):
   with pytest.raises(ValueError, match=r"embed has shape \(32, 48\), expected \(32, 32\)"):
     create_value_model(tiny_cfg, backbone_state=_abstract_policy_state(tiny_config(embed_dim=48)))
   with pytest.raises(ValueError, match="unexpected 1 parameter.*lm_head"):
-    create_value_model(tiny_cfg, backbone_state=_abstract_policy_state(
-        tiny_config(tie_embeddings=False)))
+    create_value_model(
+        tiny_cfg, backbone_state=_abstract_policy_state(tiny_config(tie_embeddings=False))
+    )
   with pytest.raises(ValueError, match="missing .*blocks/1"):
     create_value_model(tiny_cfg, backbone_state=_abstract_policy_state(tiny_config(num_layers=1)))
 
@@ -138,8 +140,13 @@ def _value_batch():
   targets = np.full((2, 8), 0.5, np.float32)
   targets[0, [1, 3, 6]] = [1.0, 0.25, 0.0]
   targets[1, [2, 5, 7]] = [0.0, 1.0, 0.9]
-  return dict(inputs=np.asarray(_tokens(2, 8, seed=9)), positions=pos, segment_ids=seg,
-              value_targets=targets, value_mask=mask)
+  return dict(
+      inputs=np.asarray(_tokens(2, 8, seed=9)),
+      positions=pos,
+      segment_ids=seg,
+      value_targets=targets,
+      value_mask=mask,
+  )
 
 
 def test_value_loss_matches_numpy_and_ignores_unlabelled(tiny_cfg):

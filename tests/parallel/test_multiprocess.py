@@ -45,25 +45,30 @@ def _run_processes(out: str) -> list[tuple[int | None, str]]:
   port = _free_port()
   procs = []
   for i in range(NUM_PROCESSES):
-    env = dict(os.environ,
-               JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES} "
-                         f"{CHEAP_COMPILES}",
-               JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-               JAX_NUM_PROCESSES=str(NUM_PROCESSES), JAX_PROCESS_ID=str(i),
-               PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={LOCAL_DEVICES} " f"{CHEAP_COMPILES}",
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+        JAX_NUM_PROCESSES=str(NUM_PROCESSES),
+        JAX_PROCESS_ID=str(i),
+        PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
     env.pop("TTC_JAX_DISTRIBUTED", None)
     cmd = [sys.executable, os.path.join(HERE, "mp_worker.py"), "--out", out, "--mesh", MESH]
     cmd += ["--cache_dir", TEST_CACHE]
-    procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True))
+    procs.append(
+        subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    )
   results = []
   for p in procs:
     try:
       text, _ = p.communicate(timeout=TIMEOUT_S)
       results.append((p.returncode, text))
     except subprocess.TimeoutExpired:
-      for q in procs:         # one stuck process blocks the other in a collective
+      for q in procs:  # one stuck process blocks the other in a collective
         q.kill()
       text, _ = p.communicate()
       results.append((None, text + f"\n[killed after {TIMEOUT_S}s]"))
@@ -73,8 +78,9 @@ def _run_processes(out: str) -> list[tuple[int | None, str]]:
 def test_two_processes_match_single_process(tmp_path):
   out = str(tmp_path / "loss")
   results = _run_processes(out)
-  report = "\n".join(f"--- process {i} (exit {rc}) ---\n{_tail(text)}"
-                     for i, (rc, text) in enumerate(results))
+  report = "\n".join(
+      f"--- process {i} (exit {rc}) ---\n{_tail(text)}" for i, (rc, text) in enumerate(results)
+  )
   if any(rc != 0 for rc, _ in results):
     if any("collectives" in t.lower() and "not implemented" in t.lower() for _, t in results):
       pytest.skip("this jax's CPU backend cannot run multi-process collectives:\n" + report)
@@ -90,7 +96,6 @@ def test_two_processes_match_single_process(tmp_path):
     assert info["local_device_count"] == LOCAL_DEVICES, info
   np.testing.assert_allclose(infos[0]["losses"], infos[1]["losses"], rtol=0, atol=1e-7)
 
-  reference = mp_worker.run_steps(mesh=None)      # one device, this process
-  assert reference[1] < reference[0]              # the step really trained
-  np.testing.assert_allclose(infos[0]["losses"], reference, rtol=1e-5, atol=1e-5,
-                             err_msg=report)
+  reference = mp_worker.run_steps(mesh=None)  # one device, this process
+  assert reference[1] < reference[0]  # the step really trained
+  np.testing.assert_allclose(infos[0]["losses"], reference, rtol=1e-5, atol=1e-5, err_msg=report)

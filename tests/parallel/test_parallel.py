@@ -15,8 +15,7 @@ from ttc_jax.train.optim import make_optimizer
 from ttc_jax.train.trainer import Trainer
 from mp_worker import fixed_batch
 
-
-_batch = fixed_batch      # one packed LM batch shared with the multi-process worker
+_batch = fixed_batch  # one packed LM batch shared with the multi-process worker
 
 
 CFG = tiny_config(embed_dim=64, num_heads=8, num_kv_heads=8, head_dim=8, mlp_dim=128)
@@ -48,8 +47,9 @@ def test_sharded_loss_and_grads_match_single_device(shape, reference):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
   metrics = jax.device_get(tr.train_step(_batch()))
   np.testing.assert_allclose(metrics["loss"], ref_metrics["loss"], atol=1e-5)
-  for a, b in zip(jax.tree.leaves(jax.device_get(nnx.state(tr.model))),
-                  jax.tree.leaves(ref_params)):
+  for a, b in zip(
+      jax.tree.leaves(jax.device_get(nnx.state(tr.model))), jax.tree.leaves(ref_params)
+  ):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -58,8 +58,9 @@ def test_logical_to_spec_rules_and_divisibility():
   assert parallel.logical_to_spec(("embed", "mlp"), (64, 128), mesh) == P("fsdp", "tensor")
   assert parallel.logical_to_spec(("batch", None), (8, 3), mesh) == P(("data", "fsdp"), None)
   # 3 kv heads do not divide the tensor axis of 2: replicated, not an error
-  assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), (64, 3, 8), mesh) == \
-      P("fsdp", None, None)
+  assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), (64, 3, 8), mesh) == P(
+      "fsdp", None, None
+  )
   single = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   assert parallel.logical_to_spec(("embed", "mlp"), (64, 128), single) == P(None, None)
 
@@ -94,8 +95,9 @@ def test_microbatched_step_matches_whole_batch(shape, k, reference):
   metrics = jax.device_get(tr.train_step(_batch()))
   for key in ("loss", "token_accuracy", "grad_norm", "loss_tokens"):
     np.testing.assert_allclose(metrics[key], ref_metrics[key], atol=1e-5, rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(jax.device_get(nnx.state(tr.model))),
-                  jax.tree.leaves(ref_params)):
+  for a, b in zip(
+      jax.tree.leaves(jax.device_get(nnx.state(tr.model))), jax.tree.leaves(ref_params)
+  ):
     np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -104,24 +106,24 @@ def test_microbatches_errors_name_the_problem():
     Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), microbatches=0)
   tr = Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), microbatches=3)
   with pytest.raises(ValueError, match="not divisible by microbatches=3"):
-    tr.train_step(_batch())               # 8 rows
+    tr.train_step(_batch())  # 8 rows
 
   def no_tokens(model, batch):
     logits, _ = model(batch["inputs"], batch["positions"])
     return logits.mean(), {}
-  tr = Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), loss_fn=no_tokens,
-               microbatches=2)
+
+  tr = Trainer(create_model(CFG, 0), make_optimizer(1e-3, 10, 0), loss_fn=no_tokens, microbatches=2)
   with pytest.raises(ValueError, match="loss_tokens"):
     tr.train_step(_batch())
 
 
 def test_split_host_cpu(monkeypatch):
-  jax.devices()        # backends up under the session's flags (this test may run first)
+  jax.devices()  # backends up under the session's flags (this test may run first)
   # The test session already set 8 host devices: that flag is left alone.
   assert parallel.split_host_cpu(2) == 8
   assert "device_count=8" in os.environ["XLA_FLAGS"]
   with pytest.raises(ValueError, match="host device count must be >= 1"):
-    parallel.split_host_cpu(0)                  # a bad count is an error even then
+    parallel.split_host_cpu(0)  # a bad count is an error even then
   # Without the flag, once JAX runs, the split cannot take effect: a clear error.
   monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
   with pytest.raises(RuntimeError, match="before JAX initialises"):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO_ROOT, TEST_CACHE
 
-pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
+pytestmark = pytest.mark.xdist_group("smoke_run")  # shares conftest.smoke_run's run
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -42,7 +42,7 @@ def _kernelspec(tmp_path, workdir) -> None:
   spec_dir.mkdir(parents=True)
   env = {
       "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
-      "XLA_FLAGS": "",                       # one CPU device, like a laptop or Colab CPU
+      "XLA_FLAGS": "",  # one CPU device, like a laptop or Colab CPU
       "JAX_PLATFORMS": "cpu",
       "TTC_JAX_CACHE_DIR": TEST_CACHE,
       "TTC_QUICKSTART_WORKDIR": str(workdir),
@@ -52,18 +52,27 @@ def _kernelspec(tmp_path, workdir) -> None:
       "JAX_COORDINATOR_ADDRESS": "",
   }
   with open(spec_dir / "kernel.json", "w") as f:
-    json.dump({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-               "display_name": "ttc_jax test", "language": "python", "env": env}, f)
+    json.dump(
+        {
+            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "ttc_jax test",
+            "language": "python",
+            "env": env,
+        },
+        f,
+    )
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch, smoke_run):
   import pathlib
+
   workdir = pathlib.Path(smoke_run)
   _kernelspec(tmp_path, workdir)
   monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
   nb = nbformat.read(NOTEBOOK, as_version=4)
-  client = nbclient.NotebookClient(nb, kernel_name=KERNEL, timeout=900,
-                                   resources={"metadata": {"path": str(tmp_path)}})
+  client = nbclient.NotebookClient(
+      nb, kernel_name=KERNEL, timeout=900, resources={"metadata": {"path": str(tmp_path)}}
+  )
   try:
     client.execute()
   except nbclient.exceptions.CellExecutionError as e:
@@ -83,19 +92,39 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch, smoke_run):
   with open(report_path) as f:
     rep = json.load(f)
   figures = _text(code[3])
-  for needle in ("greedy pass@1 by level:", "PRM step AUROC:", "majority", "beam_m4",
-                 "compute-optimal search (oracle bins):", "FLOPs-matched at R=0.16",
-                 "wall seconds by stage:", "report keys:"):
+  for needle in (
+      "greedy pass@1 by level:",
+      "PRM step AUROC:",
+      "majority",
+      "beam_m4",
+      "compute-optimal search (oracle bins):",
+      "FLOPs-matched at R=0.16",
+      "wall seconds by stage:",
+      "report keys:",
+  ):
     assert needle in figures, (needle, figures)
-  for key in ("policy", "curves", "prm", "orm", "search", "revision", "compute_optimal",
-              "flops_matched", "plots", "wall_seconds"):
+  for key in (
+      "policy",
+      "curves",
+      "prm",
+      "orm",
+      "search",
+      "revision",
+      "compute_optimal",
+      "flops_matched",
+      "plots",
+      "wall_seconds",
+  ):
     assert f"'{key}'" in figures.split("report keys:")[1], key
 
   plots = code[4]
-  images = [o for o in plots.get("outputs", [])
-            if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})]
+  images = [
+      o
+      for o in plots.get("outputs", [])
+      if o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+  ]
   assert rep["plots"] and len(images) == len(rep["plots"]), (rep["plots"], _text(plots))
   for o in images:
-    assert len(o["data"]["image/png"]) > 1000          # base64 of a real PNG
+    assert len(o["data"]["image/png"]) > 1000  # base64 of a real PNG
   for p in rep["plots"]:
     assert os.path.basename(p) in _text(plots)

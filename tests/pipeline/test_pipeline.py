@@ -9,9 +9,12 @@ from ttc_jax import run
 from ttc_jax.pipeline import StageMismatchError
 
 SMOKE = "configs/arith_smoke.py"
-REPORT_KEYS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "fixtures", "smoke_report_keys.json")
-pytestmark = pytest.mark.xdist_group("smoke_run")    # shares conftest.smoke_run's run
+REPORT_KEYS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "fixtures",
+    "smoke_report_keys.json",
+)
+pytestmark = pytest.mark.xdist_group("smoke_run")  # shares conftest.smoke_run's run
 
 
 def test_report_contract(smoke_run):
@@ -24,8 +27,13 @@ def test_report_contract(smoke_run):
   assert set(rep["curves"]["majority"]) == {"1", "2", "4"}
   for k in ("data", "policy", "eval_policy", "total"):
     assert rep["wall_seconds"][k] >= 0
-  for f in ("report.md", "config.json", "plots/policy.png", "policy/metrics.jsonl",
-            "eval/samples.jsonl"):
+  for f in (
+      "report.md",
+      "config.json",
+      "plots/policy.png",
+      "policy/metrics.jsonl",
+      "eval/samples.jsonl",
+  ):
     assert os.path.exists(os.path.join(smoke_run, f)), f
   with open(os.path.join(smoke_run, "policy", "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
@@ -70,9 +78,15 @@ def test_verifier_report_contract(smoke_run):
     assert all(0.0 <= v <= 1.0 for v in rep["curves"][m].values())
     assert set(rep["curves_by_level"][m]) <= set(rep["levels"])
   assert set(rep["prm"]["aggregation_at_max_n"]) == {"last", "min", "prod"}
-  for f in ("plots/verifiers.png", "prm/model", "orm/model", "prm/metrics.jsonl",
-            "prm_labels/labels-00000.array_record", "verifiers/eval.json",
-            "verifiers/scores.jsonl"):
+  for f in (
+      "plots/verifiers.png",
+      "prm/model",
+      "orm/model",
+      "prm/metrics.jsonl",
+      "prm_labels/labels-00000.array_record",
+      "verifiers/eval.json",
+      "verifiers/scores.jsonl",
+  ):
     assert os.path.exists(os.path.join(smoke_run, f)), f
   for k in ("prm_labels", "prm", "orm", "eval_verifiers"):
     assert rep["wall_seconds"][k] >= 0
@@ -82,7 +96,7 @@ def test_search_report_contract(smoke_run):
   with open(os.path.join(smoke_run, "report.json")) as f:
     rep = json.load(f)
   for m in ("beam_m4", "beam_sqrt", "lookahead_k1", "lookahead_k3", "dvts"):
-    assert set(rep["curves"][m]) == {"4"}, m                  # keyed by generation budget
+    assert set(rep["curves"][m]) == {"4"}, m  # keyed by generation budget
     assert 0.0 <= rep["curves"][m]["4"] <= 1.0
     assert set(rep["curves_by_level"][m]) <= set(rep["levels"])
   st = rep["search"]["stats"]
@@ -117,12 +131,25 @@ def test_revision_report_contract(smoke_run):
   with open(os.path.join(smoke_run, "revision_rl", "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
   assert all("reward" in r and "kl" in r for r in rows) and "eval_reward" in rows[-1]
-  for f in ("plots/revision.png", "plots/rl.png", "revision_sft/model", "revision_orm/model",
-            "revision_rl/model", "revision_eval/chains_sft.jsonl", "revision_eval/eval.json",
-            "revision_data/trajectories.array_record"):
+  for f in (
+      "plots/revision.png",
+      "plots/rl.png",
+      "revision_sft/model",
+      "revision_orm/model",
+      "revision_rl/model",
+      "revision_eval/chains_sft.jsonl",
+      "revision_eval/eval.json",
+      "revision_data/trajectories.array_record",
+  ):
     assert os.path.exists(os.path.join(smoke_run, f)), f
-  for k in ("revision_data", "revision_sft", "revision_chains", "revision_orm", "revision_rl",
-            "eval_revision"):
+  for k in (
+      "revision_data",
+      "revision_sft",
+      "revision_chains",
+      "revision_orm",
+      "revision_rl",
+      "eval_revision",
+  ):
     assert rep["wall_seconds"][k] >= 0
 
 
@@ -137,7 +164,7 @@ def test_compute_optimal_report_contract(smoke_run):
     for m in ("oracle", "predicted"):
       eff = co["efficiency_vs_best_of_n"][fam][m]
       assert set(eff) == {"1", "2", "4", "max_ratio"}
-      assert set(co["choices"][fam][m]) == {"0", "1"}         # smoke: 2 bins
+      assert set(co["choices"][fam][m]) == {"0", "1"}  # smoke: 2 bins
   assert sum(co["bin_sizes"]["oracle"].values()) == co["questions"] == 6
   assert co["difficulty"]["cost"]["generations"] == 6 * 4
   assert set(rep["flops_matched"]) == {"0.16", "0.79", "22"}
@@ -147,12 +174,17 @@ def test_compute_optimal_report_contract(smoke_run):
       assert x["allowed_budget"] > 1 and x["winner"] in ("test_time", "larger_model", "tie")
   f = rep["flops"]
   assert f["large_params"] > 2 * f["small_params"] and f["M"] == pytest.approx(
-      f["large_params"] / f["small_params"])
+      f["large_params"] / f["small_params"]
+  )
   assert 0.0 <= rep["large_model"]["pass_at_1"] <= 1.0
   for k in ("large_policy", "eval_large", "compute_optimal", "stages_total"):
     assert rep["wall_seconds"][k] >= 0
-  for p in ("compute_optimal.png", "search_by_difficulty.png", "revision_by_difficulty.png",
-            "flops_matched.png"):
+  for p in (
+      "compute_optimal.png",
+      "search_by_difficulty.png",
+      "revision_by_difficulty.png",
+      "flops_matched.png",
+  ):
     assert os.path.exists(os.path.join(smoke_run, "plots", p)), p
   assert os.path.exists(os.path.join(smoke_run, "compute_optimal", "analysis.json"))
   with open(os.path.join(smoke_run, "report.md")) as f:
@@ -163,6 +195,7 @@ def test_compute_optimal_policy_from_the_run(smoke_run):
   import jax
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline import Pipeline
+
   pipe = Pipeline(config_lib.load_config(SMOKE), smoke_run, progress=False)
   pol = pipe.compute_optimal_policy()
   probs = pipe.problems("test", 1)
@@ -187,8 +220,7 @@ def test_rerun_skips_finished_stages(smoke_run, capsys):
 
 def test_changed_config_in_same_workdir_is_refused(smoke_run):
   with pytest.raises(StageMismatchError, match="stage 'policy'"):
-    run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress",
-              "--config.train.lr=0.5"])
+    run.main(["--config", SMOKE, "--workdir", smoke_run, "--no_progress", "--config.train.lr=0.5"])
   # nothing finished was overwritten
   assert os.path.exists(os.path.join(smoke_run, "report.json"))
   with open(os.path.join(smoke_run, "config.json")) as f:
@@ -196,8 +228,7 @@ def test_changed_config_in_same_workdir_is_refused(smoke_run):
 
 
 def test_bad_config_exits_with_message(tmp_path, capsys):
-  assert run.main(["--config", SMOKE, "--workdir", str(tmp_path),
-                   "--config.train.stepz=1"]) == 2
+  assert run.main(["--config", SMOKE, "--workdir", str(tmp_path), "--config.train.stepz=1"]) == 2
   assert "unknown config field 'train.stepz'" in capsys.readouterr().err
   with pytest.raises(SystemExit):
     run.main(["--config", SMOKE, "--bogus"])
@@ -207,12 +238,20 @@ def test_verifier_plot_leaves_search_curves_out(tmp_path, monkeypatch):
   """The search curves (a question subset) are drawn only in search.png, not verifiers.png."""
   import matplotlib.axes
   from ttc_jax import report
+
   drawn = []
-  monkeypatch.setattr(matplotlib.axes.Axes, "plot",
-                      lambda self, *a, **kw: drawn.append(kw.get("label")))
+  monkeypatch.setattr(
+      matplotlib.axes.Axes, "plot", lambda self, *a, **kw: drawn.append(kw.get("label"))
+  )
   os.makedirs(tmp_path / "plots")
-  rep = {"curves": {"majority": {"1": 0.5}, "prm_best_of_n_weighted": {"1": 0.6},
-                    "beam_m4": {"4": 0.4}}, "prm": {"step_auroc": 0.8}}
+  rep = {
+      "curves": {
+          "majority": {"1": 0.5},
+          "prm_best_of_n_weighted": {"1": 0.6},
+          "beam_m4": {"4": 0.4},
+      },
+      "prm": {"step_auroc": 0.8},
+  }
   report.plot_verifiers(rep, str(tmp_path))
   assert drawn == ["majority", "prm_best_of_n_weighted"]
 
@@ -225,6 +264,7 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
   from ttc_jax.pipeline import Pipeline
   from ttc_jax.revision import format as fmt
   from ttc_jax.tasks import arith
+
   cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.0"])
   assert Pipeline(cfg, smoke_run, progress=False)._sft_replay(10) == []
   cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.5"])
@@ -234,8 +274,10 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
   assert 10 <= len(rows) < 10 + n_levels
   r = cfg.revision
   used = {p["question"] for p in pipe.problems("train", r.data.questions_per_level)}
-  used |= {p["question"] for p in pipe.problems("train", r.chains.questions_per_level,
-                                                skip=r.chains.skip_questions)}
+  used |= {
+      p["question"]
+      for p in pipe.problems("train", r.chains.questions_per_level, skip=r.chains.skip_questions)
+  }
   for row in rows:
     q = row["prompt"][:-1]
     assert row["prompt"] == q + "\n" and q not in used
@@ -243,20 +285,29 @@ def test_sft_replay_rows_are_plain_policy_rows_of_unused_questions(smoke_run):
   # replay_foreign_fraction: some rows read their question back across other questions'
   # attempts (from the training trajectories); the targets stay the same rows'
   trajs = pipe._trajectories()
-  cfg = config_lib.load_config(SMOKE, ["--config.revision.sft.replay_fraction=0.5",
-                                       "--config.revision.sft.replay_foreign_fraction=1.0"])
+  cfg = config_lib.load_config(
+      SMOKE,
+      [
+          "--config.revision.sft.replay_fraction=0.5",
+          "--config.revision.sft.replay_foreign_fraction=1.0",
+      ],
+  )
   foreign = Pipeline(cfg, smoke_run, progress=False)._sft_replay(10, trajs)
   assert [r["target"] for r in foreign] == [r["target"] for r in rows]
   assert any(r.get("foreign") for r in foreign)
   attempts = {a for t in trajs for a in t["attempts"]}
   for r in foreign:
     if r.get("foreign"):
-      assert r["prompt"].startswith(r["question"] + "\n") and len(r["prompt"]) <= cfg.revision.sft.seq_len
-      ctx = r["prompt"][len(r["question"]) + 1:].split(fmt.SEPARATOR)[:-1]
+      assert (
+          r["prompt"].startswith(r["question"] + "\n")
+          and len(r["prompt"]) <= cfg.revision.sft.seq_len
+      )
+      ctx = r["prompt"][len(r["question"]) + 1 :].split(fmt.SEPARATOR)[:-1]
       assert len(ctx) == r["foreign"] and set(ctx) <= attempts
 
 
 if __name__ == "__main__":
   import sys
+
   with open(os.path.join(sys.argv[1], "report.json")) as f:
     print(json.dumps(sorted(report_key_paths(json.load(f))), indent=0))

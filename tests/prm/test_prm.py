@@ -25,27 +25,36 @@ TOK = CharTokenizer()
 
 
 def _record(question, steps, soft, correct):
-  return dict(question=question, prompt=question + "\n", answer="0", level="x", steps=steps,
-              soft=soft, hard=[float(v > 0) for v in soft], answer_correct=correct)
+  return dict(
+      question=question,
+      prompt=question + "\n",
+      answer="0",
+      level="x",
+      steps=steps,
+      soft=soft,
+      hard=[float(v > 0) for v in soft],
+      answer_correct=correct,
+  )
 
 
 def test_step_ends_are_delimiters_and_eos():
   ids, ends = prm_data.solution_tokens(TOK, "1+2*3\n", ["2*3=6", "1+6=7", "Answer: 7"])
   assert ids[0] == TOK.BOS and ids[-1] == TOK.EOS and ends[-1] == len(ids) - 1
   assert [ids[e] for e in ends[:-1]] == [TOK.newline_id] * 2
-  assert TOK.decode(ids[1:ends[0]]) == "1+2*3\n2*3=6"
+  assert TOK.decode(ids[1 : ends[0]]) == "1+2*3\n2*3=6"
 
 
 def test_prm_and_orm_rows():
   rec = _record("1+2", ["1+2=3", "Answer: 3"], [0.75, 1.0], True)
-  prm, = prm_data.examples_from_records(TOK, [rec], "prm", "soft")
-  orm, = prm_data.examples_from_records(TOK, [rec], "orm")
+  (prm,) = prm_data.examples_from_records(TOK, [rec], "prm", "soft")
+  (orm,) = prm_data.examples_from_records(TOK, [rec], "orm")
   _, ends = prm_data.solution_tokens(TOK, rec["prompt"], rec["steps"])
   assert np.flatnonzero(prm["value_mask"]).tolist() == ends
   assert prm["value_targets"][ends].tolist() == [0.75, 1.0]
   assert np.flatnonzero(orm["value_mask"]).tolist() == ends[-1:]
-  hard, = prm_data.examples_from_records(TOK, [dict(rec, soft=[0.25, 1.0], hard=[1.0, 1.0])],
-                                         "prm", "hard")
+  (hard,) = prm_data.examples_from_records(
+      TOK, [dict(rec, soft=[0.25, 1.0], hard=[1.0, 1.0])], "prm", "hard"
+  )
   assert hard["value_targets"][ends].tolist() == [1.0, 1.0]
   with pytest.raises(ValueError, match="unknown value model kind"):
     prm_data.examples_from_records(TOK, [rec], "rm")
@@ -78,18 +87,26 @@ def test_score_solutions_equals_one_by_one():
 def test_exact_labels_and_quality():
   q = "1+2*3"
   assert evaluate.exact_step_labels(q, "2*3=6\n1+6=7\nAnswer: 7", arith.check_solution) == [
-      True, True, True]
+      True,
+      True,
+      True,
+  ]
   assert evaluate.exact_step_labels(q, "2*3=5\n1+5=6\nAnswer: 6", arith.check_solution) == [
-      False, False, False]
+      False,
+      False,
+      False,
+  ]
   assert evaluate.exact_step_labels(q, "2*3=6\n1+6=7", arith.check_solution) is None
-  vq = evaluate.verifier_quality([[0.9, 0.8, 0.9], [0.2, 0.1, 0.1], [0.5]],
-                                 [[True, True, True], [False, False, False], None])
+  vq = evaluate.verifier_quality(
+      [[0.9, 0.8, 0.9], [0.2, 0.1, 0.1], [0.5]], [[True, True, True], [False, False, False], None]
+  )
   assert vq["step_auroc"] == 1.0 and vq["first_error_accuracy"] == 1.0
   assert vq["num_solutions"] == 2 and vq["num_steps"] == 6
 
 
 def test_selection_curves_keys_and_values():
   from ttc_jax.selection import best_of_n as evaluate
+
   records = [dict(sample_answers=["1", "2", "2", "1"], answer="1")]
   scores = {"prm": [[0.9], [0.1], [0.2], [0.8]]}
   c = evaluate.selection_curves(records, scores, (1, 2, 4), arith.equivalent)
@@ -104,15 +121,26 @@ def test_fit_early_stopping_keeps_best(tmp_path):
 
   def loss_fn(m, batch):
     logits, _ = m(batch["inputs"], batch["positions"])
-    return jnp.mean(logits ** 2) * batch["sign"][0, 0], {}
-  rows = dict(inputs=np.full((2, 8), 5, np.int32),
-              positions=np.tile(np.arange(8, dtype=np.int32), (2, 1)))
+    return jnp.mean(logits**2) * batch["sign"][0, 0], {}
+
+  rows = dict(
+      inputs=np.full((2, 8), 5, np.int32), positions=np.tile(np.arange(8, dtype=np.int32), (2, 1))
+  )
   train = iter(lambda: dict(rows, sign=np.ones((2, 1), np.float32)), None)
-  evals = lambda: [dict(rows, sign=-np.ones((2, 1), np.float32))]   # improves as loss rises
+  evals = lambda: [dict(rows, sign=-np.ones((2, 1), np.float32))]  # improves as loss rises
   trainer = Trainer(model, optax.sgd(0.1), loss_fn=loss_fn)
   best = Checkpointer(str(tmp_path / "best"), max_to_keep=1, async_save=False)
-  last = loop.fit(trainer, train, steps=50, eval_batches=evals, eval_every=2, log_every=2,
-                  patience=2, best_checkpointer=best, progress=False)
+  last = loop.fit(
+      trainer,
+      train,
+      steps=50,
+      eval_batches=evals,
+      eval_every=2,
+      log_every=2,
+      patience=2,
+      best_checkpointer=best,
+      progress=False,
+  )
   assert last["stopped_early"] and last["step"] == 6 and last["best_step"] == 2
   assert best.latest_step() == 2
 
@@ -120,16 +148,39 @@ def test_fit_early_stopping_keeps_best(tmp_path):
 def test_train_and_load_value_model(tmp_path):
   cfg = tiny_config(max_len=40)
   policy = create_model(cfg, 0)
-  recs = [_record(f"{a}+{b}", [f"{a}+{b}={a + b}", f"Answer: {a + b}"], [0.5, 1.0], True)
-          for a in range(5) for b in range(5)]
-  s = types.SimpleNamespace(steps=6, batch_size=4, seq_len=40, lr=1e-3, warmup_steps=1,
-                            weight_decay=0.0, clip_norm=1.0, b1=0.9, b2=0.95,
-                            final_lr_fraction=0.1, log_every=3, eval_every=3, patience=5,
-                            heldout_fraction=0.3)
+  recs = [
+      _record(f"{a}+{b}", [f"{a}+{b}={a + b}", f"Answer: {a + b}"], [0.5, 1.0], True)
+      for a in range(5)
+      for b in range(5)
+  ]
+  s = types.SimpleNamespace(
+      steps=6,
+      batch_size=4,
+      seq_len=40,
+      lr=1e-3,
+      warmup_steps=1,
+      weight_decay=0.0,
+      clip_norm=1.0,
+      b1=0.9,
+      b2=0.95,
+      final_lr_fraction=0.1,
+      log_every=3,
+      eval_every=3,
+      patience=5,
+      heldout_fraction=0.3,
+  )
   s = config_settings.value_train_settings(s)
-  out = prm_train.train_value_model(cfg, nnx.state(policy), TOK, recs, str(tmp_path / "prm"), s,
-                                    kind="prm", meta=dict(tokenizer=TOK.fingerprint()),
-                                    progress=False)
+  out = prm_train.train_value_model(
+      cfg,
+      nnx.state(policy),
+      TOK,
+      recs,
+      str(tmp_path / "prm"),
+      s,
+      kind="prm",
+      meta=dict(tokenizer=TOK.fingerprint()),
+      progress=False,
+  )
   assert out["best_step"] in (3, 6) and out["train_solutions"] + out["heldout_solutions"] == 25
   m = prm_train.load_value_model(str(tmp_path / "prm" / "model"), cfg, TOK, kind="prm")
   h, _ = m.backbone.hidden(jnp.ones((1, 4), jnp.int32), jnp.arange(4)[None])
@@ -145,23 +196,27 @@ def test_calibrate_threshold_locates_first_errors():
   t = evaluate.calibrate_threshold(scores, exact)
   assert 0.1 < t <= 0.35
   from ttc_jax.prm import metrics
+
   assert metrics.first_error_accuracy(scores, exact, t)["accuracy"] == 1.0
   assert metrics.first_error_accuracy(scores, exact, 0.5)["accuracy"] < 1.0
 
 
 def test_rollouts_become_extra_rows():
   from ttc_jax.prm import labels
-  rec = dict(_record("1+2*3", ["2*3=6", "1+6=7", "Answer: 7"], [0.5, 0.25, 1.0], True),
-             answer="7", rollouts=[["1+6=7\nAnswer: 7", "1+6=8\nAnswer: 8", "1+6="],
-                                   ["Answer: 7"]])
+
+  rec = dict(
+      _record("1+2*3", ["2*3=6", "1+6=7", "Answer: 7"], [0.5, 0.25, 1.0], True),
+      answer="7",
+      rollouts=[["1+6=7\nAnswer: 7", "1+6=8\nAnswer: 8", "1+6="], ["Answer: 7"]],
+  )
   outcome = labels.outcome_fn(arith.extract_answer, arith.equivalent)
   sols = prm_data.rollout_solutions(rec, outcome)
   assert [(len(s), k, ok) for s, k, ok in sols] == [(3, 0, True), (3, 0, False), (3, 1, True)]
   prm = prm_data.examples_from_records(TOK, [rec], "prm", outcome=outcome)
   orm = prm_data.examples_from_records(TOK, [rec], "orm", outcome=outcome)
-  assert len(prm) == len(orm) == 4                  # the sample + 3 usable rollouts
+  assert len(prm) == len(orm) == 4  # the sample + 3 usable rollouts
   _, ends = prm_data.solution_tokens(TOK, rec["prompt"], sols[1][0])
-  row = prm[2]                                      # rollout "1+6=8" from prefix 0
+  row = prm[2]  # rollout "1+6=8" from prefix 0
   assert np.flatnonzero(row["value_mask"]).tolist() == [ends[0], ends[-1]]
   assert row["value_targets"][[ends[0], ends[-1]]].tolist() == [0.5, 0.0]
   assert np.flatnonzero(orm[2]["value_mask"]).tolist() == [ends[-1]]

@@ -17,8 +17,11 @@ CONFIG = os.path.join(ROOT, ".importlinter")
 def test_import_contracts_are_kept():
   # In a subprocess: the linter reads source files only, but puts the working directory on
   # sys.path and configures logging, which should not leak into the test process.
-  code = ("import sys; from importlinter.cli import lint_imports; "
-          f"sys.exit(lint_imports(config_filename={CONFIG!r}, no_cache=True, no_logo=True))")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                        timeout=300)
+  code = (
+      "import sys; from importlinter.cli import lint_imports; "
+      f"sys.exit(lint_imports(config_filename={CONFIG!r}, no_cache=True, no_logo=True))"
+  )
+  proc = subprocess.run(
+      [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
   assert proc.returncode == 0, f"broken import contracts:\n{proc.stdout}\n{proc.stderr}"

@@ -22,8 +22,13 @@ from ttc_jax import parallel
 ROOT = REPO_ROOT
 TPU = os.path.join(ROOT, "scripts", "launch_tpu_vm.sh")
 GPU = os.path.join(ROOT, "scripts", "launch_gpu.sh")
-ENV_KEYS = ("TTC_JAX_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-            "JAX_PROCESS_ID", "JAX_LOCAL_DEVICE_IDS")
+ENV_KEYS = (
+    "TTC_JAX_DISTRIBUTED",
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+    "JAX_LOCAL_DEVICE_IDS",
+)
 
 FAKE_PYTHON = """#!{py}
 import json, os, sys
@@ -64,11 +69,20 @@ def fakes(tmp_path):
   home.mkdir()
   py_log, gc_log = str(tmp_path / "python3.jsonl"), str(tmp_path / "gcloud.log")
   _write(bin_dir / "python3", FAKE_PYTHON.format(py=sys.executable, log=py_log, keys=ENV_KEYS))
-  _write(bin_dir / "gcloud", FAKE_GCLOUD.format(py=sys.executable, log=gc_log,
-                                                tmp=str(tmp_path)))
+  _write(bin_dir / "gcloud", FAKE_GCLOUD.format(py=sys.executable, log=gc_log, tmp=str(tmp_path)))
   env = {k: v for k, v in os.environ.items() if k not in ENV_KEYS}
-  for k in ("TPU_NAME", "ZONE", "PROJECT", "CONFIG", "WORKDIR", "REPO_URL", "COORDINATOR_ADDRESS",
-            "NUM_PROCESSES", "PROCESS_ID", "PYTHON"):
+  for k in (
+      "TPU_NAME",
+      "ZONE",
+      "PROJECT",
+      "CONFIG",
+      "WORKDIR",
+      "REPO_URL",
+      "COORDINATOR_ADDRESS",
+      "NUM_PROCESSES",
+      "PROCESS_ID",
+      "PYTHON",
+  ):
     env.pop(k, None)
   env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", HOME=str(home))
 
@@ -77,6 +91,7 @@ def fakes(tmp_path):
       return []
     with open(py_log) as f:
       return [json.loads(line) for line in f]
+
   return env, calls, gc_log
 
 
@@ -119,9 +134,24 @@ def test_tpu_missing_arguments_exit_2(fakes):
 def test_tpu_runs_the_same_job_on_every_worker(fakes):
   env, calls, gc_log = fakes
   overrides = ["--config.train.steps=7", "--config.mesh.shape=(-1, 1, 1)"]
-  r = _run([TPU, "--tpu", "my-v4", "--zone", "us-central2-b", "--project", "proj",
-            "--config", "configs/arith_smoke.py", "--workdir", "/shared/runs/a b", "--"]
-           + overrides, env)
+  r = _run(
+      [
+          TPU,
+          "--tpu",
+          "my-v4",
+          "--zone",
+          "us-central2-b",
+          "--project",
+          "proj",
+          "--config",
+          "configs/arith_smoke.py",
+          "--workdir",
+          "/shared/runs/a b",
+          "--",
+      ]
+      + overrides,
+      env,
+  )
   assert r.returncode == 0, r.stdout + r.stderr
   with open(gc_log) as f:
     gcloud = f.read()
@@ -134,8 +164,19 @@ def test_tpu_runs_the_same_job_on_every_worker(fakes):
   assert ["-m", "pip", "install", "-q", "-e", ".", "jax[tpu]"] in argv
   job = [c for c in calls() if c["argv"][:2] == ["-m", "ttc_jax.run"]]
   assert len(job) == 1
-  assert job[0]["argv"] == ["-m", "ttc_jax.run", "--config", "configs/arith_smoke.py",
-                            "--workdir", "/shared/runs/a b", "--no_progress"] + overrides
+  assert (
+      job[0]["argv"]
+      == [
+          "-m",
+          "ttc_jax.run",
+          "--config",
+          "configs/arith_smoke.py",
+          "--workdir",
+          "/shared/runs/a b",
+          "--no_progress",
+      ]
+      + overrides
+  )
   assert job[0]["cwd"] == os.path.join(home, "ttc_jax")
   assert job[0]["env"]["TTC_JAX_DISTRIBUTED"] == "1"
   assert os.path.exists(os.path.join(home, "ttc_jax_run.log"))
@@ -146,13 +187,17 @@ def test_tpu_runs_the_same_job_on_every_worker(fakes):
 
 
 def _git(cwd, *args):
-  return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
-                        cwd=cwd, check=True, capture_output=True, text=True).stdout
+  return subprocess.run(
+      ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+      cwd=cwd,
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout
 
 
 def _files_under(root):
-  return sorted(os.path.relpath(os.path.join(d, f), root)
-                for d, _, fs in os.walk(root) for f in fs)
+  return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
 
 
 @pytest.fixture
@@ -161,10 +206,15 @@ def newcomer_checkout(tmp_path):
   in it: a virtual environment with a 2 GB (sparse) file, a stray run directory under a name
   no ignore rule knows, the default runs/, and new untracked source files."""
   root = tmp_path / "checkout"
-  for rel, text in {"scripts/launch_tpu_vm.sh": open(TPU).read(),
-                    ".gitignore": open(os.path.join(ROOT, ".gitignore")).read(),
-                    "setup.py": "", "ttc_jax/__init__.py": "", "ttc_jax/parallel.py": "",
-                    "configs/arith_smoke.py": "", "docs/notes.md": "x"}.items():
+  for rel, text in {
+      "scripts/launch_tpu_vm.sh": open(TPU).read(),
+      ".gitignore": open(os.path.join(ROOT, ".gitignore")).read(),
+      "setup.py": "",
+      "ttc_jax/__init__.py": "",
+      "ttc_jax/parallel.py": "",
+      "configs/arith_smoke.py": "",
+      "docs/notes.md": "x",
+  }.items():
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_text(text)
   os.chmod(root / "scripts/launch_tpu_vm.sh", 0o755)
@@ -172,9 +222,11 @@ def newcomer_checkout(tmp_path):
   _git(root, "add", "-A")
   _git(root, "commit", "-q", "-m", "init")
   tracked = sorted(_git(root, "ls-files").split())
-  for rel, size in {".venv/lib/python3.11/site-packages/torch/libtorch.so": 2 << 30,
-                    "my_experiment/policy/ckpt/params.bin": 300 << 20,
-                    "runs/arith_quick/report.json": 10}.items():
+  for rel, size in {
+      ".venv/lib/python3.11/site-packages/torch/libtorch.so": 2 << 30,
+      "my_experiment/policy/ckpt/params.bin": 300 << 20,
+      "runs/arith_quick/report.json": 10,
+  }.items():
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     with open(root / rel, "wb") as f:
       f.truncate(size)
@@ -186,9 +238,17 @@ def newcomer_checkout(tmp_path):
 
 def test_gitignore_covers_local_environments_and_outputs(newcomer_checkout):
   root, _ = newcomer_checkout
-  for rel in (".venv/bin/python", "venv/bin/python", "env/bin/python", ".tox/py311/x",
-              "ttc_jax.egg-info/PKG-INFO", "runs/arith_quick/report.json",
-              "ttc_jax/__pycache__/run.cpython-311.pyc", ".pytest_cache/v", ".hypothesis/x"):
+  for rel in (
+      ".venv/bin/python",
+      "venv/bin/python",
+      "env/bin/python",
+      ".tox/py311/x",
+      "ttc_jax.egg-info/PKG-INFO",
+      "runs/arith_quick/report.json",
+      "ttc_jax/__pycache__/run.cpython-311.pyc",
+      ".pytest_cache/v",
+      ".hypothesis/x",
+  ):
     r = subprocess.run(["git", "check-ignore", "-q", rel], cwd=root)
     assert r.returncode == 0, f"{rel} is not ignored"
 
@@ -196,8 +256,7 @@ def test_gitignore_covers_local_environments_and_outputs(newcomer_checkout):
 def test_tpu_ships_source_only_not_environments_or_run_dirs(fakes, newcomer_checkout):
   env, calls, _ = fakes
   root, tracked = newcomer_checkout
-  r = _run([str(root / "scripts/launch_tpu_vm.sh"), "-t", "v4", "-z", "z", "-w", "/shared/r"],
-           env)
+  r = _run([str(root / "scripts/launch_tpu_vm.sh"), "-t", "v4", "-z", "z", "-w", "/shared/r"], env)
   assert r.returncode == 0, r.stdout + r.stderr
   shipped = os.path.join(env["HOME"], "ttc_jax")
   got = [f for f in _files_under(shipped) if f != ".ttc_jax_installed"]
@@ -212,8 +271,7 @@ def test_tpu_refuses_an_archive_over_the_limit(fakes, newcomer_checkout):
     f.write("# " + "x" * (3 << 20) + "\n")
   script = str(root / "scripts/launch_tpu_vm.sh")
   for extra in ([], ["--dry-run"]):
-    r = _run([script, "-t", "v4", "-z", "z", "-w", "/shared/r", "--max-ship-mb", "2"] + extra,
-             env)
+    r = _run([script, "-t", "v4", "-z", "z", "-w", "/shared/r", "--max-ship-mb", "2"] + extra, env)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "over the limit of 2 MB" in r.stderr and "ttc_jax/table.py" in r.stderr, r.stderr
     assert "--max-ship-mb" in r.stderr
@@ -227,8 +285,20 @@ def test_tpu_refuses_an_archive_over_the_limit(fakes, newcomer_checkout):
 
 def test_tpu_dry_run_runs_nothing(fakes):
   env, calls, gc_log = fakes
-  r = _run([TPU, "-t", "t", "-z", "z", "-w", "gs://bucket/runs/x", "--dry-run",
-            "--config.train.steps=3"], env)
+  r = _run(
+      [
+          TPU,
+          "-t",
+          "t",
+          "-z",
+          "z",
+          "-w",
+          "gs://bucket/runs/x",
+          "--dry-run",
+          "--config.train.steps=3",
+      ],
+      env,
+  )
   assert r.returncode == 0, r.stderr
   assert r.stdout.count("gcloud compute tpus tpu-vm") == 4 and "--worker=all" in r.stdout
   assert "gcsfuse --implicit-dirs bucket /tmp/ttc_gcs/bucket" in r.stdout
@@ -238,12 +308,20 @@ def test_tpu_dry_run_runs_nothing(fakes):
 
 def test_gpu_single_process(fakes):
   env, calls, _ = fakes
-  r = _run([GPU, "-c", "configs/arith_smoke.py", "-w", "/tmp/x", "--", "--config.train.steps=2"],
-           env)
+  r = _run(
+      [GPU, "-c", "configs/arith_smoke.py", "-w", "/tmp/x", "--", "--config.train.steps=2"], env
+  )
   assert r.returncode == 0, r.stderr
   (call,) = calls()
-  assert call["argv"] == ["-m", "ttc_jax.run", "--config", "configs/arith_smoke.py",
-                          "--workdir", "/tmp/x", "--config.train.steps=2"]
+  assert call["argv"] == [
+      "-m",
+      "ttc_jax.run",
+      "--config",
+      "configs/arith_smoke.py",
+      "--workdir",
+      "/tmp/x",
+      "--config.train.steps=2",
+  ]
   assert all(v is None for v in call["env"].values()), call["env"]
 
 
@@ -253,9 +331,13 @@ def test_gpu_multi_process_env(fakes):
   r = _run([GPU, "--local-devices", "0,1"], env)
   assert r.returncode == 0, r.stderr
   (call,) = calls()
-  assert call["env"] == dict(TTC_JAX_DISTRIBUTED=None, JAX_COORDINATOR_ADDRESS="10.0.0.1:1234",
-                             JAX_NUM_PROCESSES="4", JAX_PROCESS_ID="3",
-                             JAX_LOCAL_DEVICE_IDS="0,1")
+  assert call["env"] == dict(
+      TTC_JAX_DISTRIBUTED=None,
+      JAX_COORDINATOR_ADDRESS="10.0.0.1:1234",
+      JAX_NUM_PROCESSES="4",
+      JAX_PROCESS_ID="3",
+      JAX_LOCAL_DEVICE_IDS="0,1",
+  )
   for bad in (dict(PROCESS_ID="4"), dict(NUM_PROCESSES=""), dict(COORDINATOR_ADDRESS="nohost")):
     r = _run([GPU], dict(env, **bad))
     assert r.returncode == 2, (bad, r.stdout, r.stderr)
@@ -275,14 +357,21 @@ def test_gpu_local_procs(fakes, tmp_path):
   assert sorted(os.listdir(tmp_path / "logs")) == ["launch_gpu.0.log", "launch_gpu.1.log"]
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, None),
-    ({"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
-     dict(coordinator_address="h:1", num_processes=2, process_id=1)),
-    ({"TTC_JAX_DISTRIBUTED": "1"}, {}),
-    ({"TTC_JAX_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": "h:1"},
-     dict(coordinator_address="h:1")),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        (
+            {"JAX_COORDINATOR_ADDRESS": "h:1", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1"},
+            dict(coordinator_address="h:1", num_processes=2, process_id=1),
+        ),
+        ({"TTC_JAX_DISTRIBUTED": "1"}, {}),
+        (
+            {"TTC_JAX_DISTRIBUTED": "1", "JAX_COORDINATOR_ADDRESS": "h:1"},
+            dict(coordinator_address="h:1"),
+        ),
+    ],
+)
 def test_maybe_initialize_distributed_reads_the_launch_env(monkeypatch, env, expected):
   """The variables the scripts export are the ones parallel.py reads."""
   for k in ENV_KEYS:

@@ -23,7 +23,7 @@ def _greedy_recompute(model, prompt, n):
   for _ in range(n):
     lg, _ = model(jnp.array([seq]), jnp.arange(len(seq))[None])
     seq.append(int(jnp.argmax(lg[0, -1])))
-  return seq[len(prompt):]
+  return seq[len(prompt) :]
 
 
 PROMPTS = jnp.array([[1, 5, 9, 4, 0, 0], [1, 8, 3, 10, 11, 12]])
@@ -31,29 +31,46 @@ LENS = jnp.array([4, 6])
 
 
 def test_greedy_with_cache_equals_recompute(model):
-  out = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), num_samples=2,
-                          max_new_tokens=10, eos_id=-1, temperature=0.0)
+  out = sampling.generate(
+      model,
+      PROMPTS,
+      LENS,
+      jax.random.key(0),
+      num_samples=2,
+      max_new_tokens=10,
+      eos_id=-1,
+      temperature=0.0,
+  )
   assert out.tokens.shape == (2, 2, 10)
   for b in range(2):
-    ref = _greedy_recompute(model, PROMPTS[b, :LENS[b]].tolist(), 10)
+    ref = _greedy_recompute(model, PROMPTS[b, : LENS[b]].tolist(), 10)
     assert out.tokens[b, 0].tolist() == ref
-    assert out.tokens[b, 1].tolist() == ref            # temperature 0: samples agree
+    assert out.tokens[b, 1].tolist() == ref  # temperature 0: samples agree
   assert out.lengths.tolist() == [[10, 10], [10, 10]]
   assert not bool(out.finished.any())
 
 
 def test_stops_at_eos_and_delimiter(model):
   ref = _greedy_recompute(model, PROMPTS[0, :4].tolist(), 10)
-  stop = ref[3]                                      # a token greedy decoding emits 4th
+  stop = ref[3]  # a token greedy decoding emits 4th
   first = ref.index(stop)
-  out = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=10,
-                          eos_id=stop, temperature=0.0)
+  out = sampling.generate(
+      model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=10, eos_id=stop, temperature=0.0
+  )
   assert int(out.lengths[0, 0]) == first + 1
-  assert out.tokens[0, 0, :first + 1].tolist() == ref[:first + 1]
-  assert (np.asarray(out.tokens[0, 0, first + 1:]) == 0).all()
+  assert out.tokens[0, 0, : first + 1].tolist() == ref[: first + 1]
+  assert (np.asarray(out.tokens[0, 0, first + 1 :]) == 0).all()
   assert bool(out.finished[0, 0])
-  out2 = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=10,
-                           eos_id=-1, stop_ids=(stop,), temperature=0.0)
+  out2 = sampling.generate(
+      model,
+      PROMPTS,
+      LENS,
+      jax.random.key(0),
+      max_new_tokens=10,
+      eos_id=-1,
+      stop_ids=(stop,),
+      temperature=0.0,
+  )
   assert int(out2.lengths[0, 0]) == first + 1 and not bool(out2.finished[0, 0])
 
 
@@ -64,8 +81,9 @@ def test_step_by_step_decode_resumes_where_it_paused(model):
   params = sampling.SamplingParams.make(0.0)
   state = sampling.prefill(model, PROMPTS[1:], LENS[1:], 6 + 12)
   for _ in range(12):
-    state, _ = sampling.decode(model, state, jax.random.key(0), params, max_new_tokens=12,
-                               eos_id=-1, stop_ids=(delim,))
+    state, _ = sampling.decode(
+        model, state, jax.random.key(0), params, max_new_tokens=12, eos_id=-1, stop_ids=(delim,)
+    )
     if int(state.length[0]) >= 18:
       break
   assert state.tokens[0, 6:].tolist() == ref
@@ -87,8 +105,9 @@ def test_knobs_are_traced_no_recompile(model):
   sampling.generate(model, PROMPTS, LENS, jax.random.key(0), temperature=0.3, **kw)
   n = sampling._generate._cache_size()
   for t, k, p in [(0.0, 0, 1.0), (0.7, 5, 0.9), (1.3, 2, 0.5), (1.0, 0, 0.95)]:
-    sampling.generate(model, PROMPTS, LENS, jax.random.key(0), temperature=t, top_k=k,
-                      top_p=p, **kw)
+    sampling.generate(
+        model, PROMPTS, LENS, jax.random.key(0), temperature=t, top_k=k, top_p=p, **kw
+    )
   assert sampling._generate._cache_size() == n
 
 
@@ -102,14 +121,17 @@ def test_a_subset_of_rows_samples_what_the_whole_batch_would():
   # the whole batch draws what jax.random.categorical draws
   np.testing.assert_array_equal(
       sampling.sample_token(logits, jax.random.key(4), sampling.SamplingParams.make(1.0)),
-      jax.random.categorical(jax.random.key(4), logits))
+      jax.random.categorical(jax.random.key(4), logits),
+  )
 
 
 def test_top_k_one_is_greedy(model):
-  g = sampling.generate(model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=6,
-                        eos_id=-1, temperature=0.0)
-  k1 = sampling.generate(model, PROMPTS, LENS, jax.random.key(3), max_new_tokens=6,
-                         eos_id=-1, temperature=1.0, top_k=1)
+  g = sampling.generate(
+      model, PROMPTS, LENS, jax.random.key(0), max_new_tokens=6, eos_id=-1, temperature=0.0
+  )
+  k1 = sampling.generate(
+      model, PROMPTS, LENS, jax.random.key(3), max_new_tokens=6, eos_id=-1, temperature=1.0, top_k=1
+  )
   assert (g.tokens == k1.tokens).all()
 
 
@@ -131,28 +153,37 @@ def test_bad_inputs_raise_clear_errors(model):
   with pytest.raises(ValueError, match="bad sampling knobs"):
     sampling.SamplingParams.make(temperature=-1.0)
   with pytest.raises(ValueError, match="prompt_lengths shape"):
-    sampling.generate(model, PROMPTS, jnp.array([3]), jax.random.key(0), max_new_tokens=4,
-                      eos_id=2)
+    sampling.generate(model, PROMPTS, jnp.array([3]), jax.random.key(0), max_new_tokens=4, eos_id=2)
 
 
 def test_vocab_limit_never_samples_padding_ids(tiny_cfg):
   """A model with a padded vocabulary: ids >= vocab_limit are never sampled, greedy or not."""
   from ttc_jax.models.transformer import create_model
   from ttc_jax.sampling import SamplingParams, sample_token
-  logits = jnp.zeros((64, 32)).at[:, 30].set(5.0)          # padding id 30 is the favourite
+
+  logits = jnp.zeros((64, 32)).at[:, 30].set(5.0)  # padding id 30 is the favourite
   for t in (0.0, 1.0):
     out = sample_token(logits, jax.random.key(0), SamplingParams.make(t, vocab_limit=28))
     assert int(out.max()) < 28
   assert int(sample_token(logits, jax.random.key(0), SamplingParams.make(0.0))[0]) == 30
   model = create_model(tiny_cfg, 0)
-  res = sampling.generate(model, jnp.ones((4, 3), jnp.int32), jnp.full((4,), 3), jax.random.key(1),
-                 num_samples=8, max_new_tokens=16, eos_id=99, temperature=1.5,
-                 params=SamplingParams.make(1.5, vocab_limit=10))
+  res = sampling.generate(
+      model,
+      jnp.ones((4, 3), jnp.int32),
+      jnp.full((4,), 3),
+      jax.random.key(1),
+      num_samples=8,
+      max_new_tokens=16,
+      eos_id=99,
+      temperature=1.5,
+      params=SamplingParams.make(1.5, vocab_limit=10),
+  )
   assert int(res.tokens.max()) < 10
 
 
 def test_padded_rows_few_shapes_little_padding():
   from ttc_jax.evaluation import padded_rows
+
   shapes = {padded_rows(n, 256) for n in range(1, 257)}
   assert shapes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
   assert all(n <= padded_rows(n, 256) <= max(2 * n, n + 31) for n in range(1, 257))
@@ -165,6 +196,7 @@ def test_decode_on_a_data_mesh_needs_no_collectives_but_the_stop_test():
   all-gathers (explicit row-index vectors made GSPMD gather indices every step), only the
   all-reduce of the loop's "any sequence active" test; and it samples what one device does."""
   from ttc_jax import parallel
+
   mesh = parallel.make_mesh((8, 1, 1))
   prompts = jnp.tile(PROMPTS, (4, 1))
   lens = jnp.tile(LENS, 4)
@@ -179,6 +211,14 @@ def test_decode_on_a_data_mesh_needs_no_collectives_but_the_stop_test():
     out = sampling.generate_split(*args, **kw)
   assert "all-gather" not in hlo and "all-to-all" not in hlo
   assert hlo.count("all-reduce(") + hlo.count("all-reduce-start(") <= 2, hlo.count("all-reduce")
-  one = sampling.generate(create_model(CFG, 7), prompts, lens, jax.random.key(0),
-                          max_new_tokens=12, eos_id=2, stop_ids=(3,), temperature=0.7)
+  one = sampling.generate(
+      create_model(CFG, 7),
+      prompts,
+      lens,
+      jax.random.key(0),
+      max_new_tokens=12,
+      eos_id=2,
+      stop_ids=(3,),
+      temperature=0.7,
+  )
   np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(one.tokens))

@@ -23,7 +23,7 @@ from ttc_jax.tokenizers import CharTokenizer
 
 CFG = tiny_config(max_len=48)
 TOK = CharTokenizer()
-NUM_SAMPLES, MAX_BATCH, MAX_NEW = 4, 256, 16          # chunk 64 prompts: rows 1, 2, 4, 8, 16, ...
+NUM_SAMPLES, MAX_BATCH, MAX_NEW = 4, 256, 16  # chunk 64 prompts: rows 1, 2, 4, 8, 16, ...
 # Prompts of 8..12 characters: with BOS every call pads them to 16 positions.
 SHORT = [f"{a}+{b}*{c}-{d}\n" for a, b, c, d in np.random.default_rng(0).integers(0, 99, (40, 4))]
 RSS_TOLERANCE_MB = 24.0
@@ -69,17 +69,32 @@ def _knobs(i):
 
 def _sample(model, n_prompts, i):
   prompts = [SHORT[(i + j) % len(SHORT)] for j in range(n_prompts)]
-  texts, _ = evaluation.sample_texts(model, TOK, prompts, jax.random.key(i),
-                                     num_samples=NUM_SAMPLES, max_new_tokens=MAX_NEW,
-                                     max_batch=MAX_BATCH, **_knobs(i))
+  texts, _ = evaluation.sample_texts(
+      model,
+      TOK,
+      prompts,
+      jax.random.key(i),
+      num_samples=NUM_SAMPLES,
+      max_new_tokens=MAX_NEW,
+      max_batch=MAX_BATCH,
+      **_knobs(i),
+  )
   assert len(texts) == n_prompts and all(len(t) == NUM_SAMPLES for t in texts)
 
 
 def _generate(model, i):
-  lens = 1 + (np.arange(4) + i) % 8                  # traced: any lengths, one shape
+  lens = 1 + (np.arange(4) + i) % 8  # traced: any lengths, one shape
   prompts = np.where(np.arange(8)[None] < lens[:, None], 3 + (np.arange(8) + i) % 20, 0)
-  out = sampling.generate(model, prompts.astype(np.int32), lens, jax.random.key(i),
-                          num_samples=2, max_new_tokens=8, eos_id=TOK.EOS, **_knobs(i))
+  out = sampling.generate(
+      model,
+      prompts.astype(np.int32),
+      lens,
+      jax.random.key(i),
+      num_samples=2,
+      max_new_tokens=8,
+      eos_id=TOK.EOS,
+      **_knobs(i),
+  )
   jax.block_until_ready(out.tokens)
 
 
@@ -100,7 +115,7 @@ def test_long_sweep_compiles_nothing_after_warm_up_and_keeps_memory_flat(model):
   assert cache_size >= 6
 
   with CompileCounter() as cc:
-    for i in range(20):                               # let the allocators settle
+    for i in range(20):  # let the allocators settle
       _sample(model, 1 + i % 16, i)
       _generate(model, i)
     gc.collect()
@@ -122,7 +137,14 @@ def test_a_new_shape_is_counted(model):
   """The counter sees a compile (the test above is not vacuous)."""
   _generate(model, 0)
   with CompileCounter() as cc:
-    out = sampling.generate(model, np.ones((3, 8), np.int32), np.full((3,), 2),
-                            jax.random.key(0), num_samples=1, max_new_tokens=5, eos_id=-1)
+    out = sampling.generate(
+        model,
+        np.ones((3, 8), np.int32),
+        np.full((3,), 2),
+        jax.random.key(0),
+        num_samples=1,
+        max_new_tokens=5,
+        eos_id=-1,
+    )
     jax.block_until_ready(out.tokens)
   assert cc.counts["jaxpr_trace_duration"] >= 1 and cc.total() >= 2

@@ -31,8 +31,16 @@ EOS, DELIM = 2, 4
 B, N, M = 8, 4, 2
 KW = dict(max_rounds=6, max_step_tokens=6, max_new_tokens=24, eos_id=EOS, delimiter_id=DELIM)
 T1 = SamplingParams.make(1.0)
-RESULT_FIELDS = ("tokens", "lengths", "num_steps", "finished", "generated_tokens",
-                 "policy_tokens", "prm_tokens", "rounds")
+RESULT_FIELDS = (
+    "tokens",
+    "lengths",
+    "num_steps",
+    "finished",
+    "generated_tokens",
+    "policy_tokens",
+    "prm_tokens",
+    "rounds",
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +74,27 @@ def test_kernel_matches_host_loop_reference(models, beam_seed0, strategy):
   """Same rng folding, same beams, tokens, scores, answers and budgets as the host loop."""
   groups, keep = (N // M, 1) if strategy == "dvts" else (1, N // M)
   k = 2 if strategy == "lookahead" else 0
-  run = dict(beam=beam.beam_search, dvts=dvts.dvts,
-             lookahead=functools.partial(lookahead.lookahead_search, k=k))[strategy]
+  run = dict(
+      beam=beam.beam_search,
+      dvts=dvts.dvts,
+      lookahead=functools.partial(lookahead.lookahead_search, k=k),
+  )[strategy]
   for seed in (0, 1):
     if strategy == "beam" and seed == 0:
       res = beam_seed0
     else:
       res = run(*models, *_prompts(), jax.random.key(seed), n=N, m=M, params=T1, **KW)
-    ref = reference.reference_search(*models, *_prompts(), jax.random.key(seed), n=N,
-                                     groups=groups, keep=keep, params=T1, lookahead=k, **KW)
+    ref = reference.reference_search(
+        *models,
+        *_prompts(),
+        jax.random.key(seed),
+        n=N,
+        groups=groups,
+        keep=keep,
+        params=T1,
+        lookahead=k,
+        **KW,
+    )
     _assert_same(res, ref)
     # the case is not trivial: several rounds, finished and cut-off beams, uneven steps
     assert int(res.rounds) >= 3
@@ -84,15 +104,27 @@ def test_kernel_matches_host_loop_reference(models, beam_seed0, strategy):
 
 
 def test_budget_counts_match_reference_and_flops(models, beam_seed0):
-  ref = reference.reference_search(*models, *_prompts(), jax.random.key(0), n=N, groups=1,
-                                   keep=N // M, params=T1, **KW)
+  ref = reference.reference_search(
+      *models, *_prompts(), jax.random.key(0), n=N, groups=1, keep=N // M, params=T1, **KW
+  )
   np.testing.assert_array_equal(beam_seed0.generations, np.full(B, N))
-  np.testing.assert_allclose(beam_seed0.policy_flops, state.flops(
-      jnp.asarray(ref["policy_tokens"]), jnp.asarray(ref["policy_context"], jnp.float32),
-      CFG), rtol=1e-6)
-  np.testing.assert_allclose(beam_seed0.prm_flops, state.flops(
-      jnp.asarray(ref["prm_tokens"]), jnp.asarray(ref["prm_context"], jnp.float32), CFG,
-      value_head=True), rtol=1e-6)
+  np.testing.assert_allclose(
+      beam_seed0.policy_flops,
+      state.flops(
+          jnp.asarray(ref["policy_tokens"]), jnp.asarray(ref["policy_context"], jnp.float32), CFG
+      ),
+      rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+      beam_seed0.prm_flops,
+      state.flops(
+          jnp.asarray(ref["prm_tokens"]),
+          jnp.asarray(ref["prm_context"], jnp.float32),
+          CFG,
+          value_head=True,
+      ),
+      rtol=1e-6,
+  )
   # candidates share prefixes, so they can hold more tokens than were generated, but not
   # fewer than the longest one
   longest = np.asarray(beam_seed0.lengths).max(1)
@@ -105,15 +137,27 @@ def test_budget_counts_match_reference_and_flops(models, beam_seed0):
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
 def _init(graphdefs, states, prompts, lens):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  return beam.init_state(policy, prm, prompts, lens, width=N, max_new_tokens=24,
-                         max_step_tokens=6, max_rounds=6)
+  return beam.init_state(
+      policy, prm, prompts, lens, width=N, max_new_tokens=24, max_step_tokens=6, max_rounds=6
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
 def _round(graphdefs, states, st, rng):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  return beam.search_round(policy, prm, st, rng, T1, jnp.int32(0), groups=1, keep=N // M,
-                           max_step_tokens=6, eos_id=EOS, delimiter_id=DELIM)
+  return beam.search_round(
+      policy,
+      prm,
+      st,
+      rng,
+      T1,
+      jnp.int32(0),
+      groups=1,
+      keep=N // M,
+      max_step_tokens=6,
+      eos_id=EOS,
+      delimiter_id=DELIM,
+  )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
@@ -125,8 +169,12 @@ def _check_caches(graphdefs, states, st, parents, extra):
   rows, last = jnp.arange(pol.length.shape[0]), pol.length - 1
   cached, _ = policy(pol.tokens[rows, last][:, None], last[:, None], pol.cache)
   steps = jnp.arange(pol.tokens.shape[1])[None]
-  full, _ = policy(pol.tokens, jnp.broadcast_to(steps, pol.tokens.shape), None,
-                   attention_mask=steps < pol.length[:, None])
+  full, _ = policy(
+      pol.tokens,
+      jnp.broadcast_to(steps, pol.tokens.shape),
+      None,
+      attention_mask=steps < pol.length[:, None],
+  )
   v_cache, _, _ = prm.extend(st.prm_cache, extra[:, None], jnp.ones_like(pol.length))
   longer = jnp.concatenate([pol.tokens, jnp.zeros_like(pol.tokens[:, :1])], 1)
   longer = longer.at[rows, pol.length].set(extra)
@@ -149,7 +197,7 @@ def test_reorder_keeps_each_beams_caches_consistent_with_its_tokens(models):
   st = sts[2]
   chosen = beam.select_parents(st.score, st.done, groups=1, keep=N // M)
   reverse = jnp.broadcast_to(jnp.arange(N)[::-1], (B, N))
-  assert (np.asarray(chosen) != np.arange(N)).any()         # selection really moves beams
+  assert (np.asarray(chosen) != np.arange(N)).any()  # selection really moves beams
   for parents in (chosen, reverse):
     extra = jnp.full((B * N,), 5, jnp.int32)
     new, cached, full, v_cache, v_full = _check_caches(graphdefs, states, st, parents, extra)
@@ -165,8 +213,9 @@ def test_finished_beams_are_never_extended(models, beam_seed0):
   _, _, sts = _rounds(models)
   assert len(sts) >= 4
   # the rounds run one by one reproduce the single-jit kernel
-  final = state.result_from_state(sts[-1], _prompts()[1], beam_seed0.generations,
-                                  max_new_tokens=24, policy_cfg=CFG, prm_cfg=CFG)
+  final = state.result_from_state(
+      sts[-1], _prompts()[1], beam_seed0.generations, max_new_tokens=24, policy_cfg=CFG, prm_cfg=CFG
+  )
   for f in RESULT_FIELDS:
     np.testing.assert_array_equal(getattr(final, f), getattr(beam_seed0, f), err_msg=f)
   seen_done = 0
@@ -175,11 +224,13 @@ def test_finished_beams_are_never_extended(models, beam_seed0):
     seen_done += int(done.sum())
     rows = done.ravel()
     for name in ("tokens", "length", "logprobs"):
-      np.testing.assert_array_equal(np.asarray(getattr(cur.policy, name))[rows],
-                                    np.asarray(getattr(prev.policy, name))[rows])
+      np.testing.assert_array_equal(
+          np.asarray(getattr(cur.policy, name))[rows], np.asarray(getattr(prev.policy, name))[rows]
+      )
     for name in ("score", "step_scores", "num_steps", "finished"):
-      np.testing.assert_array_equal(np.asarray(getattr(cur, name))[done],
-                                    np.asarray(getattr(prev, name))[done])
+      np.testing.assert_array_equal(
+          np.asarray(getattr(cur, name))[done], np.asarray(getattr(prev, name))[done]
+      )
     assert np.asarray(cur.done)[done].all()
   assert seen_done > 0
   # in the final result, a finished candidate ends with its EOS
@@ -188,13 +239,13 @@ def test_finished_beams_are_never_extended(models, beam_seed0):
   for r, fin in enumerate(np.asarray(last.finished).ravel()):
     if fin:
       assert pol.tokens[r, pol.length[r] - 1] == EOS
-      assert (pol.tokens[r, pol.length[r]:] == 0).all()
+      assert (pol.tokens[r, pol.length[r] :] == 0).all()
 
 
 # --- budgets counted by hand on a scripted policy ---------------------------------------
 
 TOK = CharTokenizer()
-PROMPT, SOLUTION = "1+2\n", "1+2=3\nAnswer: 3"   # steps of 6 and 10 tokens (EOS included)
+PROMPT, SOLUTION = "1+2\n", "1+2=3\nAnswer: 3"  # steps of 6 and 10 tokens (EOS included)
 ANSWER_AT = len(PROMPT) + len(SOLUTION) - 1
 
 
@@ -208,10 +259,10 @@ def scripted():
 
 def _by_hand(rounds, k=0, n=4):
   """Per question: (generated, policy tokens, policy context, PRM tokens, PRM context)."""
-  p = 5                                            # BOS 1+2\n
-  runs = [(p, 6), (p + 6, 10)][:rounds]            # (first position, tokens) of each step
+  p = 5  # BOS 1+2\n
+  runs = [(p, 6), (p + 6, 10)][:rounds]  # (first position, tokens) of each step
   if k and rounds > 1:
-    runs.append((p + 6, 10))                       # round 0's rollout: "Answer: 3" + EOS
+    runs.append((p + 6, 10))  # round 0's rollout: "Answer: 3" + EOS
   gen = n * sum(t for _, t in runs)
   pol_ctx = sum(range(1, p)) + n * sum(sum(range(a, a + t)) for a, t in runs)
   prm_ctx = sum(range(1, p + 1)) + n * sum(sum(range(a + 1, a + t + 1)) for a, t in runs)
@@ -221,19 +272,36 @@ def _by_hand(rounds, k=0, n=4):
 @pytest.mark.parametrize("k", [0, 1])
 def test_budget_counts_by_hand(scripted, k):
   policy, prm, toks, lens = scripted
-  res = lookahead.lookahead_search(policy, prm, toks, lens, jax.random.key(3), n=4, m=2, k=k,
-                                   max_rounds=5, max_step_tokens=12, max_new_tokens=24,
-                                   eos_id=TOK.EOS, delimiter_id=TOK.newline_id, params=T1)
+  res = lookahead.lookahead_search(
+      policy,
+      prm,
+      toks,
+      lens,
+      jax.random.key(3),
+      n=4,
+      m=2,
+      k=k,
+      max_rounds=5,
+      max_step_tokens=12,
+      max_new_tokens=24,
+      eos_id=TOK.EOS,
+      delimiter_id=TOK.newline_id,
+      params=T1,
+  )
   gen, pol_tok, pol_ctx, prm_tok, prm_ctx = _by_hand(2, k)
   assert int(res.rounds) == 2
   assert res.generations.tolist() == [4 * (k + 1)] * 2
   assert res.generated_tokens.tolist() == [gen] * 2
   assert res.policy_tokens.tolist() == [pol_tok] * 2
   assert res.prm_tokens.tolist() == [prm_tok] * 2
-  np.testing.assert_allclose(res.policy_flops, state.flops(
-      jnp.int32(pol_tok), jnp.float32(pol_ctx), policy.cfg), rtol=1e-6)
-  np.testing.assert_allclose(res.prm_flops, state.flops(
-      jnp.int32(prm_tok), jnp.float32(prm_ctx), prm.cfg, value_head=True), rtol=1e-6)
+  np.testing.assert_allclose(
+      res.policy_flops, state.flops(jnp.int32(pol_tok), jnp.float32(pol_ctx), policy.cfg), rtol=1e-6
+  )
+  np.testing.assert_allclose(
+      res.prm_flops,
+      state.flops(jnp.int32(prm_tok), jnp.float32(prm_ctx), prm.cfg, value_head=True),
+      rtol=1e-6,
+  )
   assert res.lengths.tolist() == [[16] * 4] * 2 and res.finished.all()
   assert (np.asarray(res.num_steps) == 2).all()
   picked = state.select_answers(res, TOK, arith.extract_answer, arith.equivalent)
@@ -247,11 +315,24 @@ def test_budget_counts_by_hand(scripted, k):
 def test_cut_off_step_ends_the_beam(scripted):
   """A step of max_step_tokens tokens without a delimiter is scored, then the beam stops."""
   _, prm, toks, lens = scripted
-  policy = ScriptedPolicy(TOK, PROMPT + "1+2+3+4+5+6=21\nAnswer: 21")   # a 14-char line
+  policy = ScriptedPolicy(TOK, PROMPT + "1+2+3+4+5+6=21\nAnswer: 21")  # a 14-char line
   # lookahead k=0 is beam search (tested below) and shares the budget test's compilation
-  res = lookahead.lookahead_search(policy, prm, toks, lens, jax.random.key(0), n=4, m=2, k=0,
-                                   max_rounds=5, max_step_tokens=12, max_new_tokens=24,
-                                   eos_id=TOK.EOS, delimiter_id=TOK.newline_id, params=T1)
+  res = lookahead.lookahead_search(
+      policy,
+      prm,
+      toks,
+      lens,
+      jax.random.key(0),
+      n=4,
+      m=2,
+      k=0,
+      max_rounds=5,
+      max_step_tokens=12,
+      max_new_tokens=24,
+      eos_id=TOK.EOS,
+      delimiter_id=TOK.newline_id,
+      params=T1,
+  )
   assert int(res.rounds) == 1 and not res.finished.any()
   assert res.lengths.tolist() == [[12] * 4] * 2 and res.generated_tokens.tolist() == [48] * 2
   assert TOK.decode(res.tokens[0, 0, :12]) == "1+2+3+4+5+6="
@@ -264,8 +345,9 @@ def test_cut_off_step_ends_the_beam(scripted):
 def test_one_compilation_for_a_sweep_of_sampling_knobs(models, beam_seed0):
   size = beam._search._cache_size()
   for t, k, p in [(0.0, 0, 1.0), (0.5, 3, 1.0), (1.3, 0, 0.9)]:
-    beam.beam_search(*models, *_prompts(), jax.random.key(0), n=N, m=M,
-                     params=SamplingParams.make(t, k, p), **KW)
+    beam.beam_search(
+        *models, *_prompts(), jax.random.key(0), n=N, m=M, params=SamplingParams.make(t, k, p), **KW
+    )
   assert beam._search._cache_size() == size
 
 
@@ -316,7 +398,7 @@ def test_lookahead_k0_is_beam_search_and_k_is_traced(models, beam_seed0):
   assert beam._search._cache_size() == size
   assert res2.generations.tolist() == [3 * N] * B
   assert (np.asarray(res2.generated_tokens) > np.asarray(res0.generated_tokens)).any()
-  assert (np.asarray(res2.tokens) != np.asarray(res0.tokens)).any()   # rollouts re-rank
+  assert (np.asarray(res2.tokens) != np.asarray(res0.tokens)).any()  # rollouts re-rank
 
 
 def test_dvts_with_one_subtree_is_beam_search_with_width_n(models):
@@ -338,5 +420,6 @@ def test_selection_rule_and_bad_arguments(models):
   with pytest.raises(ValueError, match="must divide"):
     beam.beam_search(*models, *_prompts(), jax.random.key(0), n=4, m=3, **KW)
   with pytest.raises(ValueError, match="exceeds the policy's max_len"):
-    beam.beam_search(*models, *_prompts(), jax.random.key(0), n=4, m=2,
-                     **dict(KW, max_new_tokens=40))
+    beam.beam_search(
+        *models, *_prompts(), jax.random.key(0), n=4, m=2, **dict(KW, max_new_tokens=40)
+    )

@@ -17,16 +17,18 @@ def test_plans_spend_the_generation_budget():
     for budget in (4, 16, 64, 256):
       p = sweep.plan(method, budget)
       assert p is not None and p["n"] * (p["k"] + 1) == budget and p["n"] % p["m"] == 0
-  assert sweep.plan("lookahead_k3", 2) is None        # fewer than one beam
-  assert sweep.plan("beam_m4", 2) is None             # M does not divide N
+  assert sweep.plan("lookahead_k3", 2) is None  # fewer than one beam
+  assert sweep.plan("beam_m4", 2) is None  # M does not divide N
   with pytest.raises(ValueError, match="unknown search method"):
     sweep.plan("mcts", 4)
 
 
 def test_curves_by_method_budget_and_level():
-  recs = [dict(method="beam_m4", budget=4, level="a", correct=True),
-          dict(method="beam_m4", budget=4, level="b", correct=False),
-          dict(method="dvts", budget=16, level="a", correct=True)]
+  recs = [
+      dict(method="beam_m4", budget=4, level="a", correct=True),
+      dict(method="beam_m4", budget=4, level="b", correct=False),
+      dict(method="dvts", budget=16, level="a", correct=True),
+  ]
   overall, by_level = sweep.curves(recs, ["a", "b", "c"])
   assert overall == {"beam_m4": {4: 0.5}, "dvts": {16: 1.0}}
   assert by_level["b"] == {"beam_m4": {4: 0.0}} and "c" not in by_level

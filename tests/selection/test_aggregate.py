@@ -11,7 +11,7 @@ def test_majority_groups_equivalent_answers():
   assert aggregate.majority_vote(["5", "3", "+3", "5", " 3"], equivalent) == "3"
   assert aggregate.majority_vote([None, None], equivalent) is None
   assert aggregate.majority_vote([None, "7"], equivalent) == "7"
-  assert aggregate.majority_vote(["1", "2"], equivalent) == "1"   # tie: first seen
+  assert aggregate.majority_vote(["1", "2"], equivalent) == "1"  # tie: first seen
 
 
 def test_weighted_vote():

@@ -22,8 +22,8 @@ def test_aggregate_steps():
 
 
 def test_best_of_n_picks_top_parsable():
-  assert best_of_n.best_of_n(["1", None, "3"], [0.2, 0.99, 0.5]) == "3"   # None never wins
-  assert best_of_n.best_of_n(["1", "2"], [0.5, 0.5]) == "1"              # ties: first
+  assert best_of_n.best_of_n(["1", None, "3"], [0.2, 0.99, 0.5]) == "3"  # None never wins
+  assert best_of_n.best_of_n(["1", "2"], [0.5, 0.5]) == "1"  # ties: first
   assert best_of_n.best_of_n([None], [1.0]) is None
 
 
@@ -43,7 +43,10 @@ def test_curves_over_disjoint_groups():
   # N=1: accuracy of single samples; N=2: groups (1,2)->1 wins, (2,1): 2 beats 1 under
   # best_of_n (0.4 > 0.1); N=4 weighted: 1 -> 1.0 vs 2 -> 0.8
   assert best_of_n.curve("best_of_n", answers, ["1"], [1, 2, 4], equivalent, scores) == {
-      1: 0.5, 2: 0.5, 4: 1.0}
+      1: 0.5,
+      2: 0.5,
+      4: 1.0,
+  }
   assert best_of_n.curve("best_of_n_weighted", answers, ["1"], [4], equivalent, scores) == {4: 1.0}
   assert best_of_n.curve("majority", answers, ["2"], [4], equivalent) == {4: 0.0}  # tie: "1" first
   with pytest.raises(ValueError, match="unknown selection method"):
@@ -52,10 +55,13 @@ def test_curves_over_disjoint_groups():
 
 def test_auroc_matches_pairwise_definition():
   rng = np.random.default_rng(0)
-  s = rng.integers(0, 5, 40) / 4.0           # many ties
+  s = rng.integers(0, 5, 40) / 4.0  # many ties
   y = rng.random(40) < 0.5
-  pairs = [(1.0 if a > b else 0.5 if a == b else 0.0)
-           for (a, ya), (b, yb) in itertools.product(zip(s, y), zip(s, y)) if ya and not yb]
+  pairs = [
+      (1.0 if a > b else 0.5 if a == b else 0.0)
+      for (a, ya), (b, yb) in itertools.product(zip(s, y), zip(s, y))
+      if ya and not yb
+  ]
   assert metrics.auroc(s, y) == pytest.approx(np.mean(pairs))
   assert metrics.auroc([0.1, 0.9], [False, True]) == 1.0
   assert np.isnan(metrics.auroc([0.1, 0.2], [True, True]))

@@ -10,18 +10,51 @@ from ttc_jax.tasks import arith
 from ttc_jax.tasks.arith.device import DeviceGrader, answer_correct, encode_targets
 from ttc_jax.tokenizers import ARITH_ALPHABET, CharTokenizer
 
-_FRAGMENTS = ["Answer:", "Answer: ", "Answer:  ", " Answer: ", "Answer", "Ans", "nswer:",
-              "Anwser: ", "rAnswer: ",
-              "Answer::", " ", "  ", "\n", "\n", "\n", "+", "-", "--", "+-", "*", "(", ")", "=",
-              "0", "00", "000", "7", "12", "-3", "+4", "999", "1234567", "3+(4-6)*2", "4-6=-2\n"]
+_FRAGMENTS = [
+    "Answer:",
+    "Answer: ",
+    "Answer:  ",
+    " Answer: ",
+    "Answer",
+    "Ans",
+    "nswer:",
+    "Anwser: ",
+    "rAnswer: ",
+    "Answer::",
+    " ",
+    "  ",
+    "\n",
+    "\n",
+    "\n",
+    "+",
+    "-",
+    "--",
+    "+-",
+    "*",
+    "(",
+    ")",
+    "=",
+    "0",
+    "00",
+    "000",
+    "7",
+    "12",
+    "-3",
+    "+4",
+    "999",
+    "1234567",
+    "3+(4-6)*2",
+    "4-6=-2\n",
+]
 _SPECIAL = ["PAD", "BOS", "EOS", "OOV"]
 _JIT = jax.jit(answer_correct, static_argnames="tokenizer_ids")
 
 
 def _host(tok, tokens, lengths, targets) -> np.ndarray:
   texts = tok.decode_batch(tokens, np.clip(lengths, 0, None))
-  return np.array([arith.equivalent(arith.extract_answer(s), str(t))
-                   for s, t in zip(texts, targets)])
+  return np.array(
+      [arith.equivalent(arith.extract_answer(s), str(t)) for s, t in zip(texts, targets)]
+  )
 
 
 def _device(tok, tokens, lengths, targets, width=24) -> np.ndarray:
@@ -36,7 +69,7 @@ def _random_row(rng, tok, t: int) -> tuple[list[int], int]:
   last_number = None
   n = int(rng.integers(0, 12))
   for i in range(n + 1):
-    u = 0.6 if i == n and rng.random() < 0.5 else rng.random()   # often end on an answer line
+    u = 0.6 if i == n and rng.random() < 0.5 else rng.random()  # often end on an answer line
     if i == n and u != 0.6:
       break
     if u < 0.55:
@@ -44,9 +77,16 @@ def _random_row(rng, tok, t: int) -> tuple[list[int], int]:
     elif u < 0.8:  # an answer line with random sign, leading zeros and blanks
       sign = ["", "+", "-"][int(rng.integers(3))]
       num = "0" * int(rng.integers(0, 3)) + str(int(rng.integers(0, 10 ** int(rng.integers(1, 6)))))
-      frag = ("\n" * int(rng.random() < 0.7) + " " * int(rng.integers(0, 2)) + "Answer:"
-              + " " * int(rng.integers(0, 3)) + sign + num
-              + " " * int(rng.integers(0, 2)) + ("\n" if rng.random() < 0.5 else ""))
+      frag = (
+          "\n" * int(rng.random() < 0.7)
+          + " " * int(rng.integers(0, 2))
+          + "Answer:"
+          + " " * int(rng.integers(0, 3))
+          + sign
+          + num
+          + " " * int(rng.integers(0, 2))
+          + ("\n" if rng.random() < 0.5 else "")
+      )
       last_number = int(sign + num)
     elif u < 0.9:
       frag = "".join(rng.choice(list(tok.alphabet), size=int(rng.integers(1, 5))))
@@ -62,7 +102,7 @@ def _random_row(rng, tok, t: int) -> tuple[list[int], int]:
   if last_number is not None and rng.random() < 0.7:
     target = last_number
   else:
-    target = int(rng.choice([0, 1, -1, 7, -3, 12, 999, int(rng.integers(-10**6, 10**6))]))
+    target = int(rng.choice([0, 1, -1, 7, -3, 12, 999, int(rng.integers(-(10**6), 10**6))]))
   return ids, target
 
 
@@ -72,21 +112,29 @@ def _batch(rng, tok, n: int, t: int):
   targets = []
   for b in range(n):
     ids, target = _random_row(rng, tok, t)
-    tokens[b, :len(ids)] = ids
+    tokens[b, : len(ids)] = ids
     if rng.random() < 0.3:  # garbage after the counted length must not matter
-      tokens[b, len(ids):] = rng.integers(0, tok.vocab_size, size=t - len(ids))
+      tokens[b, len(ids) :] = rng.integers(0, tok.vocab_size, size=t - len(ids))
     u = rng.random()
-    lengths[b] = (len(ids) if u < 0.7 else int(rng.integers(0, len(ids) + 1)) if u < 0.9
-                  else int(rng.choice([t, t + 5, -1])))
+    lengths[b] = (
+        len(ids)
+        if u < 0.7
+        else int(rng.integers(0, len(ids) + 1))
+        if u < 0.9
+        else int(rng.choice([t, t + 5, -1]))
+    )
     targets.append(target)
   return tokens, lengths, targets
 
 
-@pytest.mark.parametrize("alphabet,unknown,seed", [
-    (ARITH_ALPHABET, "\ufffd", 0),
-    (ARITH_ALPHABET + "\t\r\x0b\x1c\xa0\u2028", " ", 1),  # more blanks; OOV ids decode to " "
-    (ARITH_ALPHABET, "5", 2),                # ... or to a digit
-])
+@pytest.mark.parametrize(
+    "alphabet,unknown,seed",
+    [
+        (ARITH_ALPHABET, "\ufffd", 0),
+        (ARITH_ALPHABET + "\t\r\x0b\x1c\xa0\u2028", " ", 1),  # more blanks; OOV ids decode to " "
+        (ARITH_ALPHABET, "5", 2),  # ... or to a digit
+    ],
+)
 def test_random_strings_match_host(alphabet, unknown, seed):
   tok = CharTokenizer(alphabet, unknown=unknown)
   rng = np.random.default_rng(seed)
@@ -94,22 +142,23 @@ def test_random_strings_match_host(alphabet, unknown, seed):
   host = _host(tok, tokens, lengths, targets)
   dev = _device(tok, tokens, lengths, targets)
   bad = np.nonzero(host != dev)[0]
-  assert bad.size == 0, [(tok.decode(tokens[b, :max(lengths[b], 0)]), targets[b], host[b])
-                         for b in bad[:5]]
-  assert 0.15 < host.mean() < 0.85, host.mean()   # both outcomes are well exercised
+  assert bad.size == 0, [
+      (tok.decode(tokens[b, : max(lengths[b], 0)]), targets[b], host[b]) for b in bad[:5]
+  ]
+  assert 0.15 < host.mean() < 0.85, host.mean()  # both outcomes are well exercised
 
 
 def test_uniform_random_ids_match_host():
   tok = CharTokenizer()
   rng = np.random.default_rng(3)
-  n, t = 3000, 48   # the shape of the test above: one compile per worker
+  n, t = 3000, 48  # the shape of the test above: one compile per worker
   tokens = rng.integers(-2, tok.vocab_size + 3, size=(n, t)).astype(np.int32)
   # bias towards the answer pattern: many rows hold "Answer: " just before a short tail
   prefix = tok.encode("\nAnswer: ")
   starts = rng.integers(0, t - len(prefix), size=n)
   targets = [int(rng.integers(-9, 10)) for _ in range(n)]
-  for b in range(0, n, 2):   # ... then a digit, the target half of the time
-    tokens[b, starts[b]:starts[b] + len(prefix)] = prefix
+  for b in range(0, n, 2):  # ... then a digit, the target half of the time
+    tokens[b, starts[b] : starts[b] + len(prefix)] = prefix
     tokens[b, starts[b] + len(prefix)] = tok.id_of(str(int(rng.integers(10))))
     if rng.random() < 0.5:
       targets[b] = int(tok.decode(tokens[b, starts[b] + len(prefix)]))
@@ -121,13 +170,28 @@ def test_uniform_random_ids_match_host():
 
 
 CASES = [  # (text, target, expected)
-    ("Answer: 5", 5, True), ("Answer:5", 5, True), ("  Answer:   005  ", 5, True),
-    ("Answer: +5", 5, True), ("Answer: -0", 0, True), ("Answer: +000", 0, True),
-    ("Answer: -5", 5, False), ("Answer: 5\nAnswer: 6", 5, False), ("Answer: 5\nAnswer: 6", 6, True),
-    ("Answer: 5\nAnswer: *", 5, True), ("Answer: 5\n1+1=2\n", 5, True), ("Answer: 5 5", 5, False),
-    ("Answer: - 5", 5, False), ("Answ: 5", 5, False), ("Answer 5", 5, False),
-    ("Answer: 5=", 5, False), ("", 0, False), ("Answer: ", 0, False), ("Answer: 50", 5, False),
-    ("Answer: 05", 50, False), ("AAnswer: 5", 5, False), ("Answer: -12", -12, True),
+    ("Answer: 5", 5, True),
+    ("Answer:5", 5, True),
+    ("  Answer:   005  ", 5, True),
+    ("Answer: +5", 5, True),
+    ("Answer: -0", 0, True),
+    ("Answer: +000", 0, True),
+    ("Answer: -5", 5, False),
+    ("Answer: 5\nAnswer: 6", 5, False),
+    ("Answer: 5\nAnswer: 6", 6, True),
+    ("Answer: 5\nAnswer: *", 5, True),
+    ("Answer: 5\n1+1=2\n", 5, True),
+    ("Answer: 5 5", 5, False),
+    ("Answer: - 5", 5, False),
+    ("Answ: 5", 5, False),
+    ("Answer 5", 5, False),
+    ("Answer: 5=", 5, False),
+    ("", 0, False),
+    ("Answer: ", 0, False),
+    ("Answer: 50", 5, False),
+    ("Answer: 05", 50, False),
+    ("AAnswer: 5", 5, False),
+    ("Answer: -12", -12, True),
     ("Answer: 123456789012345678901234567890", 123456789012345678901234567890 % 10**20, False),
 ]
 
@@ -135,7 +199,7 @@ CASES = [  # (text, target, expected)
 @pytest.mark.parametrize("eos_mid", [False, True])
 def test_hand_cases(eos_mid):
   tok = CharTokenizer()
-  tail = tok.encode("\nAnswer: 1") if eos_mid else []   # after EOS: must be ignored
+  tail = tok.encode("\nAnswer: 1") if eos_mid else []  # after EOS: must be ignored
   rows = [tok.encode(s) + [tok.EOS] + tail for s, _, _ in CASES]
   t = max(map(len, rows))
   tokens = np.array([r + [0] * (t - len(r)) for r in rows], np.int32)
@@ -149,10 +213,16 @@ def test_hand_cases(eos_mid):
 def test_wide_answers_and_host_length_limit():
   """Answers far wider than the target width are exact (leading zeros); > 1000 chars never match."""
   tok = CharTokenizer()
-  texts = ["Answer: " + "0" * 40 + "42", "Answer: -" + "0" * 40 + "42", "Answer: " + "1" * 40,
-           "Answer: " + "0" * 999 + "7", "Answer: " + "0" * 1000 + "7",
-           "Answer: +" + "0" * 998 + "7",
-           "Answer: +" + "0" * 999 + "7", "Answer: " + "4" * 30 + "\nAnswer: " + "0" * 30 + "42"]
+  texts = [
+      "Answer: " + "0" * 40 + "42",
+      "Answer: -" + "0" * 40 + "42",
+      "Answer: " + "1" * 40,
+      "Answer: " + "0" * 999 + "7",
+      "Answer: " + "0" * 1000 + "7",
+      "Answer: +" + "0" * 998 + "7",
+      "Answer: +" + "0" * 999 + "7",
+      "Answer: " + "4" * 30 + "\nAnswer: " + "0" * 30 + "42",
+  ]
   targets = [42, -42, 7, 7, 7, 7, 7, 42]
   expected = [True, True, False, True, False, True, False, True]
   tokens, lengths = tok.encode_batch(texts, 1020, add_bos=True, add_eos=True)

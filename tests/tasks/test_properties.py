@@ -30,13 +30,18 @@ from ttc_jax.tasks import arith
 from ttc_jax.tasks.arith import check as arith_check
 from ttc_jax.tokenizers import ARITH_ALPHABET, CharTokenizer
 
-SETTINGS = settings(max_examples=200, deadline=datetime.timedelta(seconds=2), database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HARD_LIMIT_S = 10.0         # a call that runs this long is a hang, whatever the deadline says
+SETTINGS = settings(
+    max_examples=200,
+    deadline=datetime.timedelta(seconds=2),
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+HARD_LIMIT_S = 10.0  # a call that runs this long is a hang, whatever the deadline says
 TOK = CharTokenizer()
 
 
 # --- guards ------------------------------------------------------------------------------
+
 
 class Executed(AssertionError):
   pass
@@ -45,6 +50,7 @@ class Executed(AssertionError):
 def _forbidden(name):
   def f(*args, **kwargs):
     raise Executed(f"builtins.{name} was called")
+
   return f
 
 
@@ -55,8 +61,10 @@ def _no_exec_no_hang(limit_s: float = HARD_LIMIT_S):
   saved_system = os.system
   alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
   if alarm:
+
     def on_alarm(signum, frame):
       raise TimeoutError(f"call did not finish within {limit_s}s")
+
     old_handler = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, limit_s)
   for n in saved:
@@ -80,20 +88,46 @@ def _no_exec_no_hang(limit_s: float = HARD_LIMIT_S):
 ARITH_CHARS = "0123456789+-*()=\n Answer:"
 huge_number = st.integers(1, 30_000).map(lambda n: "9" * n)
 signed_huge = st.tuples(st.sampled_from(["", "-", "+"]), huge_number).map("".join)
-nested = st.tuples(st.integers(0, 3_000), st.integers(0, 3_000), st.sampled_from(["1", "1+2", ""])
-                   ).map(lambda t: "(" * t[0] + t[2] + ")" * t[1])
-long_line = st.tuples(st.sampled_from(["1+", "1+1=2", "-", "9*", "Answer: ", " ", "(", "\n"]),
-                      st.integers(1, 20_000)).map(lambda t: t[0] * t[1])
-unicode_digits = st.sampled_from(["٣+٤", "１２*３", "Answer: ٧", "Answer: ７", "2²", "½+1",
-                                  "1\u200b+1", "−3", "Answer:\u00a05", "Answer: 5\u2028",
-                                  "Answer: 1_000", "Answer: 0x10", "Answer: 1e3"])
+nested = st.tuples(
+    st.integers(0, 3_000), st.integers(0, 3_000), st.sampled_from(["1", "1+2", ""])
+).map(lambda t: "(" * t[0] + t[2] + ")" * t[1])
+long_line = st.tuples(
+    st.sampled_from(["1+", "1+1=2", "-", "9*", "Answer: ", " ", "(", "\n"]), st.integers(1, 20_000)
+).map(lambda t: t[0] * t[1])
+unicode_digits = st.sampled_from(
+    [
+        "٣+٤",
+        "１２*３",
+        "Answer: ٧",
+        "Answer: ７",
+        "2²",
+        "½+1",
+        "1\u200b+1",
+        "−3",
+        "Answer:\u00a05",
+        "Answer: 5\u2028",
+        "Answer: 1_000",
+        "Answer: 0x10",
+        "Answer: 1e3",
+    ]
+)
 arith_like = st.text(alphabet=ARITH_CHARS, max_size=400)
-adversarial_piece = st.one_of(st.text(max_size=200), arith_like, huge_number, signed_huge,
-                              nested, long_line, unicode_digits, st.just(""))
-adversarial = st.one_of(adversarial_piece,
-                        st.lists(adversarial_piece, max_size=8).map("\n".join),
-                        st.tuples(st.just("Answer: "), signed_huge).map("".join),
-                        st.lists(st.just("1+1=2"), min_size=60, max_size=300).map("\n".join))
+adversarial_piece = st.one_of(
+    st.text(max_size=200),
+    arith_like,
+    huge_number,
+    signed_huge,
+    nested,
+    long_line,
+    unicode_digits,
+    st.just(""),
+)
+adversarial = st.one_of(
+    adversarial_piece,
+    st.lists(adversarial_piece, max_size=8).map("\n".join),
+    st.tuples(st.just("Answer: "), signed_huge).map("".join),
+    st.lists(st.just("1+1=2"), min_size=60, max_size=300).map("\n".join),
+)
 
 
 @st.composite
@@ -148,6 +182,7 @@ def _reference_value(q: str) -> int:
 
 # --- tokenizer -----------------------------------------------------------------------------
 
+
 @SETTINGS
 @given(st.text(alphabet=ARITH_ALPHABET, max_size=500), st.booleans(), st.booleans())
 def test_tokenizer_round_trip(text, bos, eos):
@@ -161,9 +196,11 @@ def test_tokenizer_round_trip(text, bos, eos):
 
 
 @SETTINGS
-@given(st.text(alphabet=ARITH_ALPHABET, max_size=300),
-       st.characters(exclude_characters=ARITH_ALPHABET, exclude_categories=("Cs",)),
-       st.text(max_size=300))
+@given(
+    st.text(alphabet=ARITH_ALPHABET, max_size=300),
+    st.characters(exclude_characters=ARITH_ALPHABET, exclude_categories=("Cs",)),
+    st.text(max_size=300),
+)
 @example("", "\x00", "")
 @example("Answer: ", "é", "")
 @example("1" * 5000, "٣", "x")
@@ -176,7 +213,7 @@ def test_tokenizer_names_the_first_foreign_character(prefix, bad, suffix):
 
 
 @SETTINGS
-@given(st.lists(st.integers(-2**40, 2**40), max_size=300), st.booleans())
+@given(st.lists(st.integers(-(2**40), 2**40), max_size=300), st.booleans())
 def test_tokenizer_decode_of_any_ids(ids, stop):
   with _no_exec_no_hang():
     text = TOK.decode(ids, stop_at_eos=stop)
@@ -184,7 +221,7 @@ def test_tokenizer_decode_of_any_ids(ids, stop):
     strict = CharTokenizer(unknown=None)
     outside = [i for i in ids if i >= TOK.vocab_size or i < 0]
     if stop and TOK.EOS in ids:
-      outside = [i for i in ids[:ids.index(TOK.EOS)] if i >= TOK.vocab_size or i < 0]
+      outside = [i for i in ids[: ids.index(TOK.EOS)] if i >= TOK.vocab_size or i < 0]
     if outside:
       with pytest.raises(ValueError, match="outside the vocabulary"):
         strict.decode(ids, stop_at_eos=stop)
@@ -193,6 +230,7 @@ def test_tokenizer_decode_of_any_ids(ids, stop):
 
 
 # --- answers -------------------------------------------------------------------------------
+
 
 @SETTINGS
 @given(adversarial)
@@ -209,8 +247,10 @@ def test_extract_answer_never_raises(text):
 
 
 @SETTINGS
-@given(st.one_of(st.none(), adversarial, st.integers().map(str)),
-       st.one_of(st.none(), adversarial, st.integers().map(str)))
+@given(
+    st.one_of(st.none(), adversarial, st.integers().map(str)),
+    st.one_of(st.none(), adversarial, st.integers().map(str)),
+)
 @example("9" * 999, "9" * 999)
 @example("9" * 5000, "9" * 5000)
 @example(" 007", "+7")
@@ -223,11 +263,12 @@ def test_equivalent_never_raises_and_is_symmetric(a, b):
       assert arith.equivalent(a, a)
   if r:
     assert re.fullmatch(r"\s*[+-]?[0-9]+\s*", a) and int(a) == int(b)
-  for x in (1, 1.0, b"1", ["1"]):      # non-strings are never equal, never an error
+  for x in (1, 1.0, b"1", ["1"]):  # non-strings are never equal, never an error
     assert arith.equivalent(x, "1") is False
 
 
 # --- solving generated questions -------------------------------------------------------------
+
 
 @SETTINGS
 @given(problems())
@@ -256,10 +297,13 @@ def test_check_solution_finds_the_first_wrong_line(p, data):
   with _no_exec_no_hang():
     chk = arith_check.check_solution(p.question, arith.format_solution(steps, p.answer))
   assert chk.first_error == k and not chk.all_correct
-  assert chk.step_correct[:k] == (True,) * k and chk.prefix_correct[k:] == (False,) * (len(steps) - k)
+  assert chk.step_correct[:k] == (True,) * k and chk.prefix_correct[k:] == (False,) * (
+      len(steps) - k
+  )
 
 
 # --- the checker on model text --------------------------------------------------------------
+
 
 def _check_invariants(chk, text):
   n = len(chk.steps)
@@ -278,8 +322,9 @@ def _check_invariants(chk, text):
 
 @SETTINGS
 @given(problems(), adversarial)
-@example(arith.make_problem(np.random.default_rng(0), arith.Level(3, 1)),
-         "Answer: " + "9" * 100_000)
+@example(
+    arith.make_problem(np.random.default_rng(0), arith.Level(3, 1)), "Answer: " + "9" * 100_000
+)
 @example(arith.make_problem(np.random.default_rng(1), arith.Level(12, 3)), "1+1=2\n" * 10_000)
 @example(arith.make_problem(np.random.default_rng(2), arith.Level(1, 1)), "")
 def test_check_solution_on_adversarial_text(p, text):
@@ -298,7 +343,7 @@ def test_check_solution_on_corrupted_canonical_solutions(p, junk, cut):
   with _no_exec_no_hang():
     chk = arith_check.check_solution(p.question, text)
   _check_invariants(chk, text)
-  if cut >= len(lines) - 1:        # junk after the Answer line is ignored
+  if cut >= len(lines) - 1:  # junk after the Answer line is ignored
     assert chk.all_correct
 
 
@@ -324,18 +369,29 @@ def test_malformed_questions_raise_value_error_only(q):
     chk = arith_check.check_solution(q, text)
   _check_invariants(chk, text)
   if max(len(line) for line in text.split("\n")) <= arith.MAX_LINE_CHARS:
-    assert chk.all_correct             # (longer lines are wrong by design: bounded work)
-  if len(q) < 300:                 # the reference evaluator recurses per parenthesis
+    assert chk.all_correct  # (longer lines are wrong by design: bounded work)
+  if len(q) < 300:  # the reference evaluator recurses per parenthesis
     assert answer == _reference_value(q)
 
 
 # --- JSON artifacts ---------------------------------------------------------------------------
 
 not_json = st.one_of(
-    st.sampled_from(['{"step": 5, "loss": 1.', "{", "[1, 2", '"abc', "nul", "{'a': 1}",
-                     '{"a": 1} x', "\x00", "}"]),
-    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1,
-            max_size=50)).filter(lambda s: s.strip() and not _parses(s))
+    st.sampled_from(
+        [
+            '{"step": 5, "loss": 1.',
+            "{",
+            "[1, 2",
+            '"abc',
+            "nul",
+            "{'a': 1}",
+            '{"a": 1} x',
+            "\x00",
+            "}",
+        ]
+    ),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), min_size=1, max_size=50),
+).filter(lambda s: s.strip() and not _parses(s))
 
 
 def _parses(s):
@@ -347,8 +403,14 @@ def _parses(s):
 
 
 @settings(SETTINGS, max_examples=100)
-@given(st.lists(st.dictionaries(st.text(max_size=5), st.integers() | st.floats(allow_nan=False)),
-                min_size=1, max_size=20), st.data())
+@given(
+    st.lists(
+        st.dictionaries(st.text(max_size=5), st.integers() | st.floats(allow_nan=False)),
+        min_size=1,
+        max_size=20,
+    ),
+    st.data(),
+)
 def test_corrupt_json_lines_are_named_by_file_and_line(rows, data):
   k = data.draw(st.integers(0, len(rows)))
   junk = data.draw(not_json)

@@ -12,9 +12,11 @@ from hf_toys import bpe_tokenizer  # noqa: E402
 from ttc_jax.tokenizers.hf import HFTokenizer, chat_prompt, few_shot_prompt  # noqa: E402
 from ttc_jax.prm import data as prm_data  # noqa: E402
 
-CORPUS = ["Question: 12+7=?\n\nStep 1: 12+7 = 19\nAnswer: 19",
-          "Question: 3*4=?\n\nStep 1: 3*4 = 12\n\nAnswer: 12",
-          "The answer is 42.\n\nDone.\n"] * 20
+CORPUS = [
+    "Question: 12+7=?\n\nStep 1: 12+7 = 19\nAnswer: 19",
+    "Question: 3*4=?\n\nStep 1: 3*4 = 12\n\nAnswer: 12",
+    "The answer is 42.\n\nDone.\n",
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,9 @@ def test_specials_and_roundtrip(tok, raw):
   assert tok.decode(row) == text
   assert tok.decode(row, stop_at_eos=False) == text + text
   assert tok.decode_batch(np.array([row, row]), lengths=[3, len(row)]) == [
-      tok.decode(row[:3]), text]
+      tok.decode(row[:3]),
+      text,
+  ]
 
 
 def test_encode_batch(tok):
@@ -49,17 +53,17 @@ def test_encode_batch(tok):
   assert toks.shape == (2, 16) and toks.dtype == np.int32 and lens.dtype == np.int32
   for b, t in enumerate(texts):
     want = [tok.BOS] + tok.encode(t)
-    assert lens[b] == len(want) and toks[b, :lens[b]].tolist() == want
-    assert (toks[b, lens[b]:] == tok.PAD).all()
+    assert lens[b] == len(want) and toks[b, : lens[b]].tolist() == want
+    assert (toks[b, lens[b] :] == tok.PAD).all()
   left, llens = tok.encode_batch(texts, 16, add_bos=False, pad_left=True, add_eos=True)
-  assert left[0, 16 - llens[0]:].tolist() == tok.encode(texts[0], add_eos=True)
-  assert (left[0, :16 - llens[0]] == tok.PAD).all()
+  assert left[0, 16 - llens[0] :].tolist() == tok.encode(texts[0], add_eos=True)
+  assert (left[0, : 16 - llens[0]] == tok.PAD).all()
   with pytest.raises(ValueError, match="text 0 encodes to 4 tokens .* longer than max_len=3"):
     tok.encode_batch(texts, 3)
 
 
 def test_step_delimiter(raw, tok):
-  assert tok.newline_id == raw.token_to_id("Ċ")             # byte-level "\n"
+  assert tok.newline_id == raw.token_to_id("Ċ")  # byte-level "\n"
   double = HFTokenizer(raw, step_delimiter="\n\n")
   assert double.newline_id == raw.token_to_id("\n\n") != tok.newline_id
   assert double.encode("a\n\nb")[1] == double.newline_id
@@ -72,12 +76,13 @@ def test_step_delimiter(raw, tok):
 
 def test_from_file_config_and_fingerprint(raw, tmp_path):
   raw.save(str(tmp_path / "tokenizer.json"))
-  json.dump({"bos_token": {"content": "</s>"}, "eos_token": "<s>", "pad_token": None},
-            open(tmp_path / "tokenizer_config.json", "w"))
+  json.dump(
+      {"bos_token": {"content": "</s>"}, "eos_token": "<s>", "pad_token": None},
+      open(tmp_path / "tokenizer_config.json", "w"),
+  )
   t = HFTokenizer.from_file(str(tmp_path))
   assert (t.BOS, t.EOS, t.PAD) == (2, 1, 0) and t.specials["bos"] == "</s>"
-  plain = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"), bos_token="<s>",
-                                eos_token="</s>")
+  plain = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"), bos_token="<s>", eos_token="</s>")
   assert plain.fingerprint() == HFTokenizer(raw).fingerprint()
   assert plain.fingerprint().startswith(f"hf-{raw.get_vocab_size()}-")
   assert t.fingerprint() != plain.fingerprint()
@@ -90,16 +95,23 @@ def test_from_file_config_and_fingerprint(raw, tmp_path):
 
 def test_pad_falls_back_to_eos(tmp_path):
   from tokenizers import Tokenizer, models
-  t = HFTokenizer(Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "\n": 2, "a": 3},
-                                             unk_token="a")))
+
+  t = HFTokenizer(
+      Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "\n": 2, "a": 3}, unk_token="a"))
+  )
   assert (t.BOS, t.EOS, t.PAD, t.newline_id) == (0, 1, 1, 2)
 
 
 def test_few_shot_prompt():
   p = few_shot_prompt([("1+1", "2"), ("2+3", "5")], "4+4")
   assert p == "Question: 1+1\nAnswer: 2\n\nQuestion: 2+3\nAnswer: 5\n\nQuestion: 4+4\nAnswer: "
-  q = few_shot_prompt([("1+1", "2")], "3+3", question_format="Q: {question}",
-                      answer_format=" A: {answer}.", separator="\n")
+  q = few_shot_prompt(
+      [("1+1", "2")],
+      "3+3",
+      question_format="Q: {question}",
+      answer_format=" A: {answer}.",
+      separator="\n",
+  )
   assert q == "Q: 1+1 A: 2.\nQ: 3+3 A: "
   with pytest.raises(ValueError, match="answer_format needs"):
     few_shot_prompt([], "x", answer_format="A:")
@@ -107,12 +119,16 @@ def test_few_shot_prompt():
 
 def test_chat_prompt():
   msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "1+1?"}]
-  assert chat_prompt(msgs) == ("<|im_start|>system\nBe brief.<|im_end|>\n"
-                               "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n")
+  assert chat_prompt(msgs) == (
+      "<|im_start|>system\nBe brief.<|im_end|>\n"
+      "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+  )
   assert chat_prompt(msgs[1:], "llama3", include_bos=True, add_generation_prompt=False) == (
-      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n1+1?<|eot_id|>")
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n1+1?<|eot_id|>"
+  )
   assert chat_prompt(msgs[1:], "llama3").endswith(
-      "<|start_header_id|>assistant<|end_header_id|>\n\n")
+      "<|start_header_id|>assistant<|end_header_id|>\n\n"
+  )
   with pytest.raises(ValueError, match="unknown chat style 'jinja'"):
     chat_prompt(msgs, "jinja")
   with pytest.raises(ValueError, match="message 0 needs role"):

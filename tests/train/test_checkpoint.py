@@ -17,9 +17,13 @@ CFG = tiny_config(embed_dim=64, num_heads=8, num_kv_heads=4, head_dim=8, mlp_dim
 
 def _batch():
   x = np.random.default_rng(0).integers(3, 32, (8, 12)).astype(np.int32)
-  return dict(inputs=x, targets=np.roll(x, -1, 1),
-              positions=np.tile(np.arange(12, dtype=np.int32), (8, 1)),
-              segment_ids=np.ones((8, 12), np.int32), loss_mask=np.ones((8, 12), np.float32))
+  return dict(
+      inputs=x,
+      targets=np.roll(x, -1, 1),
+      positions=np.tile(np.arange(12, dtype=np.int32), (8, 1)),
+      segment_ids=np.ones((8, 12), np.int32),
+      loss_mask=np.ones((8, 12), np.float32),
+  )
 
 
 def _leaves(state):
@@ -65,8 +69,11 @@ def test_restore_onto_another_mesh(tmp_path, trained, shape):
   restored_q = state[0]["blocks"][0]["attn"]["q"][...]
   assert restored_q.sharding == target.state[0]["blocks"][0]["attn"]["q"][...].sharding
   target.state = state
-  np.testing.assert_allclose(jax.device_get(target.eval_step(_batch())["loss"]),
-                             jax.device_get(trained.eval_step(_batch())["loss"]), atol=1e-5)
+  np.testing.assert_allclose(
+      jax.device_get(target.eval_step(_batch())["loss"]),
+      jax.device_get(trained.eval_step(_batch())["loss"]),
+      atol=1e-5,
+  )
   ck.close()
 
 
@@ -84,6 +91,7 @@ def test_missing_checkpoint_errors(tmp_path):
 def test_unreadable_latest_checkpoint_falls_back(tmp_path):
   """A latest checkpoint damaged after its save (e.g. a kill mid-write) is reported and skipped."""
   import os
+
   model = create_model(CFG, 0)
   state = nnx.state(model)
   ck = Checkpointer(str(tmp_path / "ck"), max_to_keep=3, async_save=False)
@@ -101,6 +109,6 @@ def test_unreadable_latest_checkpoint_falls_back(tmp_path):
   assert meta["tag"] == "one" and meta["step"] == 1
   for a, b in zip(_leaves(restored), _leaves(state)):
     np.testing.assert_array_equal(a, b)
-  assert ck.all_steps() == [1, 2]                   # nothing deleted
+  assert ck.all_steps() == [1, 2]  # nothing deleted
   with pytest.raises(Exception):
-    ck.restore(state, step=2)                       # an explicit step does not fall back
+    ck.restore(state, step=2)  # an explicit step does not fall back

@@ -12,13 +12,14 @@ from ttc_jax.models.transformer import create_model
 from ttc_jax.train import loop
 from ttc_jax.train.trainer import Trainer
 
-ROWS = dict(inputs=np.full((2, 8), 5, np.int32),
-            positions=np.tile(np.arange(8, dtype=np.int32), (2, 1)))
+ROWS = dict(
+    inputs=np.full((2, 8), 5, np.int32), positions=np.tile(np.arange(8, dtype=np.int32), (2, 1))
+)
 
 
 def _loss(m, batch):
   logits, _ = m(batch["inputs"], batch["positions"])
-  return jnp.mean(logits ** 2) * batch["scale"][0, 0], {}
+  return jnp.mean(logits**2) * batch["scale"][0, 0], {}
 
 
 def _data(poison_step):
@@ -37,10 +38,12 @@ def test_nonfinite_loss_stops_at_its_step():
 
 def test_nonfinite_step_is_skipped_and_leaves_state_unchanged():
   def run(poison, skip):
-    trainer = Trainer(create_model(tiny_config(), 0), optax.sgd(0.01), loss_fn=_loss,
-                      skip_nonfinite=skip)
+    trainer = Trainer(
+        create_model(tiny_config(), 0), optax.sgd(0.01), loss_fn=_loss, skip_nonfinite=skip
+    )
     last = loop.fit(trainer, _data(poison), steps=6, log_every=3, progress=False)
     return trainer, last
+
   skipped, last = run(3, True)
   assert last["skipped_steps"] == 1 and np.isfinite(last["loss"])
   # the same as a run that never saw step 3's batch: five clean SGD steps
@@ -51,4 +54,4 @@ def test_nonfinite_step_is_skipped_and_leaves_state_unchanged():
   b = jax.tree.leaves(nnx.state(trainer5.model, nnx.Param))
   for x, y in zip(a, b):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-  assert skipped.step == 5 and clean.step == 6     # the optimiser step does not advance either
+  assert skipped.step == 5 and clean.step == 6  # the optimiser step does not advance either

@@ -17,13 +17,24 @@ from ttc_jax.compute_optimal import difficulty, select
 
 def baseline_curve(table: select.Table, baseline: Mapping[int, str]) -> dict[int, float]:
   """{N: mean accuracy} of the baseline strategy named for each budget."""
-  return {int(n): float(np.mean(table[s][int(n)])) for n, s in sorted(baseline.items())
-          if s in table and int(n) in table[s]}
+  return {
+      int(n): float(np.mean(table[s][int(n)]))
+      for n, s in sorted(baseline.items())
+      if s in table and int(n) in table[s]
+  }
 
 
-def analyse(table: select.Table, strategies: Sequence[str], budgets: Sequence[int],
-            baseline: Mapping[int, str], measures: Mapping[str, Sequence[float]], *,
-            num_bins: int = 5, num_folds: int = 2, seed: int = 0) -> dict:
+def analyse(
+    table: select.Table,
+    strategies: Sequence[str],
+    budgets: Sequence[int],
+    baseline: Mapping[int, str],
+    measures: Mapping[str, Sequence[float]],
+    *,
+    num_bins: int = 5,
+    num_folds: int = 2,
+    seed: int = 0,
+) -> dict:
   """Compute-optimal curves for every difficulty measure (e.g. oracle, predicted).
 
   Returns {measure: dict(curve, by_bin, baseline_by_bin, choices (fitted on all
@@ -37,18 +48,29 @@ def analyse(table: select.Table, strategies: Sequence[str], budgets: Sequence[in
   for name, values in measures.items():
     bins, thresholds = difficulty.quantile_bins(values, num_bins)
     cv = select.cross_validated(table, bins, budgets, strategies, num_folds, seed)
-    base_by_bin = {int(b): {int(n): float(np.mean(np.asarray(table[s][int(n)])[bins == b]))
-                            for n, s in base_names.items() if int(n) in table.get(s, {})}
-                   for b in np.unique(bins)}
+    base_by_bin = {
+        int(b): {
+            int(n): float(np.mean(np.asarray(table[s][int(n)])[bins == b]))
+            for n, s in base_names.items()
+            if int(n) in table.get(s, {})
+        }
+        for b in np.unique(bins)
+    }
     out[name] = dict(
-        curve=cv["curve"], by_bin=cv["by_bin"], baseline_by_bin=base_by_bin,
+        curve=cv["curve"],
+        by_bin=cv["by_bin"],
+        baseline_by_bin=base_by_bin,
         choices=select.fit_choices(table, bins, budgets, strategies),
-        cv_choices=cv["choices"], thresholds=thresholds.tolist(),
-        bins=bins.tolist(), folds=cv["folds"].tolist(),
+        cv_choices=cv["choices"],
+        thresholds=thresholds.tolist(),
+        bins=bins.tolist(),
+        folds=cv["folds"].tolist(),
         bin_sizes={int(b): int(np.sum(bins == b)) for b in np.unique(bins)},
-        bin_mean_value={int(b): float(np.mean(np.asarray(values)[bins == b]))
-                        for b in np.unique(bins)},
+        bin_mean_value={
+            int(b): float(np.mean(np.asarray(values)[bins == b])) for b in np.unique(bins)
+        },
         in_sample_best=select.oracle_best(table, bins, budgets, strategies),
         strategies_by_bin=select.bin_curves(table, bins, strategies),
-        efficiency_vs_baseline=select.efficiency(cv["curve"], base))
+        efficiency_vs_baseline=select.efficiency(cv["curve"], base),
+    )
   return out

@@ -30,12 +30,12 @@ def quantile_bins(values: Sequence[float], n_bins: int = 5) -> tuple[np.ndarray,
     raise ValueError("difficulty values must be finite")
   if n_bins < 1 or n_bins > v.size:
     raise ValueError(f"cannot cut {v.size} questions into {n_bins} bins")
-  order = np.argsort(-v, kind="stable")          # easiest first, ties by question order
+  order = np.argsort(-v, kind="stable")  # easiest first, ties by question order
   bins = np.empty(v.size, dtype=np.int32)
   cuts = np.linspace(0, v.size, n_bins + 1).round().astype(int)
   thresholds = []
   for b in range(n_bins):
-    bins[order[cuts[b]:cuts[b + 1]]] = b
+    bins[order[cuts[b] : cuts[b + 1]]] = b
     if b > 0:
       thresholds.append(0.5 * (v[order[cuts[b] - 1]] + v[order[cuts[b]]]))
   return bins, np.asarray(thresholds, dtype=np.float64)
@@ -65,16 +65,25 @@ def predicted_score(final_scores: Sequence[Sequence[float]]) -> np.ndarray:
   return np.asarray([float(np.mean(s)) for s in final_scores])
 
 
-def estimation_cost(num_questions: int, samples_per_question: int, sample_tokens: float,
-                    prompt_tokens: float, policy_params: int, prm_params: int) -> dict:
+def estimation_cost(
+    num_questions: int,
+    samples_per_question: int,
+    sample_tokens: float,
+    prompt_tokens: float,
+    policy_params: int,
+    prm_params: int,
+) -> dict:
   """What estimating difficulty costs (the paper leaves it out; ttc_jax reports it).
 
   sample_tokens / prompt_tokens: totals over all questions' samples. Forward
   FLOPs are 2 x parameters per token: the policy generates the sample tokens,
   the PRM reads prompt and sample tokens once (predicted difficulty only).
   """
-  return dict(questions=int(num_questions), generations=int(num_questions * samples_per_question),
-              generations_per_question=int(samples_per_question),
-              sample_tokens=float(sample_tokens),
-              policy_flops=float(2.0 * policy_params * sample_tokens),
-              prm_flops=float(2.0 * prm_params * (sample_tokens + prompt_tokens)))
+  return dict(
+      questions=int(num_questions),
+      generations=int(num_questions * samples_per_question),
+      generations_per_question=int(samples_per_question),
+      sample_tokens=float(sample_tokens),
+      policy_flops=float(2.0 * policy_params * sample_tokens),
+      prm_flops=float(2.0 * prm_params * (sample_tokens + prompt_tokens)),
+  )

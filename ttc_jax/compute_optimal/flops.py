@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-R_VALUES = (0.16, 0.79, 22.0)   # the paper's inference-to-pretraining token ratios
+R_VALUES = (0.16, 0.79, 22.0)  # the paper's inference-to-pretraining token ratios
 
 
 def pretrain_flops(num_params: float, tokens: float) -> float:
@@ -45,8 +45,12 @@ def budget_within(budgets: Sequence[int], allowed: float) -> int | None:
   return max(fit) if fit else None
 
 
-def exchange(small_params: int, large_params: int, pretrain_tokens: float,
-             r_values: Sequence[float] = R_VALUES) -> dict:
+def exchange(
+    small_params: int,
+    large_params: int,
+    pretrain_tokens: float,
+    r_values: Sequence[float] = R_VALUES,
+) -> dict:
   """Per R: M, K, and the FLOPs on both sides per large-model greedy generation budget."""
   m = large_params / small_params
   out = {}
@@ -55,14 +59,26 @@ def exchange(small_params: int, large_params: int, pretrain_tokens: float,
     k = inference_multiplier(m, r)
     small = pretrain_flops(small_params, pretrain_tokens) + inference_flops(small_params, k * d_i)
     large = pretrain_flops(large_params, pretrain_tokens) + inference_flops(large_params, d_i)
-    out[r] = dict(M=m, R=r, K=k, K_with_verifier=k / 2.0, inference_tokens=d_i,
-                  small_total_flops=small, large_total_flops=large)
+    out[r] = dict(
+        M=m,
+        R=r,
+        K=k,
+        K_with_verifier=k / 2.0,
+        inference_tokens=d_i,
+        small_total_flops=small,
+        large_total_flops=large,
+    )
   return out
 
 
-def flops_matched(optimal_by_bin: Mapping[int, Mapping[int, float]],
-                  large_by_bin: Mapping[int, float], small_params: int, large_params: int,
-                  pretrain_tokens: float, r_values: Sequence[float] = R_VALUES) -> dict:
+def flops_matched(
+    optimal_by_bin: Mapping[int, Mapping[int, float]],
+    large_by_bin: Mapping[int, float],
+    small_params: int,
+    large_params: int,
+    pretrain_tokens: float,
+    r_values: Sequence[float] = R_VALUES,
+) -> dict:
   """{R: {bin: comparison}}: compute-optimal small model at its allowed budget vs large greedy.
 
   optimal_by_bin[b][N]: the small model's compute-optimal accuracy in bin b at
@@ -78,9 +94,14 @@ def flops_matched(optimal_by_bin: Mapping[int, Mapping[int, float]],
       small = curve[n] if n is not None else None
       large = large_by_bin.get(b)
       row[int(b)] = dict(
-          allowed_budget=e["K"], budget=n, small=small, large=large,
+          allowed_budget=e["K"],
+          budget=n,
+          small=small,
+          large=large,
           gain=None if small is None or large is None else small - large,
-          winner=None if small is None or large is None else
-          ("test_time" if small > large else "larger_model" if large > small else "tie"))
+          winner=None
+          if small is None or large is None
+          else ("test_time" if small > large else "larger_model" if large > small else "tie"),
+      )
     out[r] = row
   return out

@@ -42,6 +42,7 @@ class PolicySearchSettings:
   the policy's `max_new_tokens`), sampled at `temperature` (None: the policy's); top-k and
   top-p are off. compact_levels: the kernels' cache compaction (speed only).
   """
+
   max_rounds: int = 12
   max_step_tokens: int = 16
   max_new_tokens: int | None = None
@@ -53,6 +54,7 @@ class PolicySearchSettings:
 class ComputeOptimalPolicy:
   """policy / prm: a Transformer and a ValueModel; choices: {bin: {budget: strategy}};
   search: the knobs of the search strategies."""
+
   policy: Any
   prm: Any
   tokenizer: Any
@@ -70,19 +72,36 @@ class ComputeOptimalPolicy:
   revise: Callable[[Sequence[dict], int, int, jax.Array], list] | None = None
 
   @classmethod
-  def from_analysis(cls, analysis: Mapping, policy, prm, tokenizer, *, measure: str = "predicted",
-                    family: str = "search", **kw) -> "ComputeOptimalPolicy":
+  def from_analysis(
+      cls,
+      analysis: Mapping,
+      policy,
+      prm,
+      tokenizer,
+      *,
+      measure: str = "predicted",
+      family: str = "search",
+      **kw,
+  ) -> "ComputeOptimalPolicy":
     """From compute_optimal/analysis.json: `family` (search, revision, revision_rl) choices
     under `measure` (predicted or oracle) bins."""
     if family not in analysis:
-      raise ValueError(f"analysis has no {family!r} family; it has "
-                       f"{sorted(k for k in analysis if isinstance(analysis[k], dict))}")
+      raise ValueError(
+          f"analysis has no {family!r} family; it has "
+          f"{sorted(k for k in analysis if isinstance(analysis[k], dict))}"
+      )
     if measure not in ("oracle", "predicted"):
       raise ValueError(f"difficulty measure must be 'oracle' or 'predicted', got {measure!r}")
     a = analysis[family][measure]
     choices = {int(b): {int(n): s for n, s in per.items()} for b, per in a["choices"].items()}
-    return cls(policy=policy, prm=prm, tokenizer=tokenizer, thresholds=a["thresholds"],
-               choices=choices, **kw)
+    return cls(
+        policy=policy,
+        prm=prm,
+        tokenizer=tokenizer,
+        thresholds=a["thresholds"],
+        choices=choices,
+        **kw,
+    )
 
   def budgets(self) -> list[int]:
     return sorted({n for per in self.choices.values() for n in per})
@@ -91,26 +110,36 @@ class ComputeOptimalPolicy:
     per = self.choices.get(int(bin_), {})
     s = per.get(int(budget))
     if s is None:
-      raise ValueError(f"no strategy was chosen for budget {budget} in bin {bin_}; "
-                       f"analysed budgets: {self.budgets()}")
+      raise ValueError(
+          f"no strategy was chosen for budget {budget} in bin {bin_}; "
+          f"analysed budgets: {self.budgets()}"
+      )
     return s
 
   def _final_scores(self, problems: Sequence[dict], texts: Sequence[Sequence[str]]):
     prompts = [p["prompt"] for p, ts in zip(problems, texts) for _ in ts]
-    flat = prm_eval.score_solutions(self.prm, self.tokenizer, prompts,
-                                    [t for ts in texts for t in ts], mesh=self.mesh)
+    flat = prm_eval.score_solutions(
+        self.prm, self.tokenizer, prompts, [t for ts in texts for t in ts], mesh=self.mesh
+    )
     agg = best_of_n.solution_scores(flat, self.aggregation)
     out, pos = [], 0
     for ts in texts:
-      out.append(agg[pos:pos + len(ts)])
+      out.append(agg[pos : pos + len(ts)])
       pos += len(ts)
     return out
 
   def _sample(self, problems, n: int, rng) -> tuple[list[list[str]], dict]:
     return evaluation.sample_texts(
-        self.policy, self.tokenizer, [p["prompt"] for p in problems], rng, num_samples=n,
-        max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-        max_batch=self.max_batch, mesh=self.mesh)
+        self.policy,
+        self.tokenizer,
+        [p["prompt"] for p in problems],
+        rng,
+        num_samples=n,
+        max_new_tokens=self.max_new_tokens,
+        temperature=self.temperature,
+        max_batch=self.max_batch,
+        mesh=self.mesh,
+    )
 
   def predict_bins(self, problems: Sequence[dict], rng: jax.Array) -> tuple[np.ndarray, dict]:
     """Bins [P] (0 = easiest) and the cost of predicting them."""
@@ -118,7 +147,9 @@ class ComputeOptimalPolicy:
     scores = difficulty.predicted_score(self._final_scores(problems, texts))
     return difficulty.assign(scores, self.thresholds), dict(
         generations=len(problems) * self.difficulty_samples,
-        generated_tokens=st["generated_tokens"], scores=scores.tolist())
+        generated_tokens=st["generated_tokens"],
+        scores=scores.tolist(),
+    )
 
   def solve(self, problems: Sequence[dict], budget: int, rng: jax.Array) -> list[dict]:
     """One record per problem: answer, bin, strategy, generations, difficulty cost share."""
@@ -139,24 +170,43 @@ class ComputeOptimalPolicy:
       elif strat == BEST_OF_N:
         texts, _ = self._sample(part, budget, key)
         scores = self._final_scores(part, texts)
-        recs = [dict(answer=best_of_n.best_of_n_weighted(
-                         [self.extract_answer(t) for t in ts], sc, self.equivalent),
-                     generations=float(budget)) for ts, sc in zip(texts, scores)]
+        recs = [
+            dict(
+                answer=best_of_n.best_of_n_weighted(
+                    [self.extract_answer(t) for t in ts], sc, self.equivalent
+                ),
+                generations=float(budget),
+            )
+            for ts, sc in zip(texts, scores)
+        ]
       else:
         s = self.search
         res = sweep.run_method(
-            self.policy, self.prm, self.tokenizer, part, strat, budget, key,
-            extract_answer=self.extract_answer, equivalent=self.equivalent,
-            max_rounds=s.max_rounds, max_step_tokens=s.max_step_tokens,
-            max_new_tokens=(self.max_new_tokens if s.max_new_tokens is None
-                            else s.max_new_tokens),
+            self.policy,
+            self.prm,
+            self.tokenizer,
+            part,
+            strat,
+            budget,
+            key,
+            extract_answer=self.extract_answer,
+            equivalent=self.equivalent,
+            max_rounds=s.max_rounds,
+            max_step_tokens=s.max_step_tokens,
+            max_new_tokens=(self.max_new_tokens if s.max_new_tokens is None else s.max_new_tokens),
             temperature=self.temperature if s.temperature is None else s.temperature,
-            compact_levels=s.compact_levels, mesh=self.mesh)
+            compact_levels=s.compact_levels,
+            mesh=self.mesh,
+        )
         if res is None:
           raise ValueError(f"strategy {strat!r} cannot spend a budget of {budget}")
         recs = [dict(answer=r["answer"], generations=r["generations"]) for r in res[0]]
       for i, r in zip(idx, recs):
-        out[i] = dict(r, bin=int(bins[i]), strategy=strat,
-                      difficulty_generations=self.difficulty_samples,
-                      predicted_score=cost["scores"][i])
+        out[i] = dict(
+            r,
+            bin=int(bins[i]),
+            strategy=strat,
+            difficulty_generations=self.difficulty_samples,
+            predicted_score=cost["scores"][i],
+        )
     return out

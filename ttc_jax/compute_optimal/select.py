@@ -28,8 +28,10 @@ def check_table(table: Table, num_questions: int) -> None:
   for s, by_budget in table.items():
     for n, acc in by_budget.items():
       if np.shape(acc) != (num_questions,):
-        raise ValueError(f"strategy {s!r} at budget {n}: accuracies of shape {np.shape(acc)}, "
-                         f"expected ({num_questions},)")
+        raise ValueError(
+            f"strategy {s!r} at budget {n}: accuracies of shape {np.shape(acc)}, "
+            f"expected ({num_questions},)"
+        )
 
 
 def fold_assignment(bins: Sequence[int], num_folds: int = 2, seed: int = 0) -> np.ndarray:
@@ -57,16 +59,25 @@ def choose(table: Table, idx: np.ndarray, budget: int, strategies: Sequence[str]
   return cands[int(np.argmax(means))]
 
 
-def fit_choices(table: Table, bins: Sequence[int], budgets: Sequence[int],
-                strategies: Sequence[str]) -> dict[int, dict[int, str | None]]:
+def fit_choices(
+    table: Table, bins: Sequence[int], budgets: Sequence[int], strategies: Sequence[str]
+) -> dict[int, dict[int, str | None]]:
   """{bin: {budget: strategy}} chosen on all questions of each bin (for inference)."""
   bins = np.asarray(bins)
-  return {int(b): {int(n): choose(table, np.flatnonzero(bins == b), n, strategies)
-                   for n in budgets} for b in np.unique(bins)}
+  return {
+      int(b): {int(n): choose(table, np.flatnonzero(bins == b), n, strategies) for n in budgets}
+      for b in np.unique(bins)
+  }
 
 
-def cross_validated(table: Table, bins: Sequence[int], budgets: Sequence[int],
-                    strategies: Sequence[str], num_folds: int = 2, seed: int = 0) -> dict:
+def cross_validated(
+    table: Table,
+    bins: Sequence[int],
+    budgets: Sequence[int],
+    strategies: Sequence[str],
+    num_folds: int = 2,
+    seed: int = 0,
+) -> dict:
   """The compute-optimal curve by cross-validation within bins.
 
   Returns dict(curve={N: acc}, by_bin={bin: {N: acc}}, choices={fold: {bin: {N: strategy}}},
@@ -91,7 +102,7 @@ def cross_validated(table: Table, bins: Sequence[int], budgets: Sequence[int],
         if held.size == 0:
           continue
         s = choose(table, fit, n, strategies)
-        if s is None:   # a bin too small to fit on: fall back to the first candidate
+        if s is None:  # a bin too small to fit on: fall back to the first candidate
           s = candidates(table, n, strategies)[0]
         choices.setdefault(f, {}).setdefault(int(b), {})[n] = s
         got[held] = np.asarray(table[s][n])[held]
@@ -102,8 +113,9 @@ def cross_validated(table: Table, bins: Sequence[int], budgets: Sequence[int],
   return dict(curve=curve, by_bin=by_bin, choices=choices, per_question=per_q, folds=folds)
 
 
-def oracle_best(table: Table, bins: Sequence[int], budgets: Sequence[int],
-                strategies: Sequence[str]) -> dict[int, float]:
+def oracle_best(
+    table: Table, bins: Sequence[int], budgets: Sequence[int], strategies: Sequence[str]
+) -> dict[int, float]:
   """The same choice made and scored on the same questions (an optimistic upper bound)."""
   bins = np.asarray(bins)
   out = {}
@@ -122,9 +134,16 @@ def oracle_best(table: Table, bins: Sequence[int], budgets: Sequence[int],
 def bin_curves(table: Table, bins: Sequence[int], strategies: Sequence[str]) -> dict:
   """{strategy: {bin: {N: mean accuracy}}} for plots of strategies by difficulty."""
   bins = np.asarray(bins)
-  return {s: {int(b): {int(n): float(np.mean(np.asarray(a)[bins == b]))
-                       for n, a in sorted(table[s].items())}
-              for b in np.unique(bins)} for s in strategies if s in table}
+  return {
+      s: {
+          int(b): {
+              int(n): float(np.mean(np.asarray(a)[bins == b])) for n, a in sorted(table[s].items())
+          }
+          for b in np.unique(bins)
+      }
+      for s in strategies
+      if s in table
+  }
 
 
 def _first_reaching(curve: Mapping[int, float], acc: float) -> int | None:

@@ -36,6 +36,7 @@ class StudySettings:
   `revision.eval.budgets`; read only with revisions); pretrain_tokens: D_pretrain of both
   models, needed only with a larger model (None without one).
   """
+
   num_bins: int
   num_folds: int
   seed: int
@@ -53,8 +54,15 @@ def _read(workdir: str, *parts: str) -> list[dict]:
   return io_utils.read_jsonl(path)
 
 
-def run_study(workdir: str, settings: StudySettings, model_cfg, large_cfg=None, tokenizer=None,
-              equivalent=arith.equivalent, revisions: bool = True) -> dict:
+def run_study(
+    workdir: str,
+    settings: StudySettings,
+    model_cfg,
+    large_cfg=None,
+    tokenizer=None,
+    equivalent=arith.equivalent,
+    revisions: bool = True,
+) -> dict:
   """The analysis as strict JSON: string keys; difficulty bins "0" (easiest) .. "4".
 
   revisions=False leaves out the revision families (a run without revision
@@ -67,52 +75,80 @@ def run_study(workdir: str, settings: StudySettings, model_cfg, large_cfg=None, 
   samples = _read(workdir, "eval", "samples.jsonl")
   scores = _read(workdir, "verifiers", "scores.jsonl")
   results = _read(workdir, "search", "results.jsonl")
-  chains = ({w: _read(workdir, "revision_eval", f"chains_{w}.jsonl") for w in ("sft", "rl")}
-            if revisions else {})
+  chains = (
+      {w: _read(workdir, "revision_eval", f"chains_{w}.jsonl") for w in ("sft", "rl")}
+      if revisions
+      else {}
+  )
   large = _read(workdir, "large_eval", "greedy.jsonl") if large_cfg is not None else None
-  questions = tables.common_questions([r["question"] for r in results],
-                                      [r["question"] for r in samples],
-                                      [r["question"] for r in scores],
-                                      *[[r["question"] for r in c] for c in chains.values()],
-                                      *([[r["question"] for r in large]] if large else []))
+  questions = tables.common_questions(
+      [r["question"] for r in results],
+      [r["question"] for r in samples],
+      [r["question"] for r in scores],
+      *[[r["question"] for r in c] for c in chains.values()],
+      *([[r["question"] for r in large]] if large else []),
+  )
   if len(questions) < co.num_bins * co.num_folds:
-    raise ValueError(f"only {len(questions)} questions are common to the search, revision and "
-                     f"policy evaluations: too few for {co.num_bins} bins x {co.num_folds} folds")
+    raise ValueError(
+        f"only {len(questions)} questions are common to the search, revision and "
+        f"policy evaluations: too few for {co.num_bins} bins x {co.num_folds} folds"
+    )
   rows = tables.by_question(samples, questions, "eval_policy samples")
   final = tables.final_scores(scores, questions, "prm", co.aggregation)
-  measures = dict(oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
-                  predicted=difficulty.predicted_score(final))
+  measures = dict(
+      oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
+      predicted=difficulty.predicted_score(final),
+  )
   kw = dict(num_bins=co.num_bins, num_folds=co.num_folds, seed=co.seed)
 
   # Search family: best-of-N weighted (baseline) and the search kernels.
   bon_budgets = list(co.best_of_n_budgets)
   search = tables.search_table(results, questions)
-  search[tables.BASELINE] = tables.best_of_n_table(rows, final, questions, bon_budgets,
-                                                   equivalent)
+  search[tables.BASELINE] = tables.best_of_n_table(rows, final, questions, bon_budgets, equivalent)
   s_budgets = sorted(set(search[tables.BASELINE]) | {n for m in search.values() for n in m})
   s_order = [tables.BASELINE] + [m for m in METHODS if m in search]
-  out = dict(questions=len(questions), search=analysis.analyse(
-      search, s_order, s_budgets, {n: tables.BASELINE for n in search[tables.BASELINE]},
-      measures, **kw))
+  out = dict(
+      questions=len(questions),
+      search=analysis.analyse(
+          search,
+          s_order,
+          s_budgets,
+          {n: tables.BASELINE for n in search[tables.BASELINE]},
+          measures,
+          **kw,
+      ),
+  )
 
   # Revision family: C x L splits with the revision ORM; parallel (N x 1) is the baseline.
   r_budgets = list(co.revision_budgets) if revisions else []
   for which in chains:
     table, order = tables.revision_table(chains[which], questions, r_budgets, equivalent)
     key = "revision" if which == "sft" else "revision_rl"
-    out[key] = analysis.analyse(table, order, r_budgets, {n: f"{n}x1" for n in r_budgets},
-                                measures, **kw)
+    out[key] = analysis.analyse(
+        table, order, r_budgets, {n: f"{n}x1" for n in r_budgets}, measures, **kw
+    )
 
   # Difficulty estimation cost (policy samples; PRM scoring for the predicted bins).
   s_tokens = sum(len(tokenizer.encode(t)) + 1 for r in rows for t in r["samples"])
   p_tokens = sum((len(tokenizer.encode(r["prompt"])) + 1) * len(r["samples"]) for r in rows)
   out["difficulty"] = dict(
-      cost=difficulty.estimation_cost(len(rows), len(rows[0]["samples"]), s_tokens, p_tokens,
-                                      model_cfg.num_params, model_cfg.num_params),
+      cost=difficulty.estimation_cost(
+          len(rows),
+          len(rows[0]["samples"]),
+          s_tokens,
+          p_tokens,
+          model_cfg.num_params,
+          model_cfg.num_params,
+      ),
       oracle_mean_by_bin=dict(out["search"]["oracle"]["bin_mean_value"]),
       predicted_mean_by_bin=dict(out["search"]["predicted"]["bin_mean_value"]),
-      bin_agreement=float(np.mean(np.asarray(out["search"]["oracle"]["bins"]) ==
-                                  np.asarray(out["search"]["predicted"]["bins"]))))
+      bin_agreement=float(
+          np.mean(
+              np.asarray(out["search"]["oracle"]["bins"])
+              == np.asarray(out["search"]["predicted"]["bins"])
+          )
+      ),
+  )
 
   if large is None:
     return io_utils.as_json(out)
@@ -126,21 +162,35 @@ def run_study(workdir: str, settings: StudySettings, model_cfg, large_cfg=None, 
   large_by_bin = {int(b): float(np.mean(large_ok[bins == b])) for b in np.unique(bins)}
   r_values = list(co.r_values)
   out["flops"] = dict(
-      small_params=model_cfg.num_params, large_params=large_cfg.num_params,
-      M=large_cfg.num_params / model_cfg.num_params, pretrain_tokens=pretrain_tokens,
+      small_params=model_cfg.num_params,
+      large_params=large_cfg.num_params,
+      M=large_cfg.num_params / model_cfg.num_params,
+      pretrain_tokens=pretrain_tokens,
       pretrain_flops_small=flops.pretrain_flops(model_cfg.num_params, pretrain_tokens),
       pretrain_flops_large=flops.pretrain_flops(large_cfg.num_params, pretrain_tokens),
-      exchange={f"{r:g}": v for r, v in flops.exchange(model_cfg.num_params,
-                                                       large_cfg.num_params,
-                                                       pretrain_tokens, r_values).items()},
-      large_greedy=float(np.mean(large_ok)), small_greedy=float(np.mean(small_greedy)),
+      exchange={
+          f"{r:g}": v
+          for r, v in flops.exchange(
+              model_cfg.num_params, large_cfg.num_params, pretrain_tokens, r_values
+          ).items()
+      },
+      large_greedy=float(np.mean(large_ok)),
+      small_greedy=float(np.mean(small_greedy)),
       large_greedy_by_bin=dict(large_by_bin),
-      small_greedy_by_bin=dict({int(b): float(np.mean(small_greedy[bins == b]))
-                                        for b in np.unique(bins)}))
+      small_greedy_by_bin=dict(
+          {int(b): float(np.mean(small_greedy[bins == b])) for b in np.unique(bins)}
+      ),
+  )
   for key, fam in (("flops_matched", "search"), ("flops_matched_revision", "revision")):
     if fam not in out:
       continue
-    fm = flops.flops_matched(out[fam]["oracle"]["by_bin"], large_by_bin, model_cfg.num_params,
-                             large_cfg.num_params, pretrain_tokens, r_values)
+    fm = flops.flops_matched(
+        out[fam]["oracle"]["by_bin"],
+        large_by_bin,
+        model_cfg.num_params,
+        large_cfg.num_params,
+        pretrain_tokens,
+        r_values,
+    )
     out[key] = {f"{r:g}": dict(v) for r, v in fm.items()}
   return io_utils.as_json(out)

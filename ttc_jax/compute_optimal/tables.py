@@ -32,8 +32,9 @@ def by_question(records: Sequence[dict], questions: Sequence[str], what: str) ->
   by_q = {r["question"]: r for r in records}
   missing = [q for q in questions if q not in by_q]
   if missing:
-    raise ValueError(f"{what}: {len(missing)} analysed questions have no record "
-                     f"(first: {missing[0]!r})")
+    raise ValueError(
+        f"{what}: {len(missing)} analysed questions have no record " f"(first: {missing[0]!r})"
+    )
   return [by_q[q] for q in questions]
 
 
@@ -43,24 +44,34 @@ def common_questions(*question_lists: Sequence[str]) -> list[str]:
   return [q for q in dict.fromkeys(first) if all(q in s for s in rest)]
 
 
-def final_scores(score_records: Sequence[dict], questions: Sequence[str],
-                 key: str = "prm", aggregation: str = "last") -> list[list[float]]:
+def final_scores(
+    score_records: Sequence[dict],
+    questions: Sequence[str],
+    key: str = "prm",
+    aggregation: str = "last",
+) -> list[list[float]]:
   """Per question, one aggregated verifier score per sample (from verifiers/scores.jsonl)."""
   rows = by_question(score_records, questions, "verifier scores")
   return [best_of_n.solution_scores(r[key], aggregation) for r in rows]
 
 
-def best_of_n_table(samples: Sequence[dict], scores: Sequence[Sequence[float]],
-                    questions: Sequence[str], budgets: Sequence[int],
-                    equivalent: Callable) -> dict[int, np.ndarray]:
+def best_of_n_table(
+    samples: Sequence[dict],
+    scores: Sequence[Sequence[float]],
+    questions: Sequence[str],
+    budgets: Sequence[int],
+    equivalent: Callable,
+) -> dict[int, np.ndarray]:
   """{N: [Q]} best-of-N weighted accuracy per question from eval_policy samples."""
   rows = by_question(samples, questions, "eval_policy samples")
   answers = [r["sample_answers"] for r in rows]
   targets = [str(r["answer"]) for r in rows]
   select = lambda a, s: best_of_n.best_of_n_weighted(a, s, equivalent)
-  return {int(n): aggregate.per_question_accuracy(answers, targets, int(n), equivalent, select,
-                                                  scores)
-          for n in budgets if int(n) <= min(len(a) for a in answers)}
+  return {
+      int(n): aggregate.per_question_accuracy(answers, targets, int(n), equivalent, select, scores)
+      for n in budgets
+      if int(n) <= min(len(a) for a in answers)
+  }
 
 
 def search_table(results: Sequence[dict], questions: Sequence[str]) -> dict[str, dict]:
@@ -73,14 +84,17 @@ def search_table(results: Sequence[dict], questions: Sequence[str]) -> dict[str,
     if i is None:
       continue
     key = (r["method"], int(r["budget"]))
-    arr = out.setdefault(r["method"], {}).setdefault(int(r["budget"]),
-                                                     np.full(len(questions), np.nan))
+    arr = out.setdefault(r["method"], {}).setdefault(
+        int(r["budget"]), np.full(len(questions), np.nan)
+    )
     arr[i] = 1.0 if r["correct"] else 0.0
     seen[key] = seen.get(key, 0) + 1
   for (m, n), count in seen.items():
     if count < len(questions):
-      raise ValueError(f"search results for {m} at budget {n} cover {count} of "
-                       f"{len(questions)} analysed questions")
+      raise ValueError(
+          f"search results for {m} at budget {n} cover {count} of "
+          f"{len(questions)} analysed questions"
+      )
   return out
 
 
@@ -90,9 +104,13 @@ def revision_split(strategy: str) -> tuple[int, int] | None:
   return (int(c), int(l)) if sep and c.isdigit() and l.isdigit() else None
 
 
-def revision_table(chain_records: Sequence[dict], questions: Sequence[str],
-                   budgets: Sequence[int], equivalent: Callable,
-                   selection: str = "orm") -> tuple[dict[str, dict], list[str]]:
+def revision_table(
+    chain_records: Sequence[dict],
+    questions: Sequence[str],
+    budgets: Sequence[int],
+    equivalent: Callable,
+    selection: str = "orm",
+) -> tuple[dict[str, dict], list[str]]:
   """({"CxL": {N: [Q]}}, strategy order with the parallel splits first)."""
   rows = by_question(chain_records, questions, "revision chains")
   table: dict[str, dict[int, np.ndarray]] = {}

@@ -13,19 +13,43 @@ from ttc_jax.config.arith import REQUIRED, validate_arith, validate_verifiers
 from ttc_jax.config.common import VALUE_TRAIN_FIELDS, validate_mesh, validate_search
 from ttc_jax.config.compute_optimal import validate_compute_optimal
 from ttc_jax.config.errors import ConfigError
-from ttc_jax.config.hashing import (REVISION_SFT_OPTIONAL_FIELDS, SEARCH_SPEED_FIELDS,
-                                    TRAIN_SPEED_FIELDS, config_hash, revision_section,
-                                    revision_sft_section, search_section, train_section)
+from ttc_jax.config.hashing import (
+    REVISION_SFT_OPTIONAL_FIELDS,
+    SEARCH_SPEED_FIELDS,
+    TRAIN_SPEED_FIELDS,
+    config_hash,
+    revision_section,
+    revision_sft_section,
+    search_section,
+    train_section,
+)
 from ttc_jax.config.loading import apply_overrides, load_config, load_config_file
 from ttc_jax.config.revision import validate_revision
 from ttc_jax.config.text import validate_text
 from ttc_jax.config.validation import TEXT_TASKS, validate
 
 __all__ = [
-    "REQUIRED", "REVISION_SFT_OPTIONAL_FIELDS", "SEARCH_SPEED_FIELDS", "TEXT_TASKS",
-    "TRAIN_SPEED_FIELDS", "VALUE_TRAIN_FIELDS", "ConfigError", "apply_overrides", "config_hash",
-    "load_config", "load_config_file", "revision_section", "revision_sft_section",
-    "search_section", "train_section", "validate", "validate_arith", "validate_compute_optimal",
-    "validate_mesh", "validate_revision", "validate_search", "validate_text",
+    "REQUIRED",
+    "REVISION_SFT_OPTIONAL_FIELDS",
+    "SEARCH_SPEED_FIELDS",
+    "TEXT_TASKS",
+    "TRAIN_SPEED_FIELDS",
+    "VALUE_TRAIN_FIELDS",
+    "ConfigError",
+    "apply_overrides",
+    "config_hash",
+    "load_config",
+    "load_config_file",
+    "revision_section",
+    "revision_sft_section",
+    "search_section",
+    "train_section",
+    "validate",
+    "validate_arith",
+    "validate_compute_optimal",
+    "validate_mesh",
+    "validate_revision",
+    "validate_search",
+    "validate_text",
     "validate_verifiers",
 ]

@@ -19,12 +19,13 @@ def validate_arith(cfg: ml_collections.ConfigDict) -> None:
     if k not in cfg:
       raise ConfigError(f"config has no {k!r} section/field (required: {REQUIRED})")
   from ttc_jax.models.config import ModelConfig
+
   try:
     ModelConfig.from_dict(cfg.model.to_dict())
   except (TypeError, ValueError) as e:
     raise ConfigError(f"config.model: {e}") from e
   tk = cfg.task
-  for f in ("train_per_level", "test_per_level"):    # an empty split trains/evaluates nothing
+  for f in ("train_per_level", "test_per_level"):  # an empty split trains/evaluates nothing
     if f in tk and int(tk[f]) <= 0:
       raise ConfigError(f"config.task.{f} must be positive (an empty dataset), got {tk[f]}")
   if tk.get("name", "arith") == "arith" and "levels" in tk:
@@ -43,8 +44,10 @@ def validate_arith(cfg: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.train.{f} must be >= 0, got {t[f]}")
   mb = int(t.get("microbatches", 1))
   if mb < 1 or t.batch_size % mb:
-    raise ConfigError(f"config.train.microbatches={t.get('microbatches')} must be a positive "
-                      f"divisor of config.train.batch_size={t.batch_size}")
+    raise ConfigError(
+        f"config.train.microbatches={t.get('microbatches')} must be a positive "
+        f"divisor of config.train.batch_size={t.batch_size}"
+    )
   if t.seq_len > cfg.model.max_len:
     raise ConfigError(f"config.train.seq_len={t.seq_len} exceeds model.max_len={cfg.model.max_len}")
   validate_mesh(cfg)
@@ -53,8 +56,10 @@ def validate_arith(cfg: ml_collections.ConfigDict) -> None:
     if f in e and int(e[f]) <= 0:
       raise ConfigError(f"config.eval.{f} must be positive, got {e[f]}")
   if any(n > e.num_samples or n <= 0 for n in e.majority_ns):
-    raise ConfigError(f"config.eval.majority_ns {tuple(e.majority_ns)} must lie in "
-                      f"1..num_samples={e.num_samples}")
+    raise ConfigError(
+        f"config.eval.majority_ns {tuple(e.majority_ns)} must lie in "
+        f"1..num_samples={e.num_samples}"
+    )
   validate_verifiers(cfg)
 
 
@@ -64,11 +69,18 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
   if not present:
     return
   if len(present) != 4:
-    raise ConfigError(f"config has {present} but the verifier stages need all of "
-                      "labels, prm, orm and verify")
+    raise ConfigError(
+        f"config has {present} but the verifier stages need all of " "labels, prm, orm and verify"
+    )
   lb = cfg.labels
-  for f in ("questions_per_level", "samples_per_question", "rollouts", "max_new_tokens",
-            "max_batch", "shard_questions"):
+  for f in (
+      "questions_per_level",
+      "samples_per_question",
+      "rollouts",
+      "max_new_tokens",
+      "max_batch",
+      "shard_questions",
+  ):
     if int(lb[f]) <= 0:
       raise ConfigError(f"config.labels.{f} must be positive, got {lb[f]}")
   for sec in ("prm", "orm"):
@@ -79,8 +91,9 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
       if f not in cfg[sec]:
         raise ConfigError(f"config.{sec} has no field {f!r}")
     if cfg[sec].seq_len > cfg.model.max_len:
-      raise ConfigError(f"config.{sec}.seq_len={cfg[sec].seq_len} exceeds "
-                        f"model.max_len={cfg.model.max_len}")
+      raise ConfigError(
+          f"config.{sec}.seq_len={cfg[sec].seq_len} exceeds " f"model.max_len={cfg.model.max_len}"
+      )
     if not 0 < cfg[sec].heldout_fraction < 1:
       raise ConfigError(f"config.{sec}.heldout_fraction must lie in (0, 1)")
   if cfg.prm.label not in ("soft", "hard"):
@@ -88,5 +101,6 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
   if "search" in cfg:
     validate_search(cfg.search)
   if cfg.verify.aggregation not in ("last", "min", "prod"):
-    raise ConfigError(f"config.verify.aggregation must be last, min or prod, "
-                      f"got {cfg.verify.aggregation!r}")
+    raise ConfigError(
+        f"config.verify.aggregation must be last, min or prod, " f"got {cfg.verify.aggregation!r}"
+    )

@@ -8,7 +8,6 @@ from typing import Any
 
 import ml_collections
 
-
 # Search fields that change how fast a stage runs, never what it computes (the kernels
 # return the same results for every value; tests/search/test_search.py): left out of stage hashes,
 # so turning them does not invalidate finished stages.
@@ -44,8 +43,11 @@ REVISION_SFT_OPTIONAL_FIELDS = ("replay_fraction", "replay_foreign_fraction")
 
 def revision_sft_section(sft: Any) -> dict:
   """`config.revision.sft` as a dict for stage hashes: without its optional fields at 0."""
-  return {k: v for k, v in _as_dict(sft).items()
-          if not (k in REVISION_SFT_OPTIONAL_FIELDS and not float(v or 0.0))}
+  return {
+      k: v
+      for k, v in _as_dict(sft).items()
+      if not (k in REVISION_SFT_OPTIONAL_FIELDS and not float(v or 0.0))
+  }
 
 
 def revision_section(revision: Any) -> dict:

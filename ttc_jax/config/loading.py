@@ -25,7 +25,8 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   if not os.path.isfile(path):
     raise ConfigError(f"config file not found: {path}")
   spec = importlib.util.spec_from_file_location(
-      f"ttc_config_{hashlib.md5(path.encode()).hexdigest()[:8]}", path)
+      f"ttc_config_{hashlib.md5(path.encode()).hexdigest()[:8]}", path
+  )
   module = importlib.util.module_from_spec(spec)
   try:
     spec.loader.exec_module(module)
@@ -35,8 +36,10 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"config file {path} defines no get_config()")
   cfg = module.get_config()
   if not isinstance(cfg, ml_collections.ConfigDict):
-    raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict, "
-                      f"got {type(cfg).__name__}")
+    raise ConfigError(
+        f"{path}: get_config() must return an ml_collections.ConfigDict, "
+        f"got {type(cfg).__name__}"
+    )
   return cfg
 
 
@@ -69,12 +72,13 @@ def _coerce(key: str, raw: str, old: Any) -> Any:
   return val
 
 
-def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]
-                    ) -> ml_collections.ConfigDict:
+def apply_overrides(
+    cfg: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
   """Applies `a.b=value` (or `--config.a.b=value`) strings to a copy of cfg."""
   cfg = ml_collections.ConfigDict(cfg.to_dict())
   for item in overrides:
-    item = item[len("--config."):] if item.startswith("--config.") else item
+    item = item[len("--config.") :] if item.startswith("--config.") else item
     if "=" not in item:
       raise ConfigError(f"override {item!r} must look like field=value")
     key, raw = item.split("=", 1)
@@ -82,8 +86,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]
     for i, p in enumerate(parts):
       if not isinstance(node, ml_collections.ConfigDict) or p not in node:
         known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise ConfigError(f"unknown config field {'.'.join(parts[:i + 1])!r}"
-                          + (f"; known here: {known}" if known else ""))
+        raise ConfigError(
+            f"unknown config field {'.'.join(parts[:i + 1])!r}"
+            + (f"; known here: {known}" if known else "")
+        )
       if i < len(parts) - 1:
         node = node[p]
     old = node[parts[-1]]

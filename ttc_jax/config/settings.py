@@ -33,10 +33,10 @@ from ttc_jax.train.loop import FitSettings
 
 # Fields of a section that the pipeline reads itself (not the library's settings).
 LABEL_PIPELINE_FIELDS = ("questions_per_level", "seed")
-VALUE_PIPELINE_FIELDS = ("label", "use_rollouts")      # prm, orm, revision.orm
+VALUE_PIPELINE_FIELDS = ("label", "use_rollouts")  # prm, orm, revision.orm
 SFT_PIPELINE_FIELDS = ("replay_fraction", "replay_foreign_fraction")
 RL_PIPELINE_FIELDS = ("contexts", "heldout_fraction", "eval_contexts")
-SEARCH_PIPELINE_FIELDS = ("questions_per_level", "questions")   # arith, text
+SEARCH_PIPELINE_FIELDS = ("questions_per_level", "questions")  # arith, text
 
 
 def _as_dict(section: Any) -> dict:
@@ -46,8 +46,9 @@ def _as_dict(section: Any) -> dict:
     return dict(vars(section))
   if isinstance(section, Mapping):
     return dict(section)
-  raise ConfigError(f"a config section must be a ConfigDict or a mapping, got "
-                    f"{type(section).__name__}")
+  raise ConfigError(
+      f"a config section must be a ConfigDict or a mapping, got " f"{type(section).__name__}"
+  )
 
 
 def field_names(cls) -> set[str]:
@@ -66,8 +67,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
   if typing.get_origin(kind) is tuple:
     if not isinstance(value, (list, tuple)):
       raise ConfigError(f"config.{where} must be a tuple, got {value!r} ({type(value).__name__})")
-    return tuple(_coerce(v, typing.get_args(kind)[0], f"{where}[{i}]")
-                 for i, v in enumerate(value))
+    return tuple(_coerce(v, typing.get_args(kind)[0], f"{where}[{i}]") for i, v in enumerate(value))
   if kind is float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
   elif kind is int:
@@ -75,8 +75,9 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
   else:
     ok = isinstance(value, kind)
   if not ok:
-    raise ConfigError(f"config.{where} must be {kind.__name__}, got {value!r} "
-                      f"({type(value).__name__})")
+    raise ConfigError(
+        f"config.{where} must be {kind.__name__}, got {value!r} " f"({type(value).__name__})"
+    )
   return float(value) if kind is float else value
 
 
@@ -103,14 +104,14 @@ def from_section(cls, section: Any, where: str, *, extra: tuple[str, ...] = ()):
   d = _as_dict(section)
   unknown = sorted(set(d) - field_names(cls) - set(extra))
   if unknown:
-    raise ConfigError(f"config.{where}: unknown field(s) {unknown}; {cls.__name__} reads "
-                      f"{sorted(field_names(cls))}"
-                      + (f" and the pipeline {sorted(extra)}" if extra else ""))
+    raise ConfigError(
+        f"config.{where}: unknown field(s) {unknown}; {cls.__name__} reads "
+        f"{sorted(field_names(cls))}" + (f" and the pipeline {sorted(extra)}" if extra else "")
+    )
   return _build(cls, d, where)
 
 
-def fit_settings(section: Any, where: str = "train", *,
-                 extra: tuple[str, ...] = ()) -> FitSettings:
+def fit_settings(section: Any, where: str = "train", *, extra: tuple[str, ...] = ()) -> FitSettings:
   """`train.loop.FitSettings` from a training section."""
   return from_section(FitSettings, section, where, extra=extra)
 

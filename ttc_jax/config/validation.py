@@ -11,12 +11,12 @@ from ttc_jax.config.errors import ConfigError
 from ttc_jax.config.revision import validate_revision
 from ttc_jax.config.text import validate_text
 
-TEXT_TASKS = ("gsm8k", "math")     # validated by ttc_jax.config.text
+TEXT_TASKS = ("gsm8k", "math")  # validated by ttc_jax.config.text
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Checks fields the pipeline relies on; raises ConfigError naming the problem."""
-  if "task" in cfg and cfg.task.get("name") in TEXT_TASKS:   # Hugging Face models on text
+  if "task" in cfg and cfg.task.get("name") in TEXT_TASKS:  # Hugging Face models on text
     validate_text(cfg, ConfigError)
     return
   validate_arith(cfg)

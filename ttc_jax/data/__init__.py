@@ -16,6 +16,10 @@ from ttc_jax.data.packing import (
 )
 
 __all__ = [
-    "BATCH_KEYS", "iterate_batches", "make_example", "pack_examples",
-    "pad_rows", "tokenize_example",
+    "BATCH_KEYS",
+    "iterate_batches",
+    "make_example",
+    "pack_examples",
+    "pad_rows",
+    "tokenize_example",
 ]

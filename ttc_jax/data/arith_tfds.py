@@ -51,8 +51,10 @@ class _CustomConfigFilter(logging.Filter):
   """Drops TFDS's "Using custom data configuration" warning for our configs."""
 
   def filter(self, record: logging.LogRecord) -> bool:
-    return not (str(record.msg).startswith("Using custom data configuration")
-                and any(isinstance(a, ArithConfig) for a in (record.args or ())))
+    return not (
+        str(record.msg).startswith("Using custom data configuration")
+        and any(isinstance(a, ArithConfig) for a in (record.args or ()))
+    )
 
 
 logging.getLogger("absl").addFilter(_CustomConfigFilter())
@@ -80,6 +82,7 @@ class ArithDataSpec:
       yield fewer: ``arith.generate`` returns only unique test questions).
     seed: generation seed.
   """
+
   levels: str
   train_per_level: int
   test_per_level: int
@@ -118,7 +121,8 @@ class ArithConfig(tfds.core.BuilderConfig):
         name=spec.config_name(),
         description=f"arith levels={spec.levels!r} "
         f"train/test per level={spec.train_per_level}/{spec.test_per_level} "
-        f"seed={spec.seed}")
+        f"seed={spec.seed}",
+    )
     self.spec = spec
 
 
@@ -142,13 +146,17 @@ class TtcArith(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description="Multi-step integer arithmetic with step-by-step solutions.",
-        features=tfds.features.FeaturesDict({
-            "question": text(), "prompt": text(), "solution": text(),
-            "answer": tfds.features.Scalar(dtype=np.int64),
-            "num_ops": tfds.features.Scalar(dtype=np.int32),
-            "digits": tfds.features.Scalar(dtype=np.int32),
-            "level": text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "question": text(),
+                "prompt": text(),
+                "solution": text(),
+                "answer": tfds.features.Scalar(dtype=np.int64),
+                "num_ops": tfds.features.Scalar(dtype=np.int32),
+                "digits": tfds.features.Scalar(dtype=np.int32),
+                "level": text(),
+            }
+        ),
         disable_shuffling=True,
         metadata=metadata,
     )
@@ -170,9 +178,13 @@ class TtcArith(tfds.core.GeneratorBasedBuilder):
 def problem_to_record(p: "arith.Problem") -> dict[str, Any]:
   """The feature dict written for one ``arith.Problem``."""
   return {
-      "question": p.question, "prompt": p.prompt, "solution": p.solution,
-      "answer": int(p.answer), "num_ops": int(p.level.num_ops),
-      "digits": int(p.level.digits), "level": p.level.name,
+      "question": p.question,
+      "prompt": p.prompt,
+      "solution": p.solution,
+      "answer": int(p.answer),
+      "num_ops": int(p.level.num_ops),
+      "digits": int(p.level.digits),
+      "level": p.level.name,
   }
 
 
@@ -189,8 +201,9 @@ def decode_record(rec: Mapping[str, Any]) -> dict[str, Any]:
   return out
 
 
-def make_builder(data_dir: str | os.PathLike, levels: str, train_per_level: int,
-                 test_per_level: int, seed: int) -> TtcArith:
+def make_builder(
+    data_dir: str | os.PathLike, levels: str, train_per_level: int, test_per_level: int, seed: int
+) -> TtcArith:
   """The builder for these parameters under ``data_dir`` (nothing written)."""
   data_dir = os.fspath(data_dir)
   if os.path.exists(data_dir) and not os.path.isdir(data_dir):
@@ -207,7 +220,8 @@ def make_builder(data_dir: str | os.PathLike, levels: str, train_per_level: int,
     if stored != spec.params():
       raise RuntimeError(
           f"TFDS dataset at {path!r} was written with parameters {stored}, "
-          f"not {spec.params()}; delete it and prepare again")
+          f"not {spec.params()}; delete it and prepare again"
+      )
   return builder
 
 
@@ -216,9 +230,14 @@ def is_prepared(builder: tfds.core.DatasetBuilder) -> bool:
   return os.path.isfile(os.path.join(os.fspath(builder.data_dir), "dataset_info.json"))
 
 
-def build_arith_dataset(data_dir: str | os.PathLike, levels: str,
-                        train_per_level: int, test_per_level: int,
-                        seed: int, progress: bool = False) -> TtcArith:
+def build_arith_dataset(
+    data_dir: str | os.PathLike,
+    levels: str,
+    train_per_level: int,
+    test_per_level: int,
+    seed: int,
+    progress: bool = False,
+) -> TtcArith:
   """Prepares (once) and returns the arith dataset builder.
 
   Idempotent: a prepared config directory is reused as is; another set of
@@ -236,7 +255,8 @@ def build_arith_dataset(data_dir: str | os.PathLike, levels: str,
     with _quiet(progress):
       builder.download_and_prepare(
           file_format=FILE_FORMAT,
-          download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+          download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+      )
   return builder
 
 
@@ -258,7 +278,8 @@ def _builder_from_dir(path: str) -> tfds.core.DatasetBuilder:
       raise FileNotFoundError(
           f"{path!r} holds {what} {DATASET_NAME} datasets (looked for "
           f"{root}/<config>/{VERSION}/dataset_info.json); pass the version "
-          f"directory or a builder from build_arith_dataset: {found}")
+          f"directory or a builder from build_arith_dataset: {found}"
+      )
     path = found[0]
   try:
     return tfds.builder_from_directory(path)
@@ -287,7 +308,8 @@ def resolve_builder(builder_or_args: Any) -> tfds.core.DatasetBuilder:
   if not is_prepared(builder):
     raise FileNotFoundError(
         f"arith dataset not prepared at {os.fspath(builder.data_dir)!r} (no "
-        "dataset_info.json); call build_arith_dataset first")
+        "dataset_info.json); call build_arith_dataset first"
+    )
   return builder
 
 
@@ -298,8 +320,9 @@ def load_split(builder_or_args: Any, split: str) -> Any:
   ``resolve_builder`` accepts.
   """
   builder = resolve_builder(builder_or_args)
-  return open_data_source(builder, split, builder_or_args["data_dir"]
-                          if isinstance(builder_or_args, Mapping) else None)
+  return open_data_source(
+      builder, split, builder_or_args["data_dir"] if isinstance(builder_or_args, Mapping) else None
+  )
 
 
 def open_data_source(builder, split: str, data_dir=None):
@@ -310,8 +333,12 @@ def open_data_source(builder, split: str, data_dir=None):
   try:
     if data_dir is not None:
       source = tfds.data_source(
-          builder.name, split=split, data_dir=os.fspath(data_dir), download=False,
-          builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT})
+          builder.name,
+          split=split,
+          data_dir=os.fspath(data_dir),
+          download=False,
+          builder_kwargs={"config": builder.builder_config, "file_format": FILE_FORMAT},
+      )
     else:
       source = builder.as_data_source(split=split)
     if len(source) > 0:

@@ -39,8 +39,9 @@ Example = dict  # {"inputs": int32[n], "targets": int32[n], "loss_mask": float32
 ExampleLike = Union[Example, tuple]  # an Example or (prompt_ids, solution_ids)
 
 
-def make_example(prompt_ids: Sequence[int], solution_ids: Sequence[int],
-                 bos_id: int = 1, eos_id: int = 2) -> Example:
+def make_example(
+    prompt_ids: Sequence[int], solution_ids: Sequence[int], bos_id: int = 1, eos_id: int = 2
+) -> Example:
   """Builds one unpacked example from prompt and solution token ids.
 
   Args:
@@ -55,17 +56,21 @@ def make_example(prompt_ids: Sequence[int], solution_ids: Sequence[int],
   """
   prompt = np.asarray(prompt_ids, dtype=np.int32).reshape(-1)
   solution = np.asarray(solution_ids, dtype=np.int32).reshape(-1)
-  tokens = np.concatenate([np.array([bos_id], np.int32), prompt, solution,
-                           np.array([eos_id], np.int32)])
-  mask = np.concatenate([np.zeros(prompt.size, np.float32),
-                         np.ones(solution.size + 1, np.float32)])
+  tokens = np.concatenate(
+      [np.array([bos_id], np.int32), prompt, solution, np.array([eos_id], np.int32)]
+  )
+  mask = np.concatenate([np.zeros(prompt.size, np.float32), np.ones(solution.size + 1, np.float32)])
   return {"inputs": tokens[:-1], "targets": tokens[1:], "loss_mask": mask}
 
 
 def tokenize_example(tokenizer: Any, prompt: str, solution: str) -> Example:
   """``make_example`` on text, using ``tokenizer.encode`` and its BOS/EOS ids."""
-  return make_example(tokenizer.encode(prompt), tokenizer.encode(solution),
-                      bos_id=tokenizer.BOS, eos_id=tokenizer.EOS)
+  return make_example(
+      tokenizer.encode(prompt),
+      tokenizer.encode(solution),
+      bos_id=tokenizer.BOS,
+      eos_id=tokenizer.EOS,
+  )
 
 
 def _as_example(ex: ExampleLike, bos_id: int, eos_id: int) -> Example:
@@ -80,7 +85,8 @@ def check_length(n: int, seq_len: int, what: str = "example") -> None:
   if n > seq_len:
     raise ValueError(
         f"{what} needs {n} positions ({n + 1} tokens including BOS/EOS) but "
-        f"seq_len is {seq_len}; raise seq_len or drop longer problems.")
+        f"seq_len is {seq_len}; raise seq_len or drop longer problems."
+    )
   if n <= 0:
     raise ValueError(f"{what} is empty (length {n}).")
 
@@ -92,8 +98,9 @@ def empty_rows(num_rows: int, seq_len: int) -> dict[str, np.ndarray]:
   return rows
 
 
-def _assign_rows(lengths: Sequence[int], seq_len: int, pack: bool,
-                 max_open_rows: int) -> list[list[int]]:
+def _assign_rows(
+    lengths: Sequence[int], seq_len: int, pack: bool, max_open_rows: int
+) -> list[list[int]]:
   """Assigns example indices to rows, in order.
 
   With ``pack``, first-fit over at most ``max_open_rows`` open rows: each
@@ -109,7 +116,7 @@ def _assign_rows(lengths: Sequence[int], seq_len: int, pack: bool,
     return [[i] for i in range(len(lengths))]
   rows: list[list[int]] = []
   open_ids: list[int] = []  # indices into ``rows`` still accepting examples
-  free: list[int] = []      # free positions of each open row
+  free: list[int] = []  # free positions of each open row
   for i, n in enumerate(lengths):
     for j, f in enumerate(free):
       if n <= f:
@@ -126,10 +133,14 @@ def _assign_rows(lengths: Sequence[int], seq_len: int, pack: bool,
   return rows
 
 
-def pack_examples(examples: Sequence[ExampleLike], seq_len: int,
-                  pack: bool = True, bos_id: int = 1, eos_id: int = 2,
-                  max_open_rows: int = DEFAULT_MAX_OPEN_ROWS
-                  ) -> dict[str, np.ndarray]:
+def pack_examples(
+    examples: Sequence[ExampleLike],
+    seq_len: int,
+    pack: bool = True,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    max_open_rows: int = DEFAULT_MAX_OPEN_ROWS,
+) -> dict[str, np.ndarray]:
   """Packs examples into rows of ``seq_len`` positions.
 
   Args:
@@ -171,15 +182,16 @@ def pack_examples(examples: Sequence[ExampleLike], seq_len: int,
   return out
 
 
-def pad_rows(examples: Sequence[ExampleLike], seq_len: int, bos_id: int = 1,
-             eos_id: int = 2) -> dict[str, np.ndarray]:
+def pad_rows(
+    examples: Sequence[ExampleLike], seq_len: int, bos_id: int = 1, eos_id: int = 2
+) -> dict[str, np.ndarray]:
   """One example per row, right-padded: arrays [N, seq_len] (evaluation)."""
-  return pack_examples(examples, seq_len, pack=False, bos_id=bos_id,
-                       eos_id=eos_id)
+  return pack_examples(examples, seq_len, pack=False, bos_id=bos_id, eos_id=eos_id)
 
 
-def eval_batches(examples: Sequence[ExampleLike], batch_size: int, seq_len: int
-                 ) -> list[dict[str, np.ndarray]]:
+def eval_batches(
+    examples: Sequence[ExampleLike], batch_size: int, seq_len: int
+) -> list[dict[str, np.ndarray]]:
   """All `examples` packed once into [batch_size, seq_len] batches (evaluation).
 
   The last batch is filled with all-padding rows, which carry no loss or
@@ -189,17 +201,25 @@ def eval_batches(examples: Sequence[ExampleLike], batch_size: int, seq_len: int
   n = rows["inputs"].shape[0]
   pad = (-n) % batch_size
   if pad:
-    rows = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-            for k, v in rows.items()}
-  return [{k: v[i:i + batch_size] for k, v in rows.items()}
-          for i in range(0, n + pad, batch_size)]
+    rows = {
+        k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in rows.items()
+    }
+  return [
+      {k: v[i : i + batch_size] for k, v in rows.items()} for i in range(0, n + pad, batch_size)
+  ]
 
 
-def iterate_batches(examples: Sequence[ExampleLike], batch_size: int,
-                    seq_len: int, seed: int, epochs: int | None = None,
-                    pack: bool = True, bos_id: int = 1, eos_id: int = 2,
-                    max_open_rows: int = DEFAULT_MAX_OPEN_ROWS
-                    ) -> Iterator[dict[str, np.ndarray]]:
+def iterate_batches(
+    examples: Sequence[ExampleLike],
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    epochs: int | None = None,
+    pack: bool = True,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    max_open_rows: int = DEFAULT_MAX_OPEN_ROWS,
+) -> Iterator[dict[str, np.ndarray]]:
   """Yields fixed-shape batches from in-memory examples.
 
   Each epoch shuffles the examples with ``np.random.default_rng((seed,
@@ -227,13 +247,13 @@ def iterate_batches(examples: Sequence[ExampleLike], batch_size: int,
   epoch = 0
   while epochs is None or epoch < epochs:
     order = np.random.default_rng((seed, epoch)).permutation(len(exs))
-    rows = pack_examples([exs[i] for i in order], seq_len, pack=pack,
-                         max_open_rows=max_open_rows)
+    rows = pack_examples([exs[i] for i in order], seq_len, pack=pack, max_open_rows=max_open_rows)
     num_rows = rows["inputs"].shape[0]
     if num_rows < batch_size:
       raise ValueError(
           f"one epoch of {len(exs)} examples makes {num_rows} rows of "
-          f"seq_len {seq_len}, fewer than batch_size {batch_size}.")
+          f"seq_len {seq_len}, fewer than batch_size {batch_size}."
+      )
     for b in range(num_rows // batch_size):
       sl = slice(b * batch_size, (b + 1) * batch_size)
       yield {k: v[sl] for k, v in rows.items()}

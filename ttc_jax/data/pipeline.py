@@ -57,8 +57,9 @@ class TokenizeExample(grain.transforms.Map):
   def map(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
     rec = arith_tfds.decode_record(record)
     ex = packing.tokenize_example(self.tokenizer, rec["prompt"], rec["solution"])
-    packing.check_length(int(ex["inputs"].shape[0]), self.seq_len,
-                         what=f"problem {rec['question']!r}")
+    packing.check_length(
+        int(ex["inputs"].shape[0]), self.seq_len, what=f"problem {rec['question']!r}"
+    )
     return ex
 
 
@@ -90,16 +91,28 @@ def _to_batch_dict(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def per_host_batch_size(batch_size: int, process_count: int) -> int:
   """``batch_size // process_count``; ValueError unless it divides evenly."""
   if batch_size <= 0 or process_count <= 0 or batch_size % process_count:
-    raise ValueError(f"global batch_size {batch_size} must be a positive multiple "
-                     f"of process_count {process_count}")
+    raise ValueError(
+        f"global batch_size {batch_size} must be a positive multiple "
+        f"of process_count {process_count}"
+    )
   return batch_size // process_count
 
 
-def make_train_dataset(data: Any, tokenizer: Any, batch_size: int, seq_len: int,
-                       seed: int, *, pack: bool = True, process_index: int = 0,
-                       process_count: int = 1, num_packing_bins: int | None = None,
-                       num_threads: int = 2, prefetch_buffer_size: int = 64,
-                       worker_count: int = 0) -> grain.IterDataset:
+def make_train_dataset(
+    data: Any,
+    tokenizer: Any,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    *,
+    pack: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    num_packing_bins: int | None = None,
+    num_threads: int = 2,
+    prefetch_buffer_size: int = 64,
+    worker_count: int = 0,
+) -> grain.IterDataset:
   """The grain train pipeline (see the module docstring); infinite.
 
   Args:
@@ -123,19 +136,24 @@ def make_train_dataset(data: Any, tokenizer: Any, batch_size: int, seq_len: int,
   local_batch = per_host_batch_size(batch_size, process_count)
   source = arith_tfds.load_split(data, "train")
   if len(source) < process_count:
-    raise ValueError(f"train split has {len(source)} records, fewer than "
-                     f"process_count {process_count}")
+    raise ValueError(
+        f"train split has {len(source)} records, fewer than " f"process_count {process_count}"
+    )
   ds = grain.MapDataset.source(source)
   if process_count > 1:
     ds = ds[process_index::process_count]
   ds = ds.shuffle(seed=seed).repeat(None).map(TokenizeExample(tokenizer, seq_len))
-  ids = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size))
+  ids = ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch_buffer_size)
+  )
   if pack:
     ids = grain.experimental.FirstFitPackIterDataset(
-        ids, length_struct={k: seq_len for k in _PACKED_KEYS},
-        num_packing_bins=num_packing_bins or local_batch, seed=seed,
-        shuffle_bins=True)
+        ids,
+        length_struct={k: seq_len for k in _PACKED_KEYS},
+        num_packing_bins=num_packing_bins or local_batch,
+        seed=seed,
+        shuffle_bins=True,
+    )
   else:
     ids = ids.map(_PadRow(seq_len))
   ids = ids.batch(local_batch, drop_remainder=True).map(_to_batch_dict)
@@ -144,8 +162,9 @@ def make_train_dataset(data: Any, tokenizer: Any, batch_size: int, seq_len: int,
   return ids
 
 
-def make_train_iterator(data: Any, tokenizer: Any, batch_size: int, seq_len: int,
-                        seed: int, **kwargs) -> Iterator[dict[str, np.ndarray]]:
+def make_train_iterator(
+    data: Any, tokenizer: Any, batch_size: int, seq_len: int, seed: int, **kwargs
+) -> Iterator[dict[str, np.ndarray]]:
   """``iter(make_train_dataset(...))``: yields batch dicts [B // P, T] forever.
 
   The iterator is a grain ``DatasetIterator``: ``get_state()`` /

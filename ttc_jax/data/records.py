@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 def write_records(path: str, records: Iterable[dict[str, Any]]) -> int:
   """Writes `records` (JSON-serialisable dicts) to one array_record file; returns the count."""
   from array_record.python.array_record_module import ArrayRecordWriter
+
   d = os.path.dirname(os.path.abspath(path))
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-" + os.path.basename(path))
@@ -46,6 +47,7 @@ def read_records(paths: str | Sequence[str]) -> list[dict[str, Any]]:
   file, or holds a record that is not a JSON object.
   """
   from array_record.python.array_record_module import ArrayRecordReader
+
   out: list[dict[str, Any]] = []
   for path in [paths] if isinstance(paths, str) else list(paths):
     if not os.path.isfile(path):

@@ -32,10 +32,22 @@ from ttc_jax.grading.gsm8k import extract_gsm8k_answer, gsm8k_equivalent
 from ttc_jax.grading.normalize import canonical_math_answer, normalize_math_answer
 from ttc_jax.grading.numbers import parse_number
 
-__all__ = ["DEFAULT_TIMEOUT_S", "GRADERS", "Grader", "MAX_ANSWER_CHARS",
-           "canonical_math_answer", "extract_gsm8k_answer", "extract_math_answer",
-           "get_grader", "group_equivalent", "gsm8k_equivalent", "last_boxed",
-           "math_equivalent", "normalize_math_answer", "parse_number"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "GRADERS",
+    "Grader",
+    "MAX_ANSWER_CHARS",
+    "canonical_math_answer",
+    "extract_gsm8k_answer",
+    "extract_math_answer",
+    "get_grader",
+    "group_equivalent",
+    "gsm8k_equivalent",
+    "last_boxed",
+    "math_equivalent",
+    "normalize_math_answer",
+    "parse_number",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Grader:
 
 def _arith_grader() -> Grader:
   from ttc_jax.tasks import arith
+
   return Grader(arith.extract_answer, arith.equivalent)
 
 

@@ -43,8 +43,8 @@ from ttc_jax.grading.normalize import canonical_math_answer, normalize_math_answ
 from ttc_jax.grading.numbers import decimal_comma, decimal_digits, parse_number, rounds_to
 
 DEFAULT_TIMEOUT_S = 2.0
-MAX_DEPTH = 4                  # nesting of structures compared element by element
-_UNORDERED = ("\\{\\}", "")    # set braces, bare comma lists (MATH's "enter all solutions")
+MAX_DEPTH = 4  # nesting of structures compared element by element
+_UNORDERED = ("\\{\\}", "")  # set braces, bare comma lists (MATH's "enter all solutions")
 
 
 def _scalar_equal(a: str, b: str, deadline: float) -> bool:
@@ -54,8 +54,9 @@ def _scalar_equal(a: str, b: str, deadline: float) -> bool:
   if va is not None and vb is not None:
     if va == vb:
       return True
-    return ((decimal_digits(b) == 0 and rounds_to(a, float(vb)))
-            or (decimal_digits(a) == 0 and rounds_to(b, float(va))))
+    return (decimal_digits(b) == 0 and rounds_to(a, float(vb))) or (
+        decimal_digits(a) == 0 and rounds_to(b, float(va))
+    )
   return symbolic.symbolic_equal(a, b, deadline)
 
 
@@ -64,9 +65,17 @@ def _intervals_equal(ia: list, ib: list, deadline: float) -> bool:
     return False
   unused = list(ib)
   for lo, lc, hi, hc in ia:
-    k = next((k for k, (lo2, lc2, hi2, hc2) in enumerate(unused)
-              if lc == lc2 and hc == hc2 and _scalar_equal(lo, lo2, deadline)
-              and _scalar_equal(hi, hi2, deadline)), None)
+    k = next(
+        (
+            k
+            for k, (lo2, lc2, hi2, hc2) in enumerate(unused)
+            if lc == lc2
+            and hc == hc2
+            and _scalar_equal(lo, lo2, deadline)
+            and _scalar_equal(hi, hi2, deadline)
+        ),
+        None,
+    )
     if k is None:
       return False
     unused.pop(k)
@@ -77,7 +86,7 @@ def _relations_equal(ra, rb, deadline: float, depth: int) -> bool:
   (sa, oa), (sb, ob) = ra, rb
   if oa == ob and all(_equal(x, y, deadline, depth + 1) for x, y in zip(sa, sb)):
     return True
-  if oa == ob and len(oa) == 1 and oa[0] in ("=", "!="):   # symmetric relations
+  if oa == ob and len(oa) == 1 and oa[0] in ("=", "!="):  # symmetric relations
     if _equal(sa[0], sb[1], deadline, depth + 1) and _equal(sa[1], sb[0], deadline, depth + 1):
       return True
   if oa == ob == ["="]:
@@ -120,7 +129,7 @@ def _equal(a: str, b: str, deadline: float, depth: int = 0) -> bool:
           return True
   if ra is not None or rb is not None:
     return False
-  for x, y in ((a, b), (b, a)):   # 2,74 vs 2.74
+  for x, y in ((a, b), (b, a)):  # 2,74 vs 2.74
     dx, vy = decimal_comma(x), parse_number(y)
     if dx is not None and vy is not None:
       return dx == vy

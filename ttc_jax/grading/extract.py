@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import re
 
-MAX_ANSWER_CHARS = 1000     # longer answers are not normalised (compared as strings)
-TAIL_CHARS = 2000           # how far from the end a final math segment is looked for
+MAX_ANSWER_CHARS = 1000  # longer answers are not normalised (compared as strings)
+TAIL_CHARS = 2000  # how far from the end a final math segment is looked for
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _BOX_SPACE_RE = re.compile(r" +([^$\s]+)")
 _SPACES_RE = re.compile(r" *")
-_JOIN_RE = re.compile(r"(?:[\s,;$.]|\\\(|\\\)|\\\[|\\\]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}"
-                      r"|\band\b|\bor\b|(?<![A-Za-z])[A-Za-z](?:_\d)?\s*=)*")
+_JOIN_RE = re.compile(
+    r"(?:[\s,;$.]|\\\(|\\\)|\\\[|\\\]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}"
+    r"|\band\b|\bor\b|(?<![A-Za-z])[A-Za-z](?:_\d)?\s*=)*"
+)
 
 
 def match_brace(s: str, start: int) -> int:
@@ -68,7 +70,7 @@ def boxes(text: str) -> list[tuple[int, int, str]] | None:
       end = match_brace(text, j)
       if end < 0:
         return None
-      found.append((m.start(), end, text[j + 1:end - 1]))
+      found.append((m.start(), end, text[j + 1 : end - 1]))
       pos = end
     elif j > i:
       tail = _BOX_SPACE_RE.match(text, i)
@@ -95,22 +97,26 @@ def _joined_boxes(found: list[tuple[int, int, str]], text: str) -> str:
   separate from it (a list written as several boxes) joined by ", "."""
   group = [found[-1]]
   for prev in reversed(found[:-1]):
-    between = text[prev[1]:group[0][0]]
+    between = text[prev[1] : group[0][0]]
     if len(between) > 40 or _JOIN_RE.fullmatch(between) is None:
       break
     group.insert(0, prev)
   return ", ".join(c.strip() for _, _, c in group)
 
 
-_MATH_CUE_RE = re.compile(r"(?:final answer is|answer is|answer\s*:|final answer\s*[-\u2013]|"
-                          r"\banswer\s*(?=\$|\\\(|\\\[))\s*:?\s*", re.IGNORECASE)
+_MATH_CUE_RE = re.compile(
+    r"(?:final answer is|answer is|answer\s*:|final answer\s*[-\u2013]|"
+    r"\banswer\s*(?=\$|\\\(|\\\[))\s*:?\s*",
+    re.IGNORECASE,
+)
 _SENTENCE_END_RE = re.compile(r"(?:(?<=[.!?])|(?<=\\\]))\s+(?=[A-Z*])")
 _BOLD_RE = re.compile(r"\*\*([^*]{1,40})\*\*")
 _NUMBER_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?(?:/\d+)?%?")
 # inline $..$ as pandoc reads it: no space inside either dollar, the closing one not before
 # a digit (so "$325 - $130 = $195" is currency, not math)
-_MATH_SEG_RE = re.compile(r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)"
-                          r"|\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)", re.DOTALL)
+_MATH_SEG_RE = re.compile(
+    r"\\\[(.+?)\\\]|\$\$(.+?)\$\$|\\\((.+?)\\\)" r"|\$(?!\s)([^$\n]+?)(?<!\s)\$(?!\d)", re.DOTALL
+)
 _VERB_RE = re.compile(r"\b(?:is|are|was|were|be|equals|gives|has|have|had|total of)\b|=")
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 
@@ -148,7 +154,7 @@ def _last_verb_end(text: str) -> int:
 def _first_value(text: str) -> str | None:
   """The first math segment or number of ``text``."""
   seg = _MATH_SEG_RE.search(text)
-  num = _NUMBER_RE.search(_outside_math(text) if seg is None else text[:seg.start()])
+  num = _NUMBER_RE.search(_outside_math(text) if seg is None else text[: seg.start()])
   if num is not None:
     return num.group(0).rstrip(",")
   return _inner(seg) if seg is not None else None
@@ -162,11 +168,14 @@ def _words_answer(sentence: str) -> str | None:
     return bold[-1].strip()
   end = _last_verb_end(sentence)
   got = _first_value(sentence[end:]) if end else None
-  if got is None:   # the last math segment or number outside math, whichever is later
+  if got is None:  # the last math segment or number outside math, whichever is later
     segs = _math_segments(sentence)
     last = [(m.start(), _inner(m)) for m in segs[-1:]]
-    last += [(m.start(), m.group(0).rstrip(",")) for m in _NUMBER_RE.finditer(sentence)
-             if not any(a <= m.start() < b for a, b in (x.span() for x in segs))][-1:]
+    last += [
+        (m.start(), m.group(0).rstrip(","))
+        for m in _NUMBER_RE.finditer(sentence)
+        if not any(a <= m.start() < b for a, b in (x.span() for x in segs))
+    ][-1:]
     got = max(last)[1] if last else None
   return got
 
@@ -175,7 +184,7 @@ def _clean(out: str) -> str | None:
   out = out.strip().rstrip(".").strip()
   for left, right in (("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
     while out.startswith(left) and out.endswith(right) and len(out) >= len(left) + len(right):
-      out = out[len(left):len(out) - len(right)].strip()
+      out = out[len(left) : len(out) - len(right)].strip()
   return out.strip("$").strip().rstrip(".").strip() or None
 
 
@@ -191,13 +200,13 @@ def _final_answer(text: str) -> str | None:
   """Rules 3 and 4: the math the text ends with, else the final sentence's answer."""
   tail = text[-TAIL_CHARS:]
   segs = _math_segments(tail)
-  if segs and not tail[segs[-1].end():].strip(" .\n"):
+  if segs and not tail[segs[-1].end() :].strip(" .\n"):
     return _clean(_inner(segs[-1]))
   lines = [ln for ln in tail.split("\n") if ln.strip()]
   if not lines:
     return None
   sentence = _SENTENCE_END_RE.split(lines[-1].strip())[-1]
-  if not _has_words(sentence):   # not words: a bare answer
+  if not _has_words(sentence):  # not words: a bare answer
     return None
   got = _words_answer(sentence)
   return _clean(got) if got else None
@@ -214,7 +223,7 @@ def extract_math_answer(text: str) -> str | None:
     return _joined_boxes(found, text)
   cues = list(_MATH_CUE_RE.finditer(text))
   if cues:
-    rest = text[cues[-1].end():]
+    rest = text[cues[-1].end() :]
     lines = rest.split("\n")
     first = lines[0] if lines[0].strip() else next((ln for ln in lines if ln.strip()), "")
     if first.strip() in ("\\[", "$$"):  # a display block on its own lines

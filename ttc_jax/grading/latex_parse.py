@@ -41,13 +41,50 @@ MAX_DIGITS = 60
 MAX_EXPONENT = 1000
 MAX_POW_BITS = 20000
 
-GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta",
-         "theta", "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho",
-         "sigma", "tau", "upsilon", "phi", "varphi", "chi", "psi", "omega")
-FUNCTIONS = {"sin": "sin", "cos": "cos", "tan": "tan", "sec": "sec", "csc": "csc",
-             "cot": "cot", "arcsin": "asin", "arccos": "acos", "arctan": "atan",
-             "sinh": "sinh", "cosh": "cosh", "tanh": "tanh", "ln": "log", "log": "log",
-             "exp": "exp"}
+GREEK = (
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "varepsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "vartheta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+    "nu",
+    "xi",
+    "rho",
+    "sigma",
+    "tau",
+    "upsilon",
+    "phi",
+    "varphi",
+    "chi",
+    "psi",
+    "omega",
+)
+FUNCTIONS = {
+    "sin": "sin",
+    "cos": "cos",
+    "tan": "tan",
+    "sec": "sec",
+    "csc": "csc",
+    "cot": "cot",
+    "arcsin": "asin",
+    "arccos": "acos",
+    "arctan": "atan",
+    "sinh": "sinh",
+    "cosh": "cosh",
+    "tanh": "tanh",
+    "ln": "log",
+    "log": "log",
+    "exp": "exp",
+}
 FRACS = ("frac", "dfrac", "tfrac", "cfrac")
 _IGNORED_CMDS = ("left", "right", "displaystyle")
 _TOKEN_RE = re.compile(r"\s+|(\d+\.?\d*|\.\d+)|([A-Za-z]+)|\\([A-Za-z]+)|(\\[,;:! ])|(.)")
@@ -59,6 +96,7 @@ class ParseError(ValueError):
 
 def _sympy():
   import sympy  # lazy: optional dependency of the grading step
+
   return sympy
 
 
@@ -149,8 +187,9 @@ class _Parser:
       return True
     if kind == "op":
       return value in self._OPEN
-    return (value in FRACS or value in FUNCTIONS or value in GREEK
-            or value in ("sqrt", "pi", "infty"))
+    return (
+        value in FRACS or value in FUNCTIONS or value in GREEK or value in ("sqrt", "pi", "infty")
+    )
 
   def term(self) -> Any:
     """term := unary (('*' | '/' | \\cdot | \\times | \\div | implicit) unary)*"""

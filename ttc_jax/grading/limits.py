@@ -43,8 +43,9 @@ def time_limit(seconds: float):
       if gc_was_enabled:
         gc.enable()
     if outer_left > 0:
-      signal.setitimer(signal.ITIMER_REAL,
-                       max(outer_left - (time.monotonic() - start), 1e-3), outer_interval)
+      signal.setitimer(
+          signal.ITIMER_REAL, max(outer_left - (time.monotonic() - start), 1e-3), outer_interval
+      )
 
 
 def can_alarm() -> bool:

@@ -12,32 +12,121 @@ import re
 
 from ttc_jax.grading.extract import MAX_ANSWER_CHARS, match_brace
 
-_UNITS = ("units", "unit", "sq", "square", "cubic", "cm", "centimeters", "centimeter", "mm",
-          "meters", "meter", "km", "kilometers", "inches", "inch", "feet", "foot", "ft",
-          "yards", "yard", "miles", "mile", "mph", "degrees", "degree", "dollars", "dollar",
-          "cents", "cent", "hours", "hour", "minutes", "minute", "seconds", "second", "days",
-          "day", "weeks", "years", "pounds", "ounces", "grams", "kg", "liters", "people",
-          "students", "ways", "points", "percent", "pct", "per cent", "USD", "gallons",
-          "months", "lbs", "cups", "digits", "digit", "apples", "marbles", "books", "sq units",
-          "square units")
-_UNIT_RE = re.compile(r"(?<=[\d}\s)])\s*(?:%s)(?:\^\{?[23]\}?)?\s*$"
-                      % "|".join(sorted(_UNITS, key=len, reverse=True)))
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textrm|textnormal|textit|textsf|texttt|emph|mbox|"
-                          r"hbox|mathrm|mathbf|mathit|mathsf|operatorname)\s*\{")
+_UNITS = (
+    "units",
+    "unit",
+    "sq",
+    "square",
+    "cubic",
+    "cm",
+    "centimeters",
+    "centimeter",
+    "mm",
+    "meters",
+    "meter",
+    "km",
+    "kilometers",
+    "inches",
+    "inch",
+    "feet",
+    "foot",
+    "ft",
+    "yards",
+    "yard",
+    "miles",
+    "mile",
+    "mph",
+    "degrees",
+    "degree",
+    "dollars",
+    "dollar",
+    "cents",
+    "cent",
+    "hours",
+    "hour",
+    "minutes",
+    "minute",
+    "seconds",
+    "second",
+    "days",
+    "day",
+    "weeks",
+    "years",
+    "pounds",
+    "ounces",
+    "grams",
+    "kg",
+    "liters",
+    "people",
+    "students",
+    "ways",
+    "points",
+    "percent",
+    "pct",
+    "per cent",
+    "USD",
+    "gallons",
+    "months",
+    "lbs",
+    "cups",
+    "digits",
+    "digit",
+    "apples",
+    "marbles",
+    "books",
+    "sq units",
+    "square units",
+)
+_UNIT_RE = re.compile(
+    r"(?<=[\d}\s)])\s*(?:%s)(?:\^\{?[23]\}?)?\s*$" % "|".join(sorted(_UNITS, key=len, reverse=True))
+)
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textrm|textnormal|textit|textsf|texttt|emph|mbox|"
+    r"hbox|mathrm|mathbf|mathit|mathsf|operatorname)\s*\{"
+)
 _EQ_LHS_RE = re.compile(r"^\s*(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?(?:\([A-Za-z]\))?\s*=\s*")
-_REPLACE = (("\\!", ""), ("{,}", ","), ("\\,", " "), ("\\;", " "), ("\\:", " "),
-            ("~", " "), ("\\left", ""), ("\\right", ""), ("\\displaystyle", ""),
-            ("\\bigl", ""), ("\\bigr", ""), ("\\Bigl", ""), ("\\Bigr", ""),
-            ("tfrac", "frac"), ("dfrac", "frac"), ("cfrac", "frac"), ("^{\\circ}", ""),
-            ("^\\circ", ""), ("\u00b0", ""), ("\\%", ""), ("%", ""), ("\\$", ""), ("$", ""),
-            ("\u2212", "-"), ("\u2264", "<="), ("\u2265", ">="), ("\u2260", "!="),
-            ("\\mathbb{R}", "(-\\infty,\\infty)"), ("\\varnothing", "\\emptyset"),
-            ("+\\infty", "\\infty"), ("\\mp", "\\pm"))
-_REL_CMDS = ((re.compile(r"\\(?:geqslant|geq|ge)(?![A-Za-z])"), ">="),
-             (re.compile(r"\\(?:leqslant|leq|le)(?![A-Za-z])"), "<="),
-             (re.compile(r"\\(?:neq|ne)(?![A-Za-z])"), "!="),
-             (re.compile(r"\\gt(?![A-Za-z])"), ">"), (re.compile(r"\\lt(?![A-Za-z])"), "<"),
-             (re.compile(r"=>"), ">="), (re.compile(r"=<"), "<="))
+_REPLACE = (
+    ("\\!", ""),
+    ("{,}", ","),
+    ("\\,", " "),
+    ("\\;", " "),
+    ("\\:", " "),
+    ("~", " "),
+    ("\\left", ""),
+    ("\\right", ""),
+    ("\\displaystyle", ""),
+    ("\\bigl", ""),
+    ("\\bigr", ""),
+    ("\\Bigl", ""),
+    ("\\Bigr", ""),
+    ("tfrac", "frac"),
+    ("dfrac", "frac"),
+    ("cfrac", "frac"),
+    ("^{\\circ}", ""),
+    ("^\\circ", ""),
+    ("\u00b0", ""),
+    ("\\%", ""),
+    ("%", ""),
+    ("\\$", ""),
+    ("$", ""),
+    ("\u2212", "-"),
+    ("\u2264", "<="),
+    ("\u2265", ">="),
+    ("\u2260", "!="),
+    ("\\mathbb{R}", "(-\\infty,\\infty)"),
+    ("\\varnothing", "\\emptyset"),
+    ("+\\infty", "\\infty"),
+    ("\\mp", "\\pm"),
+)
+_REL_CMDS = (
+    (re.compile(r"\\(?:geqslant|geq|ge)(?![A-Za-z])"), ">="),
+    (re.compile(r"\\(?:leqslant|leq|le)(?![A-Za-z])"), "<="),
+    (re.compile(r"\\(?:neq|ne)(?![A-Za-z])"), "!="),
+    (re.compile(r"\\gt(?![A-Za-z])"), ">"),
+    (re.compile(r"\\lt(?![A-Za-z])"), "<"),
+    (re.compile(r"=>"), ">="),
+    (re.compile(r"=<"), "<="),
+)
 _WORDS_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 
 
@@ -51,7 +140,7 @@ def _unwrap_text(s: str) -> str:
     end = match_brace(s, m.end() - 1)
     if end < 0:
       break
-    out.append(s[pos:m.start()] + s[m.end():end - 1])
+    out.append(s[pos : m.start()] + s[m.end() : end - 1])
     pos = end
   return "".join(out) + s[pos:]
 
@@ -66,7 +155,7 @@ def _brace_single_args(s: str) -> str:
 
 
 def _connectives(s: str) -> str:
-  """" and " between math items -> "," (``6 and 8`` is a list); " or " -> ``\\lor``
+  """ " and " between math items -> "," (``6 and 8`` is a list); " or " -> ``\\lor``
   (read as a union by the relation code); left alone in answers made of words."""
   if " and " not in s and " or " not in s:
     return s
@@ -113,14 +202,15 @@ def canonical_math_answer(s: str | None) -> str | None:
     s = _UNIT_RE.sub("", s).strip()
   for old, new in _REPLACE:
     s = s.replace(old, new)
-  s = re.sub(r"(?<!\\)\\ ", " ", s)   # "\\ " is a space, "\\\\ " a row end
+  s = re.sub(r"(?<!\\)\\ ", " ", s)  # "\\ " is a space, "\\\\ " a row end
   for pattern, new in _REL_CMDS:
     s = pattern.sub(new, s)
   s = s.strip().rstrip(".").strip()
   for _ in range(2):
     s = _UNIT_RE.sub("", s).strip()
-  if (re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s)
-      or re.fullmatch(r"-?\d{1,3}( \d{3})+(\.\d+)?", s)):
+  if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s) or re.fullmatch(
+      r"-?\d{1,3}( \d{3})+(\.\d+)?", s
+  ):
     s = s.replace(",", "").replace(" ", "")
   s = _connectives(s)
   s = _brace_single_args(s)

@@ -11,13 +11,13 @@ import math
 import re
 from fractions import Fraction
 
-MIN_DECIMAL_DIGITS = 6     # a decimal this precise may stand for an exact value it rounds
+MIN_DECIMAL_DIGITS = 6  # a decimal this precise may stand for an exact value it rounds
 
 NUM_RE = re.compile(r"-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\$?\.\d+")
 _PLAIN_NUM_RE = re.compile(r"-?(?:\d+\.?\d*|\.\d+)")
 _FRAC_RE = re.compile(r"(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}")
 _SLASH_RE = re.compile(r"(-?\d+)/(-?\d+)")
-_DECIMAL_COMMA_RE = re.compile(r"-?\d+,(?:\d{2}|\d{4,})")   # "1,5" stays the list 1, 5
+_DECIMAL_COMMA_RE = re.compile(r"-?\d+,(?:\d{2}|\d{4,})")  # "1,5" stays the list 1, 5
 _DECIMAL_RE = re.compile(r"-?(\d*)\.(\d+)")
 
 

@@ -16,8 +16,10 @@ from ttc_jax.grading import latex_parse
 _REL_RE = re.compile(r"<=|>=|!=|\\in(?![A-Za-z])|=|<|>")
 _UNION_RE = re.compile(r"\\cup(?![A-Za-z])|\\lor(?![A-Za-z])")
 _GREEK = "|".join(latex_parse.GREEK)
-_ATOM = (r"(?:m?\\angle)?(?:\\(?:%s)|[A-Za-z]{1,3})(?:_\{?[A-Za-z0-9]+\}?)?'*"
-         r"(?:\([A-Za-z0-9,]*\))?" % _GREEK)
+_ATOM = (
+    r"(?:m?\\angle)?(?:\\(?:%s)|[A-Za-z]{1,3})(?:_\{?[A-Za-z0-9]+\}?)?'*"
+    r"(?:\([A-Za-z0-9,]*\))?" % _GREEK
+)
 _LABEL_RE = re.compile(r"{a}|\({a}(?:,{a})+\)|{a}(?::{a})+".format(a=_ATOM))
 _CONST_CMDS_RE = re.compile(r"\\(?:pi|infty|sqrt|frac|cdot|times|div)(?![A-Za-z])")
 _MATRIX_RE = re.compile(r"\\begin\{([pbvBV]?matrix)\}(.*)\\end\{\1\}")
@@ -87,13 +89,13 @@ def sequence(s: str) -> tuple[str, list[str]] | None:
     return mat
   for left, right in _BRACKETS:
     if encloses(s, left, right):
-      parts = top_commas(s[len(left):-len(right)])
+      parts = top_commas(s[len(left) : -len(right)])
       if len(parts) >= 2:
         return left + right, parts
   parts = top_commas(s)
-  if len(parts) < 2 and len(split_top(s, _PM_RE)[1]) == 1:   # a \pm b: the list a+b, a-b
+  if len(parts) < 2 and len(split_top(s, _PM_RE)[1]) == 1:  # a \pm b: the list a+b, a-b
     return "", [s.replace("\\pm", "+", 1), s.replace("\\pm", "-", 1)]
-  if len(parts) < 2:   # "x=1 or x=2" (a spoken "or" of values) is a list too
+  if len(parts) < 2:  # "x=1 or x=2" (a spoken "or" of values) is a list too
     parts, seps = split_top(s, _UNION_RE)
     if "\\lor" not in seps or "\\cup" in seps:
       return None
@@ -103,7 +105,7 @@ def sequence(s: str) -> tuple[str, list[str]] | None:
 def relation(s: str) -> tuple[list[str], list[str]] | None:
   """``(sides, operators)`` of a top-level relation chain (``a<=b<c``), with ``>``/``>=``
   chains turned around (``x>=5`` -> ``5<=x``); None without one or with an empty side."""
-  if len(top_commas(s)) >= 2 or split_top(s, _UNION_RE)[1]:   # lists and unions are not
+  if len(top_commas(s)) >= 2 or split_top(s, _UNION_RE)[1]:  # lists and unions are not
     return None
   sides, ops = split_top(s, _REL_RE)
   if not ops or any(x == "" for x in sides):
@@ -121,8 +123,11 @@ def is_label(s: str) -> bool:
 def is_constant(s: str) -> bool:
   """No letters outside ``\\pi``, ``\\infty``, ``\\sqrt``, ``\\frac``, ``\\cdot``, ...;
   no relation operator."""
-  return (s != "" and re.search(r"[A-Za-z]", _CONST_CMDS_RE.sub("", s)) is None
-          and _REL_RE.search(s) is None)
+  return (
+      s != ""
+      and re.search(r"[A-Za-z]", _CONST_CMDS_RE.sub("", s)) is None
+      and _REL_RE.search(s) is None
+  )
 
 
 def views(s: str) -> list[str]:
@@ -132,15 +137,16 @@ def views(s: str) -> list[str]:
   ``S``."""
   out = []
   rel = relation(s)
-  if rel is not None and rel[1] == ["\\in"] and is_label(rel[0][0]):   # x \in \{1,2\}
+  if rel is not None and rel[1] == ["\\in"] and is_label(rel[0][0]):  # x \in \{1,2\}
     out.append(rel[0][1])
   if rel is not None and all(op == "=" for op in rel[1]):
     sides = rel[0]
     if len(sides) >= 3 or is_label(sides[0]) or is_constant(sides[0]):
       out.append(sides[-1])
-    elif is_constant(sides[-1]) and re.fullmatch(r"[A-Za-z_{}()+\-*^'\\]*[A-Za-z][^0-9]*",
-                                                 sides[0]):
-      out.append(sides[-1])   # a+b+c=\frac{13}{8}: a named combination (no digits)
+    elif is_constant(sides[-1]) and re.fullmatch(
+        r"[A-Za-z_{}()+\-*^'\\]*[A-Za-z][^0-9]*", sides[0]
+    ):
+      out.append(sides[-1])  # a+b+c=\frac{13}{8}: a named combination (no digits)
     elif is_label(sides[-1]):
       out.append(sides[0])
   parts = top_commas(s)

@@ -16,7 +16,7 @@ from ttc_jax.grading import latex_parse
 from ttc_jax.grading.limits import can_alarm
 from ttc_jax.grading.numbers import decimal_digits, rounds_to
 
-_sympy_module: list = []   # [module or None] once tried
+_sympy_module: list = []  # [module or None] once tried
 POINTS = 6
 
 
@@ -79,7 +79,7 @@ def symbolic_equal(a: str, b: str, deadline: float) -> bool:
     return False
   if ea == eb:
     return True
-  for dec, other, e in ((a, b, eb), (b, a, ea)):   # 0.0833333 vs \frac{1}{12}
+  for dec, other, e in ((a, b, eb), (b, a, ea)):  # 0.0833333 vs \frac{1}{12}
     if not e.free_symbols and decimal_digits(other) == 0 and rounds_to(dec, _real(sp, e)):
       return True
   agree = numeric_agree(sp, ea, eb)

@@ -21,8 +21,7 @@ def to_dtype(name: str | Any):
 
 ROPE_SCALING_KEYS = {
     "linear": ("factor",),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor",
-               "original_max_position_embeddings"),
+    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
 }
 
 
@@ -42,8 +41,10 @@ def normalize_rope_scaling(scaling: Any) -> tuple[tuple[str, Any], ...]:
   if kind in (None, "default"):
     return ()
   if kind not in ROPE_SCALING_KEYS:
-    raise ValueError(f"unsupported RoPE scaling type {kind!r}; supported: "
-                     f"{sorted(ROPE_SCALING_KEYS)} (or none/'default')")
+    raise ValueError(
+        f"unsupported RoPE scaling type {kind!r}; supported: "
+        f"{sorted(ROPE_SCALING_KEYS)} (or none/'default')"
+    )
   missing = [k for k in ROPE_SCALING_KEYS[kind] if d.get(k) is None]
   if missing:
     raise ValueError(f"RoPE scaling {kind!r} needs {missing}; got {sorted(d)}")
@@ -95,15 +96,24 @@ class ModelConfig:
   rope_scaling: Any = ()
 
   def __post_init__(self):
-    for f in ("vocab_size", "embed_dim", "num_layers", "num_heads",
-              "num_kv_heads", "head_dim", "mlp_dim", "max_len"):
+    for f in (
+        "vocab_size",
+        "embed_dim",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "mlp_dim",
+        "max_len",
+    ):
       v = getattr(self, f)
       if not isinstance(v, int) or v <= 0:
         raise ValueError(f"ModelConfig.{f} must be a positive int, got {v!r}")
     if self.num_heads % self.num_kv_heads:
       raise ValueError(
           f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
-          f"num_kv_heads={self.num_kv_heads}")
+          f"num_kv_heads={self.num_kv_heads}"
+      )
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even (RoPE)")
     to_dtype(self.param_dtype)
@@ -127,8 +137,13 @@ class ModelConfig:
   @property
   def num_params(self) -> int:
     """Total parameter count, embeddings included."""
-    d, h, kv, hd, f = (self.embed_dim, self.num_heads, self.num_kv_heads,
-                       self.head_dim, self.mlp_dim)
+    d, h, kv, hd, f = (
+        self.embed_dim,
+        self.num_heads,
+        self.num_kv_heads,
+        self.head_dim,
+        self.mlp_dim,
+    )
     attn = d * h * hd + 2 * d * kv * hd + h * hd * d
     if self.qkv_bias:
       attn += h * hd + 2 * kv * hd
@@ -140,8 +155,11 @@ class ModelConfig:
   def num_matmul_params(self) -> int:
     """Parameters that take part in matmuls per token (embedding gather excluded)."""
     d = self.embed_dim
-    per_layer = (d * self.num_heads * self.head_dim * 2
-                 + 2 * d * self.num_kv_heads * self.head_dim + 3 * d * self.mlp_dim)
+    per_layer = (
+        d * self.num_heads * self.head_dim * 2
+        + 2 * d * self.num_kv_heads * self.head_dim
+        + 3 * d * self.mlp_dim
+    )
     return self.num_layers * per_layer + self.vocab_size * d
 
   def forward_flops_per_token(self, context_len: float) -> float:

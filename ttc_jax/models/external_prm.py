@@ -70,9 +70,14 @@ class _StepPRM(nnx.Module):
   delimiter_ids: tuple[int, ...]
   step_format = StepFormat()
 
-  def format_steps(self, tokenizer, prompt: str, steps: Sequence[str],
-                   fmt: StepFormat | None = None, tag_text: str | None = None
-                   ) -> tuple[list[int], list[int]]:
+  def format_steps(
+      self,
+      tokenizer,
+      prompt: str,
+      steps: Sequence[str],
+      fmt: StepFormat | None = None,
+      tag_text: str | None = None,
+  ) -> tuple[list[int], list[int]]:
     """Token ids of `prompt` + `steps` in `fmt` (default: the class's `step_format`) and
     the position of each step's tag. With `tag_text` (the tag as text, e.g. "ки") the
     whole solution is encoded as one string, as the PRM's own code does (so a
@@ -81,8 +86,10 @@ class _StepPRM(nnx.Module):
     written only when `delimiter_ids` is empty (a remap would turn the steps' own
     newlines into tags): ValueError otherwise."""
     if self.delimiter_ids:
-      raise ValueError(f"format_steps needs an adapter loaded with delimiter_ids=() (this one "
-                       f"remaps {self.delimiter_ids} to the step tag)")
+      raise ValueError(
+          f"format_steps needs an adapter loaded with delimiter_ids=() (this one "
+          f"remaps {self.delimiter_ids} to the step tag)"
+      )
     fmt = fmt or self.step_format
     start = [tokenizer.BOS] if fmt.bos else []
     if tag_text:
@@ -117,11 +124,13 @@ class _StepPRM(nnx.Module):
   def step_logits(self, h: jax.Array) -> jax.Array:
     raise NotImplementedError
 
-  def __call__(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
-               segment_ids=None) -> tuple[jax.Array, Cache | None]:
+  def __call__(
+      self, tokens, positions, cache: Cache | None = None, attention_mask=None, segment_ids=None
+  ) -> tuple[jax.Array, Cache | None]:
     """Values float32[B,T] (probability of a good step at each position) and the cache."""
-    h, cache = self.backbone.hidden(self.remap(tokens), positions, cache, attention_mask,
-                                    segment_ids)
+    h, cache = self.backbone.hidden(
+        self.remap(tokens), positions, cache, attention_mask, segment_ids
+    )
     logits = parallel.constrain(self.step_logits(h), ("batch", "length"))
     return jax.nn.sigmoid(logits), cache
 
@@ -129,8 +138,9 @@ class _StepPRM(nnx.Module):
     h, cache = self.backbone.hidden(self.remap(tokens), positions, cache, attention_mask)
     return self.step_logits(h), cache
 
-  def extend(self, cache: Cache, tokens: jax.Array, lengths: jax.Array
-             ) -> tuple[jax.Array, jax.Array, Cache]:
+  def extend(
+      self, cache: Cache, tokens: jax.Array, lengths: jax.Array
+  ) -> tuple[jax.Array, jax.Array, Cache]:
     """Appends tokens[b, :lengths[b]] at the cache's index; values/logits float32[B]
     at each row's last appended token (meaningless when lengths[b] == 0)."""
     b, t = tokens.shape
@@ -166,15 +176,24 @@ class ClassifierPRM(_StepPRM):
       ReLU between layers; the last d_out is the number of classes.
   """
 
-  def __init__(self, cfg: ModelConfig, head_dims: Sequence[tuple[int, int]], *,
-               step_token_id: int, positive_class: int = 1,
-               delimiter_ids: Sequence[int] = (), rngs: nnx.Rngs):
+  def __init__(
+      self,
+      cfg: ModelConfig,
+      head_dims: Sequence[tuple[int, int]],
+      *,
+      step_token_id: int,
+      positive_class: int = 1,
+      delimiter_ids: Sequence[int] = (),
+      rngs: nnx.Rngs,
+  ):
     self.backbone = Transformer(cfg.replace(tie_embeddings=True), rngs=rngs)
-    pd, init = to_dtype(cfg.param_dtype), nnx.initializers.normal(cfg.embed_dim ** -0.5)
-    self.head_w = nnx.List([nnx.Param(init(rngs.params(), dims, pd), logical_axes=(None, None))
-                            for dims in head_dims])
-    self.head_b = nnx.List([nnx.Param(jnp.zeros((dims[1],), pd), logical_axes=(None,))
-                            for dims in head_dims])
+    pd, init = to_dtype(cfg.param_dtype), nnx.initializers.normal(cfg.embed_dim**-0.5)
+    self.head_w = nnx.List(
+        [nnx.Param(init(rngs.params(), dims, pd), logical_axes=(None, None)) for dims in head_dims]
+    )
+    self.head_b = nnx.List(
+        [nnx.Param(jnp.zeros((dims[1],), pd), logical_axes=(None,)) for dims in head_dims]
+    )
     num_classes = head_dims[-1][1]
     if not 0 <= positive_class < num_classes:
       raise ValueError(f"positive_class={positive_class} but the head has {num_classes} classes")
@@ -204,8 +223,15 @@ class TokenProbPRM(_StepPRM):
 
   step_format = StepFormat(before_tag=" ", between="\n", bos=True)
 
-  def __init__(self, lm: Transformer, *, step_token_id: int, good_token_id: int,
-               bad_token_id: int, delimiter_ids: Sequence[int] = ()):
+  def __init__(
+      self,
+      lm: Transformer,
+      *,
+      step_token_id: int,
+      good_token_id: int,
+      bad_token_id: int,
+      delimiter_ids: Sequence[int] = (),
+  ):
     v = lm.cfg.vocab_size
     for name, i in (("step", step_token_id), ("good", good_token_id), ("bad", bad_token_id)):
       if not 0 <= int(i) < v:
@@ -218,7 +244,7 @@ class TokenProbPRM(_StepPRM):
     """logit(good) - logit(bad) float32[B,T], reading only those two vocabulary rows."""
     ids = jnp.array([self.good_token_id, self.bad_token_id])
     lm = self.backbone
-    w = lm.embed[...][ids].T if lm.cfg.tie_embeddings else lm.lm_head[...][:, ids]   # [d,2]
+    w = lm.embed[...][ids].T if lm.cfg.tie_embeddings else lm.lm_head[...][:, ids]  # [d,2]
     two = h.astype(jnp.float32) @ w.astype(jnp.float32)
     return two[..., 0] - two[..., 1]
 
@@ -229,15 +255,24 @@ def _head_layers(keys: Sequence[str]) -> list[str]:
     return ["score"]
   idx = sorted({int(m.group(1)) for k in keys if (m := re.fullmatch(r"score\.(\d+)\.weight", k))})
   if not idx:
-    raise ValueError("no classification head in the checkpoint: expected score.weight or "
-                     "score.<i>.weight tensors")
+    raise ValueError(
+        "no classification head in the checkpoint: expected score.weight or "
+        "score.<i>.weight tensors"
+    )
   return [f"score.{i}" for i in idx]
 
 
-def load_classifier_prm(path: str, *, step_token_id: int, positive_class: int = 1,
-                        delimiter_ids: Sequence[int] = (), mesh=None,
-                        param_dtype: str = "float32", dtype: str | None = None,
-                        max_len: int | None = None) -> ClassifierPRM:
+def load_classifier_prm(
+    path: str,
+    *,
+    step_token_id: int,
+    positive_class: int = 1,
+    delimiter_ids: Sequence[int] = (),
+    mesh=None,
+    param_dtype: str = "float32",
+    dtype: str | None = None,
+    max_len: int | None = None,
+) -> ClassifierPRM:
   """Loads a HF Llama/Qwen2 backbone + `score` head directory as a ClassifierPRM.
 
   Tensors are `model.*` (the backbone, as in `hf.tensor_map`) and the head;
@@ -247,30 +282,54 @@ def load_classifier_prm(path: str, *, step_token_id: int, positive_class: int = 
   hf_cfg, reader = hf.open_checkpoint(path)
   cfg = hf.config_from_hf(hf_cfg, max_len=max_len, param_dtype=param_dtype, dtype=dtype)
   if not 0 <= step_token_id < cfg.vocab_size:
-    raise ValueError(f"step_token_id={step_token_id} is outside the vocabulary "
-                     f"(size {cfg.vocab_size})")
+    raise ValueError(
+        f"step_token_id={step_token_id} is outside the vocabulary " f"(size {cfg.vocab_size})"
+    )
   layers = _head_layers(reader.keys())
   dims = [tuple(reversed(reader.shape(f"{n}.weight"))) for n in layers]
   with parallel.use_mesh(mesh):
-    abstract = nnx.eval_shape(lambda: ClassifierPRM(
-        cfg, dims, step_token_id=step_token_id, positive_class=positive_class,
-        delimiter_ids=delimiter_ids, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(
+        lambda: ClassifierPRM(
+            cfg,
+            dims,
+            step_token_id=step_token_id,
+            positive_class=positive_class,
+            delimiter_ids=delimiter_ids,
+            rngs=nnx.Rngs(0),
+        )
+    )
   t, ident = (lambda a: a.T), (lambda a: a)
-  mapping = {k: (("backbone",) + p, f, g)
-             for k, (p, f, g) in hf.tensor_map(cfg.replace(tie_embeddings=True)).items()}
+  mapping = {
+      k: (("backbone",) + p, f, g)
+      for k, (p, f, g) in hf.tensor_map(cfg.replace(tie_embeddings=True)).items()
+  }
   for i, n in enumerate(layers):
     mapping[f"{n}.weight"] = (("head_w", i), t, t)
     mapping[f"{n}.bias"] = (("head_b", i), ident, ident)
   return hf.load_state(abstract, mapping, reader, mesh, optional=("lm_head.weight",))
 
 
-def load_token_prm(path: str, *, step_token_id: int, good_token_id: int, bad_token_id: int,
-                   delimiter_ids: Sequence[int] = (), mesh=None, param_dtype: str = "float32",
-                   dtype: str | None = None, max_len: int | None = None) -> TokenProbPRM:
+def load_token_prm(
+    path: str,
+    *,
+    step_token_id: int,
+    good_token_id: int,
+    bad_token_id: int,
+    delimiter_ids: Sequence[int] = (),
+    mesh=None,
+    param_dtype: str = "float32",
+    dtype: str | None = None,
+    max_len: int | None = None,
+) -> TokenProbPRM:
   """Loads a HF causal LM directory (`hf.load_model`) as a Math-Shepherd style TokenProbPRM."""
   lm = hf.load_model(path, mesh=mesh, param_dtype=param_dtype, dtype=dtype, max_len=max_len)
-  return TokenProbPRM(lm, step_token_id=step_token_id, good_token_id=good_token_id,
-                      bad_token_id=bad_token_id, delimiter_ids=delimiter_ids)
+  return TokenProbPRM(
+      lm,
+      step_token_id=step_token_id,
+      good_token_id=good_token_id,
+      bad_token_id=bad_token_id,
+      delimiter_ids=delimiter_ids,
+  )
 
 
 def step_scores(prm: _StepPRM, tokens, lengths) -> list[list[float]]:

@@ -41,15 +41,25 @@ from ttc_jax.models.config import ModelConfig, normalize_rope_scaling, to_dtype
 from ttc_jax.models.transformer import Transformer
 
 MODEL_TYPES = ("llama", "qwen2", "mistral")
-_ST_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16,
-              "BF16": ml_dtypes.bfloat16, "I64": np.int64, "I32": np.int32,
-              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_ST_DTYPES = {
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 _NP_TO_ST = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 # Buffers some exporters write that carry no parameters.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 # --- safetensors I/O ----------------------------------------------------------
+
 
 class SafetensorsReader:
   """Lazy reader over one or more safetensors files (memory-mapped, any dtype).
@@ -86,12 +96,13 @@ class SafetensorsReader:
       raise ValueError(f"tensor {name} in {path} has unsupported dtype {dt}")
     if path not in self._maps:
       self._maps[path] = np.memmap(path, np.uint8, mode="r")
-    raw = self._maps[path][offset:offset + size]
+    raw = self._maps[path][offset : offset + size]
     return np.array(raw.view(_ST_DTYPES[dt]).reshape(shape))
 
 
-def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
-                      metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
+) -> None:
   """Writes numpy arrays (bfloat16 included) as one safetensors file."""
   header: dict[str, Any] = {"__metadata__": dict(metadata or {"format": "pt"})}
   offset, arrays = 0, []
@@ -99,8 +110,11 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
     a = np.ascontiguousarray(tensors[name])
     if a.dtype not in _NP_TO_ST:
       raise ValueError(f"cannot write tensor {name} of dtype {a.dtype} to safetensors")
-    header[name] = {"dtype": _NP_TO_ST[a.dtype], "shape": list(a.shape),
-                    "data_offsets": [offset, offset + a.nbytes]}
+    header[name] = {
+        "dtype": _NP_TO_ST[a.dtype],
+        "shape": list(a.shape),
+        "data_offsets": [offset, offset + a.nbytes],
+    }
     offset += a.nbytes
     arrays.append(a)
   blob = json.dumps(header, separators=(",", ":")).encode()
@@ -115,8 +129,10 @@ def write_safetensors(path: str, tensors: Mapping[str, np.ndarray],
 def open_checkpoint(path: str) -> tuple[dict, SafetensorsReader]:
   """(config.json as a dict, reader over the checkpoint's safetensors) of a local directory."""
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"checkpoint directory {path} does not exist (only local paths "
-                            f"are supported; nothing is downloaded)")
+    raise FileNotFoundError(
+        f"checkpoint directory {path} does not exist (only local paths "
+        f"are supported; nothing is downloaded)"
+    )
   cfg_path = os.path.join(path, "config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{path} has no config.json")
@@ -130,15 +146,22 @@ def open_checkpoint(path: str) -> tuple[dict, SafetensorsReader]:
   else:
     files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith(".safetensors"))
     if not files:
-      raise FileNotFoundError(f"{path} has no *.safetensors file (and no "
-                              f"model.safetensors.index.json)")
+      raise FileNotFoundError(
+          f"{path} has no *.safetensors file (and no " f"model.safetensors.index.json)"
+      )
   return hf_cfg, SafetensorsReader(files)
 
 
 # --- config -------------------------------------------------------------------
 
-def config_from_hf(hf: Mapping[str, Any], *, max_len: int | None = None,
-                   param_dtype: str = "float32", dtype: str | None = None) -> ModelConfig:
+
+def config_from_hf(
+    hf: Mapping[str, Any],
+    *,
+    max_len: int | None = None,
+    param_dtype: str = "float32",
+    dtype: str | None = None,
+) -> ModelConfig:
   """ModelConfig of a HF Llama/Qwen2/Mistral `config.json` dict.
 
   Reads RoPE from `rope_parameters` (transformers 5) or `rope_theta` +
@@ -162,38 +185,62 @@ def config_from_hf(hf: Mapping[str, Any], *, max_len: int | None = None,
   max_len = int(max_len or hf.get("max_position_embeddings", 4096))
   window = hf.get("sliding_window") if mt == "mistral" else None
   if window is not None and max_len > window:
-    raise ValueError(f"Mistral sliding_window={window} is smaller than max_len={max_len}; "
-                     f"pass max_len <= {window}")
+    raise ValueError(
+        f"Mistral sliding_window={window} is smaller than max_len={max_len}; "
+        f"pass max_len <= {window}"
+    )
   return ModelConfig(
-      vocab_size=hf["vocab_size"], embed_dim=d, num_layers=hf["num_hidden_layers"],
-      num_heads=heads, num_kv_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or d // heads, mlp_dim=hf["intermediate_size"],
-      max_len=max_len, rope_theta=float(theta), rope_scaling=normalize_rope_scaling(scaling),
+      vocab_size=hf["vocab_size"],
+      embed_dim=d,
+      num_layers=hf["num_hidden_layers"],
+      num_heads=heads,
+      num_kv_heads=hf.get("num_key_value_heads") or heads,
+      head_dim=hf.get("head_dim") or d // heads,
+      mlp_dim=hf["intermediate_size"],
+      max_len=max_len,
+      rope_theta=float(theta),
+      rope_scaling=normalize_rope_scaling(scaling),
       norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", False)), qkv_bias=(mt == "qwen2"),
-      param_dtype=param_dtype, dtype=dtype or param_dtype)
+      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+      qkv_bias=(mt == "qwen2"),
+      param_dtype=param_dtype,
+      dtype=dtype or param_dtype,
+  )
 
 
-def config_to_hf(cfg: ModelConfig, model_type: str, extra: Mapping[str, Any] | None = None
-                 ) -> dict:
+def config_to_hf(cfg: ModelConfig, model_type: str, extra: Mapping[str, Any] | None = None) -> dict:
   """HF `config.json` dict for `cfg` (both transformers 4 and 5 RoPE keys)."""
   if model_type not in ("llama", "qwen2"):
     raise ValueError(f"export model_type must be 'llama' or 'qwen2', got {model_type!r}")
   if cfg.qkv_bias != (model_type == "qwen2"):
-    raise ValueError(f"qkv_bias={cfg.qkv_bias} cannot be exported as {model_type!r} "
-                     f"(Qwen2 has q/k/v biases, Llama none)")
+    raise ValueError(
+        f"qkv_bias={cfg.qkv_bias} cannot be exported as {model_type!r} "
+        f"(Qwen2 has q/k/v biases, Llama none)"
+    )
   scaling = dict(cfg.rope_scaling) or None
   arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
   out = dict(
-      architectures=[arch], model_type=model_type, vocab_size=cfg.vocab_size,
-      hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers,
-      num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
-      head_dim=cfg.head_dim, intermediate_size=cfg.mlp_dim,
-      max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
-      rope_theta=cfg.rope_theta, rope_scaling=scaling,
+      architectures=[arch],
+      model_type=model_type,
+      vocab_size=cfg.vocab_size,
+      hidden_size=cfg.embed_dim,
+      num_hidden_layers=cfg.num_layers,
+      num_attention_heads=cfg.num_heads,
+      num_key_value_heads=cfg.num_kv_heads,
+      head_dim=cfg.head_dim,
+      intermediate_size=cfg.mlp_dim,
+      max_position_embeddings=cfg.max_len,
+      rms_norm_eps=cfg.norm_eps,
+      hidden_act="silu",
+      rope_theta=cfg.rope_theta,
+      rope_scaling=scaling,
       rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=cfg.rope_theta),
-      tie_word_embeddings=cfg.tie_embeddings, torch_dtype=cfg.param_dtype,
-      dtype=cfg.param_dtype, attention_bias=False, mlp_bias=False)
+      tie_word_embeddings=cfg.tie_embeddings,
+      torch_dtype=cfg.param_dtype,
+      dtype=cfg.param_dtype,
+      attention_bias=False,
+      mlp_bias=False,
+  )
   if model_type == "qwen2":
     out.update(use_sliding_window=False, sliding_window=None)
   out.update(extra or {})
@@ -213,8 +260,10 @@ def tensor_map(cfg: ModelConfig, prefix: str = "model.") -> dict[str, tuple[tupl
   proj = lambda n: ((lambda a: a.T.reshape(d, n, hd)), (lambda a: a.reshape(d, n * hd).T))
   bias = lambda n: ((lambda a: a.reshape(n, hd)), (lambda a: a.reshape(n * hd)))
   o = ((lambda a: a.T.reshape(h, hd, d)), (lambda a: a.reshape(h * hd, d).T))
-  m = {f"{prefix}embed_tokens.weight": (("embed",), ident, ident),
-       f"{prefix}norm.weight": (("final_norm", "scale"), ident, ident)}
+  m = {
+      f"{prefix}embed_tokens.weight": (("embed",), ident, ident),
+      f"{prefix}norm.weight": (("final_norm", "scale"), ident, ident),
+  }
   if not cfg.tie_embeddings:
     m["lm_head.weight"] = (("lm_head",), t, t)
   for i in range(cfg.num_layers):
@@ -236,9 +285,13 @@ def _listing(names: list[str]) -> str:
   return ", ".join(names[:8]) + more
 
 
-def load_state(abstract: nnx.Module, mapping: Mapping[str, tuple[tuple, Fn, Fn]],
-               reader: SafetensorsReader, mesh=None, optional: Iterable[str] = ()
-               ) -> nnx.Module:
+def load_state(
+    abstract: nnx.Module,
+    mapping: Mapping[str, tuple[tuple, Fn, Fn]],
+    reader: SafetensorsReader,
+    mesh=None,
+    optional: Iterable[str] = (),
+) -> nnx.Module:
   """Fills an abstract module (from `nnx.eval_shape`) with checkpoint tensors.
 
   `mapping` is `tensor_map`-like; tensors named in `optional` may be present
@@ -249,20 +302,26 @@ def load_state(abstract: nnx.Module, mapping: Mapping[str, tuple[tuple, Fn, Fn]]
   tensor and both shapes on a shape mismatch.
   """
   graphdef, abs_state = nnx.split(abstract)
-  shardings = None if mesh is None else dict(
-      nnx.to_flat_state(parallel.state_shardings(abs_state, mesh)))
+  shardings = (
+      None if mesh is None else dict(nnx.to_flat_state(parallel.state_shardings(abs_state, mesh)))
+  )
   flat = dict(nnx.to_flat_state(abs_state))
   have = set(reader.keys())
   missing = sorted(set(mapping) - have)
   ignore = set(optional)
-  unexpected = sorted(k for k in have - set(mapping) - ignore
-                      if not k.endswith(_IGNORED_SUFFIXES))
+  unexpected = sorted(k for k in have - set(mapping) - ignore if not k.endswith(_IGNORED_SUFFIXES))
   if missing or unexpected:
-    raise ValueError("checkpoint tensors do not match the model: "
-                     + "; ".join(s for s in (
-                         f"missing {len(missing)}: {_listing(missing)}" if missing else "",
-                         f"unexpected {len(unexpected)}: {_listing(unexpected)}"
-                         if unexpected else "") if s))
+    raise ValueError(
+        "checkpoint tensors do not match the model: "
+        + "; ".join(
+            s
+            for s in (
+                f"missing {len(missing)}: {_listing(missing)}" if missing else "",
+                f"unexpected {len(unexpected)}: {_listing(unexpected)}" if unexpected else "",
+            )
+            if s
+        )
+    )
   unmapped = set(flat) - {p for p, _, _ in mapping.values()}
   if unmapped:
     raise ValueError(f"model parameters with no checkpoint tensor: {sorted(map(str, unmapped))}")
@@ -271,8 +330,10 @@ def load_state(abstract: nnx.Module, mapping: Mapping[str, tuple[tuple, Fn, Fn]]
     want = flat[path].get_value()
     hf_shape = jax.eval_shape(to_hf, jax.ShapeDtypeStruct(want.shape, want.dtype)).shape
     if tuple(reader.shape(name)) != tuple(hf_shape):
-      raise ValueError(f"tensor {name} has shape {tuple(reader.shape(name))}, expected "
-                       f"{tuple(hf_shape)} (for {'/'.join(map(str, path))} {tuple(want.shape)})")
+      raise ValueError(
+          f"tensor {name} has shape {tuple(reader.shape(name))}, expected "
+          f"{tuple(hf_shape)} (for {'/'.join(map(str, path))} {tuple(want.shape)})"
+      )
     value = np.asarray(to_repo(reader.get(name)), dtype=want.dtype)
     if shardings is None:
       arr = jax.device_put(value)
@@ -285,8 +346,15 @@ def load_state(abstract: nnx.Module, mapping: Mapping[str, tuple[tuple, Fn, Fn]]
 
 # --- public API -------------------------------------------------------------------
 
-def load_model(path: str, *, mesh=None, param_dtype: str = "float32", dtype: str | None = None,
-               max_len: int | None = None) -> Transformer:
+
+def load_model(
+    path: str,
+    *,
+    mesh=None,
+    param_dtype: str = "float32",
+    dtype: str | None = None,
+    max_len: int | None = None,
+) -> Transformer:
   """Imports a HF Llama/Qwen2/Mistral causal LM directory as a `Transformer`.
 
   Args:
@@ -306,9 +374,15 @@ def load_model(path: str, *, mesh=None, param_dtype: str = "float32", dtype: str
   return load_state(abstract, tensor_map(cfg), reader, mesh, optional)
 
 
-def save_model(model: Transformer, path: str, *, model_type: str | None = None,
-               dtype: str | None = None, max_shard_bytes: int = 2 * 1024 ** 3,
-               extra_config: Mapping[str, Any] | None = None) -> None:
+def save_model(
+    model: Transformer,
+    path: str,
+    *,
+    model_type: str | None = None,
+    dtype: str | None = None,
+    max_shard_bytes: int = 2 * 1024**3,
+    extra_config: Mapping[str, Any] | None = None,
+) -> None:
   """Exports a `Transformer` as a HF checkpoint directory that `transformers` loads.
 
   model_type: "llama" or "qwen2" (default: "qwen2" when cfg.qkv_bias, else
@@ -320,8 +394,9 @@ def save_model(model: Transformer, path: str, *, model_type: str | None = None,
   cfg = model.cfg
   model_type = model_type or ("qwen2" if cfg.qkv_bias else "llama")
   out_dtype = np.dtype(to_dtype(dtype or cfg.param_dtype))
-  hf_cfg = config_to_hf(cfg, model_type, dict(extra_config or {}, torch_dtype=str(out_dtype),
-                                               dtype=str(out_dtype)))
+  hf_cfg = config_to_hf(
+      cfg, model_type, dict(extra_config or {}, torch_dtype=str(out_dtype), dtype=str(out_dtype))
+  )
   os.makedirs(path, exist_ok=True)
   flat = dict(nnx.to_flat_state(nnx.state(model)))
   shards: list[dict[str, np.ndarray]] = [{}]

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 NEG_INF = -1e30
 
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def dense(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
   """Contracts the last `n_in` axes of x[..., *in] with the first of w[*in, *out].
@@ -48,7 +49,7 @@ def _attention_probs_out(q, k, v, mask, groups):
   mask [B,T,S] bool -> (out [B,Kh,G*T,D], probs [B,Kh,G*T,S]); softmax in float32."""
   b, kvh, gt, hd = q.shape
   t, s = gt // groups, k.shape[2]
-  logits = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32) * hd ** -0.5
+  logits = jnp.einsum("bkqd,bksd->bkqs", q, k).astype(jnp.float32) * hd**-0.5
   logits = jnp.where(mask[:, None, None], logits.reshape(b, kvh, groups, t, s), NEG_INF)
   probs = jax.nn.softmax(logits, axis=-1).astype(q.dtype).reshape(b, kvh, gt, s)
   return jnp.einsum("bkqs,bksd->bkqd", probs, v), probs
@@ -96,9 +97,18 @@ def write_rows(x: jax.Array, start: jax.Array, update: jax.Array, axis: int) -> 
   row-index vector makes GSPMD all-gather the indices (collectives per decode step).
   """
   dnums = jax.lax.ScatterDimensionNumbers(
-      update_window_dims=tuple(range(1, update.ndim)), inserted_window_dims=(),
-      scatter_dims_to_operand_dims=(axis,), operand_batching_dims=(0,),
-      scatter_indices_batching_dims=(0,))
-  return jax.lax.scatter(x, start.astype(jnp.int32)[:, None], update, dnums,
-                         indices_are_sorted=True, unique_indices=True,
-                         mode=jax.lax.GatherScatterMode.CLIP)
+      update_window_dims=tuple(range(1, update.ndim)),
+      inserted_window_dims=(),
+      scatter_dims_to_operand_dims=(axis,),
+      operand_batching_dims=(0,),
+      scatter_indices_batching_dims=(0,),
+  )
+  return jax.lax.scatter(
+      x,
+      start.astype(jnp.int32)[:, None],
+      update,
+      dnums,
+      indices_are_sorted=True,
+      unique_indices=True,
+      mode=jax.lax.GatherScatterMode.CLIP,
+  )

@@ -64,8 +64,9 @@ class ValueModel(nnx.Module):
     """Empty KV cache for `batch` sequences (see `transformer.init_cache`)."""
     return transformer.init_cache(self.cfg, batch, max_len, dtype)
 
-  def value_logits(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
-                   segment_ids=None) -> tuple[jax.Array, Cache | None]:
+  def value_logits(
+      self, tokens, positions, cache: Cache | None = None, attention_mask=None, segment_ids=None
+  ) -> tuple[jax.Array, Cache | None]:
     """Value logits float32[B,T] and the updated cache.
 
     tokens/positions/attention_mask/segment_ids: [B,T]; the cache semantics
@@ -78,14 +79,16 @@ class ValueModel(nnx.Module):
     chex.assert_shape(logits, tokens.shape)
     return parallel.constrain(logits, ("batch", "length")), cache
 
-  def __call__(self, tokens, positions, cache: Cache | None = None, attention_mask=None,
-               segment_ids=None) -> tuple[jax.Array, Cache | None]:
+  def __call__(
+      self, tokens, positions, cache: Cache | None = None, attention_mask=None, segment_ids=None
+  ) -> tuple[jax.Array, Cache | None]:
     """Values sigmoid(logits) float32[B,T] in (0,1) and the updated cache."""
     logits, cache = self.value_logits(tokens, positions, cache, attention_mask, segment_ids)
     return jax.nn.sigmoid(logits), cache
 
-  def extend(self, cache: Cache, tokens: jax.Array, lengths: jax.Array
-             ) -> tuple[jax.Array, jax.Array, Cache]:
+  def extend(
+      self, cache: Cache, tokens: jax.Array, lengths: jax.Array
+  ) -> tuple[jax.Array, jax.Array, Cache]:
     """Appends ragged token runs to the cache and scores each run's last token.
 
     Args:
@@ -106,11 +109,11 @@ class ValueModel(nnx.Module):
     b, t = tokens.shape
     chex.assert_shape(lengths, (b,))
     steps = jnp.arange(t, dtype=jnp.int32)[None]
-    positions = cache["index"][:, None] + steps                          # [B,T]
+    positions = cache["index"][:, None] + steps  # [B,T]
     mask = steps < lengths[:, None]
     logits, cache = self.value_logits(tokens, positions, cache, attention_mask=mask)
     last = jnp.maximum(lengths - 1, 0).astype(jnp.int32)
-    logits = jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0]    # [B]
+    logits = jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0]  # [B]
     return jax.nn.sigmoid(logits), logits, cache
 
   def score(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
@@ -131,8 +134,10 @@ def _flat_values(state: Any) -> dict[tuple, Any]:
   """path -> array (or ShapeDtypeStruct) for an nnx State or a nested dict."""
   if not isinstance(state, nnx.State):
     state = nnx.State(state)
-  return {path: (v.get_value() if isinstance(v, nnx.Variable) else v)
-          for path, v in nnx.to_flat_state(state)}
+  return {
+      path: (v.get_value() if isinstance(v, nnx.Variable) else v)
+      for path, v in nnx.to_flat_state(state)
+  }
 
 
 def _check_backbone_state(given: Any, expected: Any) -> list[tuple[tuple, Any]]:
@@ -151,24 +156,31 @@ def _check_backbone_state(given: Any, expected: Any) -> list[tuple[tuple, Any]]:
 
   problems = []
   if missing := want.keys() - got.keys():
-    problems.append(f"missing {len(missing)} parameter(s): "
-                    + listing([name(p) for p in top_first(missing)]))
+    problems.append(
+        f"missing {len(missing)} parameter(s): " + listing([name(p) for p in top_first(missing)])
+    )
   if extra := got.keys() - want.keys():
-    problems.append(f"unexpected {len(extra)} parameter(s): "
-                    + listing([name(p) for p in top_first(extra)]))
-  shapes = [f"{name(p)} has shape {tuple(jnp.shape(got[p]))}, expected {tuple(want[p].shape)}"
-            for p in top_first(want.keys() & got.keys())
-            if tuple(jnp.shape(got[p])) != tuple(want[p].shape)]
+    problems.append(
+        f"unexpected {len(extra)} parameter(s): " + listing([name(p) for p in top_first(extra)])
+    )
+  shapes = [
+      f"{name(p)} has shape {tuple(jnp.shape(got[p]))}, expected {tuple(want[p].shape)}"
+      for p in top_first(want.keys() & got.keys())
+      if tuple(jnp.shape(got[p])) != tuple(want[p].shape)
+  ]
   if shapes:
     problems.append(f"{len(shapes)} shape mismatch(es): " + listing(shapes))
   if problems:
-    raise ValueError("backbone_state does not match the value model's backbone "
-                     "(is it a Transformer with the same ModelConfig?): " + "; ".join(problems))
+    raise ValueError(
+        "backbone_state does not match the value model's backbone "
+        "(is it a Transformer with the same ModelConfig?): " + "; ".join(problems)
+    )
   return [(p, jnp.asarray(got[p], want[p].dtype)) for p in sorted(want, key=str)]
 
 
-def create_value_model(cfg: ModelConfig, seed: int = 0, mesh=None,
-                       backbone_state: Any = None) -> ValueModel:
+def create_value_model(
+    cfg: ModelConfig, seed: int = 0, mesh=None, backbone_state: Any = None
+) -> ValueModel:
   """Builds a ValueModel, sharded by logical axes when `mesh` is given.
 
   Like `transformer.create_model`, all parameters are created inside one jit
@@ -216,8 +228,15 @@ def value_loss(model: ValueModel, batch) -> tuple[jax.Array, dict]:
   and `loss_tokens` (number of labelled positions).
   """
   inputs = batch["inputs"]
-  chex.assert_equal_shape([inputs, batch["positions"], batch["segment_ids"],
-                           batch["value_targets"], batch["value_mask"]])
+  chex.assert_equal_shape(
+      [
+          inputs,
+          batch["positions"],
+          batch["segment_ids"],
+          batch["value_targets"],
+          batch["value_mask"],
+      ]
+  )
   logits, _ = model.value_logits(inputs, batch["positions"], segment_ids=batch["segment_ids"])
   mask = batch["value_mask"].astype(jnp.float32)
   on = mask > 0

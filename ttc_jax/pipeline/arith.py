@@ -39,15 +39,21 @@ from ttc_jax.tokenizers import CharTokenizer, check_compatible
 
 def data_spec(cfg) -> dict:
   t = cfg.task
-  return dict(levels=t.levels, train_per_level=t.train_per_level,
-              test_per_level=t.test_per_level, seed=t.data_seed)
+  return dict(
+      levels=t.levels,
+      train_per_level=t.train_per_level,
+      test_per_level=t.test_per_level,
+      seed=t.data_seed,
+  )
 
 
 def _data(ctx: RunContext) -> dict:
   b = ctx.builder()
-  return dict(data_dir=os.fspath(b.data_dir),
-              num_train=int(b.info.splits["train"].num_examples),
-              num_test=int(b.info.splits["test"].num_examples))
+  return dict(
+      data_dir=os.fspath(b.data_dir),
+      num_train=int(b.info.splits["train"].num_examples),
+      num_test=int(b.info.splits["test"].num_examples),
+  )
 
 
 def _rev(*parts):
@@ -56,41 +62,109 @@ def _rev(*parts):
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", lambda c: dict(task=c.task.to_dict()), _data, (), ("tfds",)),
-    Stage("policy", policy.policy_sections,
-          lambda ctx: policy.train_lm(ctx, ctx.model_cfg, "policy",
-                                      policy.policy_sections(ctx.cfg)),
-          ("data",), ("policy",)),
-    Stage("eval_policy", lambda c: dict(policy.policy_sections(c), eval=c.eval.to_dict()),
-          policy.eval_policy, ("policy",), ("eval",)),
-    Stage("prm_labels", verifiers.labels_sections, verifiers.label_steps, ("policy",),
-          ("prm_labels",)),
-    Stage("prm", verifiers.value_sections("prm"), verifiers.train_value_model("prm"),
-          ("prm_labels",), ("prm",)),
-    Stage("orm", verifiers.value_sections("orm"), verifiers.train_value_model("orm"),
-          ("prm_labels",), ("orm",)),
-    Stage("eval_verifiers", verifiers.verifiers_sections, verifiers.eval_verifiers,
-          ("eval_policy", "prm", "orm"), ("verifiers",)),
-    Stage("eval_search", verifiers.search_sections, verifiers.eval_search,
-          ("eval_verifiers",), ("search",)),
+    Stage(
+        "policy",
+        policy.policy_sections,
+        lambda ctx: policy.train_lm(ctx, ctx.model_cfg, "policy", policy.policy_sections(ctx.cfg)),
+        ("data",),
+        ("policy",),
+    ),
+    Stage(
+        "eval_policy",
+        lambda c: dict(policy.policy_sections(c), eval=c.eval.to_dict()),
+        policy.eval_policy,
+        ("policy",),
+        ("eval",),
+    ),
+    Stage(
+        "prm_labels", verifiers.labels_sections, verifiers.label_steps, ("policy",), ("prm_labels",)
+    ),
+    Stage(
+        "prm",
+        verifiers.value_sections("prm"),
+        verifiers.train_value_model("prm"),
+        ("prm_labels",),
+        ("prm",),
+    ),
+    Stage(
+        "orm",
+        verifiers.value_sections("orm"),
+        verifiers.train_value_model("orm"),
+        ("prm_labels",),
+        ("orm",),
+    ),
+    Stage(
+        "eval_verifiers",
+        verifiers.verifiers_sections,
+        verifiers.eval_verifiers,
+        ("eval_policy", "prm", "orm"),
+        ("verifiers",),
+    ),
+    Stage(
+        "eval_search",
+        verifiers.search_sections,
+        verifiers.eval_search,
+        ("eval_verifiers",),
+        ("search",),
+    ),
     Stage("revision_data", _rev(), revision.revision_data, ("policy",), ("revision_data",)),
-    Stage("revision_sft", _rev("sft"), revision.revision_sft, ("revision_data",),
-          ("revision_sft",)),
-    Stage("revision_chains", _rev("sft", "chains"), revision.revision_chains,
-          ("revision_sft",), ("revision_chains",)),
-    Stage("revision_orm", _rev("sft", "chains", "orm"), revision.revision_orm,
-          ("revision_chains",), ("revision_orm",)),
-    Stage("revision_rl", _rev("sft", "chains", "rl"), revision.revision_rl,
-          ("revision_chains",), ("revision_rl",)),
-    Stage("eval_revision", _rev("sft", "chains", "orm", "rl", "eval"), revision.eval_revision,
-          ("revision_orm", "revision_rl"), ("revision_eval",)),
-    Stage("large_policy", compute_optimal.large_sections,
-          lambda ctx: policy.train_lm(ctx, compute_optimal.large_cfg(ctx.cfg), "large_policy",
-                                      compute_optimal.large_sections(ctx.cfg)),
-          ("data",), ("large_policy",)),
-    Stage("eval_large", lambda c: dict(compute_optimal.large_sections(c), eval=c.eval.to_dict()),
-          policy.eval_large, ("large_policy",), ("large_eval",)),
-    Stage("compute_optimal", compute_optimal.analysis_sections, compute_optimal.analysis,
-          ("eval_search", "eval_revision", "eval_large"), ("compute_optimal",)),
+    Stage(
+        "revision_sft", _rev("sft"), revision.revision_sft, ("revision_data",), ("revision_sft",)
+    ),
+    Stage(
+        "revision_chains",
+        _rev("sft", "chains"),
+        revision.revision_chains,
+        ("revision_sft",),
+        ("revision_chains",),
+    ),
+    Stage(
+        "revision_orm",
+        _rev("sft", "chains", "orm"),
+        revision.revision_orm,
+        ("revision_chains",),
+        ("revision_orm",),
+    ),
+    Stage(
+        "revision_rl",
+        _rev("sft", "chains", "rl"),
+        revision.revision_rl,
+        ("revision_chains",),
+        ("revision_rl",),
+    ),
+    Stage(
+        "eval_revision",
+        _rev("sft", "chains", "orm", "rl", "eval"),
+        revision.eval_revision,
+        ("revision_orm", "revision_rl"),
+        ("revision_eval",),
+    ),
+    Stage(
+        "large_policy",
+        compute_optimal.large_sections,
+        lambda ctx: policy.train_lm(
+            ctx,
+            compute_optimal.large_cfg(ctx.cfg),
+            "large_policy",
+            compute_optimal.large_sections(ctx.cfg),
+        ),
+        ("data",),
+        ("large_policy",),
+    ),
+    Stage(
+        "eval_large",
+        lambda c: dict(compute_optimal.large_sections(c), eval=c.eval.to_dict()),
+        policy.eval_large,
+        ("large_policy",),
+        ("large_eval",),
+    ),
+    Stage(
+        "compute_optimal",
+        compute_optimal.analysis_sections,
+        compute_optimal.analysis,
+        ("eval_search", "eval_revision", "eval_large"),
+        ("compute_optimal",),
+    ),
 )
 STAGE = by_name(STAGES)
 
@@ -98,16 +172,19 @@ STAGE = by_name(STAGES)
 def build_dataset(cfg, workdir: str):
   """The arith TFDS dataset in <workdir>/tfds (built on first use)."""
   from ttc_jax.data import arith_tfds  # tfds is only needed here
+
   return arith_tfds.build_arith_dataset(os.path.join(workdir, "tfds"), **data_spec(cfg))
 
 
-def select_problems(builder, levels: list[str], split: str, per_level: int,
-                    skip: int = 0) -> list[dict]:
+def select_problems(
+    builder, levels: list[str], split: str, per_level: int, skip: int = 0
+) -> list[dict]:
   """Questions `skip .. skip + per_level - 1` of each level of `split`, easiest level first.
 
   Dicts: question, prompt, solution, answer, level (see data.pipeline).
   """
   from ttc_jax.data import arith_tfds
+
   src = arith_tfds.load_split(builder(), split)
   want = skip + per_level
   per: dict[str, list] = {k: [] for k in levels}
@@ -134,17 +211,26 @@ def make_context(cfg: ml_collections.ConfigDict, workdir: str, progress: bool) -
   problems = functools.partial(select_problems, builder, levels)
 
   ctx = RunContext(
-      cfg=cfg, workdir=workdir, tokenizer=tokenizer, model_cfg=model_cfg,
-      mesh=parallel.make_mesh(tuple(cfg.mesh.shape)), levels=levels, progress=progress,
-      builder=builder, problems=problems,
+      cfg=cfg,
+      workdir=workdir,
+      tokenizer=tokenizer,
+      model_cfg=model_cfg,
+      mesh=parallel.make_mesh(tuple(cfg.mesh.shape)),
+      levels=levels,
+      progress=progress,
+      builder=builder,
+      problems=problems,
       test_problems=lambda section: problems("test", section.questions_per_level),
-      extract_answer=arith.extract_answer, equivalent=arith.equivalent,
+      extract_answer=arith.extract_answer,
+      equivalent=arith.equivalent,
       load_policy=lambda: ctx.load_lm(ctx.path("policy", "model"), model_cfg),
       load_prm=lambda: verifiers.load_value_model(ctx, "prm"),
       large_cfg=lambda: compute_optimal.large_cfg(cfg),
-      load_large=lambda: ctx.load_lm(ctx.path("large_policy", "model"),
-                                     compute_optimal.large_cfg(cfg)),
-      load_lm=lambda directory, mc: policy.load_lm(ctx, directory, mc, cfg.seed))
+      load_large=lambda: ctx.load_lm(
+          ctx.path("large_policy", "model"), compute_optimal.large_cfg(cfg)
+      ),
+      load_lm=lambda directory, mc: policy.load_lm(ctx, directory, mc, cfg.seed),
+  )
   return ctx
 
 
@@ -156,8 +242,11 @@ class Pipeline(StagedRun):
     config_lib.validate(cfg)
     self.cfg, self.progress = cfg, progress
     self.ctx = make_context(cfg, workdir, progress)
-    self.tokenizer, self.model_cfg, self.mesh = (self.ctx.tokenizer, self.ctx.model_cfg,
-                                                 self.ctx.mesh)
+    self.tokenizer, self.model_cfg, self.mesh = (
+        self.ctx.tokenizer,
+        self.ctx.model_cfg,
+        self.ctx.mesh,
+    )
     self.levels = self.ctx.levels
     self._init_run(workdir)
 
@@ -268,21 +357,43 @@ class Pipeline(StagedRun):
     ev = self.stage_eval_policy()
     verifiers_out = search = None
     if "labels" in self.cfg:
-      verifiers_out = dict(labels=self.stage_prm_labels(), prm=self._value_stage("prm"),
-                           orm=self._value_stage("orm"), eval=self.stage_eval_verifiers())
+      verifiers_out = dict(
+          labels=self.stage_prm_labels(),
+          prm=self._value_stage("prm"),
+          orm=self._value_stage("orm"),
+          eval=self.stage_eval_verifiers(),
+      )
     search = self.stage_eval_search() if "search" in self.cfg else None
     rev = None
     if "revision" in self.cfg:
-      rev = dict(data=self.stage_revision_data(), sft=self.stage_revision_sft(),
-                 chains=self.stage_revision_chains(), orm=self.stage_revision_orm(),
-                 rl=self.stage_revision_rl(), eval=self.stage_eval_revision())
+      rev = dict(
+          data=self.stage_revision_data(),
+          sft=self.stage_revision_sft(),
+          chains=self.stage_revision_chains(),
+          orm=self.stage_revision_orm(),
+          rl=self.stage_revision_rl(),
+          eval=self.stage_eval_revision(),
+      )
     optimal = None
     if "compute_optimal" in self.cfg:
-      optimal = dict(large=self.stage_large_policy(), large_eval=self.stage_eval_large(),
-                     analysis=self.stage_compute_optimal())
-    rep = report.build_report(self.cfg, self.levels, data, pol, ev, dict(self.wall),
-                              time.perf_counter() - t0, verifiers=verifiers_out, search=search,
-                              revision=rev, compute_optimal=optimal)
+      optimal = dict(
+          large=self.stage_large_policy(),
+          large_eval=self.stage_eval_large(),
+          analysis=self.stage_compute_optimal(),
+      )
+    rep = report.build_report(
+        self.cfg,
+        self.levels,
+        data,
+        pol,
+        ev,
+        dict(self.wall),
+        time.perf_counter() - t0,
+        verifiers=verifiers_out,
+        search=search,
+        revision=rev,
+        compute_optimal=optimal,
+    )
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)
     return rep

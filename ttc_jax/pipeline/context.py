@@ -36,6 +36,7 @@ class RunContext:
     nothing is trained (text).
   levels: difficulty levels, easiest first (text: set once the data stage ran).
   """
+
   cfg: ml_collections.ConfigDict
   workdir: str
   tokenizer: Any
@@ -60,5 +61,6 @@ class RunContext:
 
   def meta(self, sections: dict) -> dict:
     """Checkpoint metadata: the tokenizer's fingerprint and the stage's config hash."""
-    return dict(tokenizer=self.tokenizer.fingerprint(),
-                config_hash=config_lib.config_hash(sections))
+    return dict(
+        tokenizer=self.tokenizer.fingerprint(), config_hash=config_lib.config_hash(sections)
+    )

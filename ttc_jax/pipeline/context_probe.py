@@ -41,8 +41,14 @@ from ttc_jax.tasks import arith
 CONDITIONS = ("actual", "foreign", "last1", "fresh", "policy")
 
 
-def probe_prompts(records: Sequence[dict], n_pairs: int, *, seed: int = 0, context: int = 4,
-                  question_position: str = "first") -> tuple[list[tuple], dict[str, list]]:
+def probe_prompts(
+    records: Sequence[dict],
+    n_pairs: int,
+    *,
+    seed: int = 0,
+    context: int = 4,
+    question_position: str = "first",
+) -> tuple[list[tuple], dict[str, list]]:
   """(question, chain, step) triples after a wrong attempt and each condition's prompts.
 
   records: chain records (`question`, `level`, `attempts` [C][T], `correct` [C][T]).
@@ -50,9 +56,13 @@ def probe_prompts(records: Sequence[dict], n_pairs: int, *, seed: int = 0, conte
   ("policy" uses the "fresh" prompts).
   """
   rng = random.Random(seed)
-  pairs = [(qi, ci, t) for qi, r in enumerate(records)
-           for ci, chain in enumerate(r["attempts"]) for t in range(1, len(chain))
-           if not r["correct"][ci][t - 1]]
+  pairs = [
+      (qi, ci, t)
+      for qi, r in enumerate(records)
+      for ci, chain in enumerate(r["attempts"])
+      for t in range(1, len(chain))
+      if not r["correct"][ci][t - 1]
+  ]
   rng.shuffle(pairs)
   pairs = pairs[:n_pairs]
   by_level = collections.defaultdict(list)
@@ -62,13 +72,14 @@ def probe_prompts(records: Sequence[dict], n_pairs: int, *, seed: int = 0, conte
   for qi, ci, t in pairs:
     r = records[qi]
     ctx = fmt.truncate(r["attempts"][ci][:t], context)
-    others = [q for q in by_level[r["level"]] if q != qi] or [q for q in range(len(records))
-                                                               if q != qi]
+    others = [q for q in by_level[r["level"]] if q != qi] or [
+        q for q in range(len(records)) if q != qi
+    ]
     if not others:
       raise ValueError("the foreign condition needs chains of at least two questions")
     other = records[rng.choice(others)]["attempts"]
     chain = other[rng.randrange(len(other))]
-    foreign = (list(chain) * len(ctx))[:len(ctx)]
+    foreign = (list(chain) * len(ctx))[: len(ctx)]
     for cond, c in (("actual", ctx), ("foreign", foreign), ("last1", ctx[-1:]), ("fresh", [])):
       prompts[cond].append(fmt.revision_prompt(r["question"], c, question_position))
   prompts["policy"] = prompts["fresh"]
@@ -76,8 +87,9 @@ def probe_prompts(records: Sequence[dict], n_pairs: int, *, seed: int = 0, conte
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m ttc_jax.pipeline.context_probe",
-                              description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(
+      prog="python -m ttc_jax.pipeline.context_probe", description=__doc__.split("\n")[0]
+  )
   p.add_argument("--workdir", required=True)
   p.add_argument("--config", default="configs/arith_quick.py")
   p.add_argument("--pairs", type=int, default=300)
@@ -92,20 +104,35 @@ def main(argv=None) -> int:
   pipe = Pipeline(cfg, args.workdir, progress=False)
   with open(pipe.path("revision_chains", "train_chains.jsonl")) as f:
     records = [json.loads(line) for line in f if line.strip()]
-  pairs, prompts = probe_prompts(records, args.pairs, seed=args.seed,
-                                 context=int(cfg.revision.context_attempts),
-                                 question_position=pipe.question_position)
+  pairs, prompts = probe_prompts(
+      records,
+      args.pairs,
+      seed=args.seed,
+      context=int(cfg.revision.context_attempts),
+      question_position=pipe.question_position,
+  )
   if not pairs:
     raise ValueError(f"no attempt follows a wrong one in {args.workdir}'s training chains")
   models = {"revision": pipe.load_revision(args.which), "policy": pipe.load_policy()}
-  out = dict(workdir=args.workdir, which=args.which, pairs=len(pairs), samples=args.samples,
-             temperature=args.temperature, conditions={})
+  out = dict(
+      workdir=args.workdir,
+      which=args.which,
+      pairs=len(pairs),
+      samples=args.samples,
+      temperature=args.temperature,
+      conditions={},
+  )
   for cond in CONDITIONS:
     texts, st = evaluation.sample_texts(
-        models["policy" if cond == "policy" else "revision"], pipe.tokenizer, prompts[cond],
-        jax.random.key(args.seed + 7), num_samples=args.samples,
-        max_new_tokens=int(cfg.revision.max_new_tokens), temperature=args.temperature,
-        max_batch=int(cfg.revision.max_rows))
+        models["policy" if cond == "policy" else "revision"],
+        pipe.tokenizer,
+        prompts[cond],
+        jax.random.key(args.seed + 7),
+        num_samples=args.samples,
+        max_new_tokens=int(cfg.revision.max_new_tokens),
+        temperature=args.temperature,
+        max_batch=int(cfg.revision.max_rows),
+    )
     acc, copies, levels = [], [], collections.defaultdict(list)
     for (qi, ci, t), ts in zip(pairs, texts):
       r = records[qi]
@@ -116,9 +143,11 @@ def main(argv=None) -> int:
         levels[r["level"]].append(ok)
         copies.append(fmt.clean_attempt(x) == prev)
     out["conditions"][cond] = dict(
-        accuracy=float(np.mean(acc)), copies_previous=float(np.mean(copies)),
+        accuracy=float(np.mean(acc)),
+        copies_previous=float(np.mean(copies)),
         accuracy_by_level={k: float(np.mean(v)) for k, v in sorted(levels.items())},
-        seconds=st["seconds"])
+        seconds=st["seconds"],
+    )
   text = json.dumps(out, indent=1)
   if args.out:
     io_utils.atomic_write_json(args.out, out)

@@ -49,16 +49,19 @@ def question_position(cfg) -> str:
 
 def revision_sections(*parts: str):
   """The sections of a revision stage reading the revision sections `parts`."""
+
   def sections(cfg) -> dict:
     r = cfg.revision
     common = dict(context_attempts=r.context_attempts, max_len=r.max_len)
-    if question_position(cfg) != "first":   # hashed only when set: older runs stay reusable
+    if question_position(cfg) != "first":  # hashed only when set: older runs stay reusable
       common["question_position"] = question_position(cfg)
     out = dict(policy_sections(cfg), revision_data=r.data.to_dict(), revision_common=common)
     for p in parts:
-      out[f"revision_{p}"] = (config_lib.revision_sft_section(r.sft) if p == "sft"
-                              else r[p].to_dict())
+      out[f"revision_{p}"] = (
+          config_lib.revision_sft_section(r.sft) if p == "sft" else r[p].to_dict()
+      )
     return out
+
   return sections
 
 
@@ -68,37 +71,59 @@ def load_revision(ctx: RunContext, which: str = "sft"):
 
 # --- trajectories and SFT ------------------------------------------------------------------
 
+
 def revision_data(ctx: RunContext) -> dict:
   d, r = ctx.cfg.revision.data, ctx.cfg.revision
   probs = ctx.problems("train", d.questions_per_level)
   texts, stats = evaluation.sample_texts(
-      ctx.load_policy(), ctx.tokenizer, [p["prompt"] for p in probs],
-      jax.random.key(d.seed), num_samples=d.samples_per_question,
-      max_new_tokens=d.max_new_tokens, temperature=d.temperature, max_batch=d.max_batch,
-      mesh=ctx.mesh, progress=ctx.progress, desc="revision samples")
+      ctx.load_policy(),
+      ctx.tokenizer,
+      [p["prompt"] for p in probs],
+      jax.random.key(d.seed),
+      num_samples=d.samples_per_question,
+      max_new_tokens=d.max_new_tokens,
+      temperature=d.temperature,
+      max_batch=d.max_batch,
+      mesh=ctx.mesh,
+      progress=ctx.progress,
+      desc="revision samples",
+  )
   recs = []
   lucky = 0
   for p, ts in zip(probs, texts):
     ok = [arith.is_correct(t, p["answer"]) for t in ts]
-    if d.exact_targets:        # a right answer reached through a wrong step is no target
-      keep = [not c or arith.check_solution(p["question"], t).all_correct
-              for t, c in zip(ts, ok)]
+    if d.exact_targets:  # a right answer reached through a wrong step is no target
+      keep = [not c or arith.check_solution(p["question"], t).all_correct for t, c in zip(ts, ok)]
       lucky += len(keep) - sum(keep)
       ts, ok = [t for t, k in zip(ts, keep) if k], [c for c, k in zip(ok, keep) if k]
-    recs.append(dict(question=p["question"], level=p["level"], answer=str(p["answer"]),
-                     samples=ts, sample_correct=ok))
-  trajs = trajectories.build_dataset(recs, np.random.default_rng(d.seed),
-                                     max_context=r.context_attempts,
-                                     max_per_question=d.max_per_question,
-                                     keep_fraction=float(d.keep_fraction),
-                                     question_position=question_position(ctx.cfg),
-                                     keep=lambda t: fits_sft(ctx.cfg, t))
+    recs.append(
+        dict(
+            question=p["question"],
+            level=p["level"],
+            answer=str(p["answer"]),
+            samples=ts,
+            sample_correct=ok,
+        )
+    )
+  trajs = trajectories.build_dataset(
+      recs,
+      np.random.default_rng(d.seed),
+      max_context=r.context_attempts,
+      max_per_question=d.max_per_question,
+      keep_fraction=float(d.keep_fraction),
+      question_position=question_position(ctx.cfg),
+      keep=lambda t: fits_sft(ctx.cfg, t),
+  )
   records_lib.write_records(ctx.path("revision_data", "trajectories.array_record"), trajs)
-  out = dict(trajectories.summarize(trajs), sampling=stats, dropped_lucky_right=lucky,
-             sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
-             questions_with_right_and_wrong=int(sum(any(x["sample_correct"]) and
-                                                    not all(x["sample_correct"])
-                                                    for x in recs)))
+  out = dict(
+      trajectories.summarize(trajs),
+      sampling=stats,
+      dropped_lucky_right=lucky,
+      sample_accuracy=float(np.mean([c for x in recs for c in x["sample_correct"]])),
+      questions_with_right_and_wrong=int(
+          sum(any(x["sample_correct"]) and not all(x["sample_correct"]) for x in recs)
+      ),
+  )
   io_utils.atomic_write_json(ctx.path("revision_data", "stats.json"), out)
   return out
 
@@ -113,15 +138,21 @@ def revision_sft(ctx: RunContext) -> dict:
   nnx.update(model, nnx.state(ctx.load_policy()))
   trajs = read_trajectories(ctx)
   _, summary = sft.train_revision_model(
-      model, ctx.tokenizer, trajs, config_settings.sft_settings(ctx.cfg.revision.sft),
-      ctx.path("revision_sft"), seed=ctx.cfg.seed, mesh=ctx.mesh,
-      meta=ctx.meta(revision_sections("sft")(ctx.cfg)), progress=ctx.progress,
-      replay=sft_replay(ctx, len(trajs), trajs))
+      model,
+      ctx.tokenizer,
+      trajs,
+      config_settings.sft_settings(ctx.cfg.revision.sft),
+      ctx.path("revision_sft"),
+      seed=ctx.cfg.seed,
+      mesh=ctx.mesh,
+      meta=ctx.meta(revision_sections("sft")(ctx.cfg)),
+      progress=ctx.progress,
+      replay=sft_replay(ctx, len(trajs), trajs),
+  )
   return summary
 
 
-def sft_replay(ctx: RunContext, num_trajectories: int,
-               trajectories: list[dict] = ()) -> list[dict]:
+def sft_replay(ctx: RunContext, num_trajectories: int, trajectories: list[dict] = ()) -> list[dict]:
   """Policy rows (plain prompt, reference solution) for `revision.sft.replay_fraction`:
   f / (1 - f) per trajectory, from training questions after those of the revision data
   and the SFT chains (so RL contexts and ORM data stay on questions SFT never saw).
@@ -133,20 +164,37 @@ def sft_replay(ctx: RunContext, num_trajectories: int,
     return []
   want = int(round(frac / (1.0 - frac) * num_trajectories))
   per_level = max(1, -(-want // len(ctx.levels)))
-  skip = max(int(r.data.questions_per_level),
-             int(r.chains.skip_questions) + int(r.chains.questions_per_level))
+  skip = max(
+      int(r.data.questions_per_level),
+      int(r.chains.skip_questions) + int(r.chains.questions_per_level),
+  )
   probs = ctx.problems("train", per_level, skip=skip)
   position = question_position(ctx.cfg)
-  rows = [dict(prompt=fmt.revision_prompt(p["question"], [], position),
-               target=p["solution"], question=p["question"], level=p["level"]) for p in probs]
+  rows = [
+      dict(
+          prompt=fmt.revision_prompt(p["question"], [], position),
+          target=p["solution"],
+          question=p["question"],
+          level=p["level"],
+      )
+      for p in probs
+  ]
   foreign = float(r.sft.get("replay_foreign_fraction", 0.0))
   if foreign > 0.0:
-    pool = [t for t in trajectories
-            if not prm_data.is_heldout(t["question"], float(r.sft.heldout_fraction))]
+    pool = [
+        t
+        for t in trajectories
+        if not prm_data.is_heldout(t["question"], float(r.sft.heldout_fraction))
+    ]
     rows = sft.foreign_context(
-        rows, pool, foreign, max_context=int(r.context_attempts),
-        rng=np.random.default_rng(int(r.data.seed) + 1), question_position=position,
-        fits=lambda t: fits_sft(ctx.cfg, t))
+        rows,
+        pool,
+        foreign,
+        max_context=int(r.context_attempts),
+        rng=np.random.default_rng(int(r.data.seed) + 1),
+        question_position=position,
+        fits=lambda t: fits_sft(ctx.cfg, t),
+    )
   return rows
 
 
@@ -158,14 +206,24 @@ def fits_sft(cfg, t: dict) -> bool:
 
 # --- chains: ORM data and RL contexts on training questions, evaluation -------------------
 
+
 def revision_chains(ctx: RunContext) -> dict:
   ch = ctx.cfg.revision.chains
   probs = ctx.problems("train", ch.questions_per_level, skip=ch.skip_questions)
-  recs, stats = run_chains(ctx, load_revision(ctx, "sft"), probs, [ch.steps] * ch.chains,
-                           jax.random.key(ch.seed), ch.temperature)
+  recs, stats = run_chains(
+      ctx,
+      load_revision(ctx, "sft"),
+      probs,
+      [ch.steps] * ch.chains,
+      jax.random.key(ch.seed),
+      ch.temperature,
+  )
   io_utils.atomic_write_jsonl(ctx.path("revision_chains", "train_chains.jsonl"), recs)
-  return dict(stats, questions=len(probs),
-              accuracy=float(np.mean([c for r in recs for x in r["correct"] for c in x])))
+  return dict(
+      stats,
+      questions=len(probs),
+      accuracy=float(np.mean([c for r in recs for x in r["correct"] for c in x])),
+  )
 
 
 def run_chains(ctx: RunContext, model, probs: list[dict], lengths, rng, temperature: float):
@@ -183,10 +241,18 @@ def run_chains(ctx: RunContext, model, probs: list[dict], lengths, rng, temperat
   stats = dict(generated_tokens=0, seconds=0.0, generations=0, groups={})
   for budget, idx in sorted(groups.items()):
     hist, hlen, st = chains.run_chains(
-        model, ctx.tokenizer, [probs[i]["question"] for i in idx], lengths,
-        jax.random.fold_in(rng, budget), context=r.context_attempts, max_new_tokens=budget,
-        temperature=temperature, max_rows=r.max_rows,
-        question_position=question_position(ctx.cfg), mesh=ctx.mesh)
+        model,
+        ctx.tokenizer,
+        [probs[i]["question"] for i in idx],
+        lengths,
+        jax.random.fold_in(rng, budget),
+        context=r.context_attempts,
+        max_new_tokens=budget,
+        temperature=temperature,
+        max_rows=r.max_rows,
+        question_position=question_position(ctx.cfg),
+        mesh=ctx.mesh,
+    )
     for i, t in zip(idx, chains.attempt_texts(ctx.tokenizer, hist, hlen)):
       texts[i] = t
     for k in ("generated_tokens", "seconds", "generations"):
@@ -196,10 +262,16 @@ def run_chains(ctx: RunContext, model, probs: list[dict], lengths, rng, temperat
   recs = []
   for p, chs in zip(probs, texts):
     answers = [[arith.extract_answer(t) for t in c] for c in chs]
-    recs.append(dict(question=p["question"], level=p["level"], target=str(p["answer"]),
-                     attempts=chs, answers=answers,
-                     correct=[[bool(arith.equivalent(a, str(p["answer"]))) for a in c]
-                              for c in answers]))
+    recs.append(
+        dict(
+            question=p["question"],
+            level=p["level"],
+            target=str(p["answer"]),
+            attempts=chs,
+            answers=answers,
+            correct=[[bool(arith.equivalent(a, str(p["answer"]))) for a in c] for c in answers],
+        )
+    )
   return recs, stats
 
 
@@ -207,13 +279,17 @@ def score_chains(ctx: RunContext, orm, recs: list[dict], batch_size: int) -> flo
   """Sets r["scores"][c][t], the ORM's final score of every attempt; returns seconds."""
   rows = attempt_rows(ctx, recs)
   t0 = time.perf_counter()
-  scores = prm_eval.score_solutions(orm, ctx.tokenizer, [x["prompt"] for x in rows],
-                                    [x["solution"] for x in rows], batch_size=batch_size,
-                                    mesh=ctx.mesh)
+  scores = prm_eval.score_solutions(
+      orm,
+      ctx.tokenizer,
+      [x["prompt"] for x in rows],
+      [x["solution"] for x in rows],
+      batch_size=batch_size,
+      mesh=ctx.mesh,
+  )
   it = iter(scores)
   for r in recs:
-    r["scores"] = [[(s[-1] if s else 0.0) for s in (next(it) for _ in c)]
-                   for c in r["attempts"]]
+    r["scores"] = [[(s[-1] if s else 0.0) for s in (next(it) for _ in c)] for c in r["attempts"]]
   return time.perf_counter() - t0
 
 
@@ -225,53 +301,93 @@ def attempt_rows(ctx: RunContext, recs: list[dict]) -> list[dict]:
   for r in recs:
     for ci, chain in enumerate(r["attempts"]):
       for t, att in enumerate(chain):
-        rows.append(dict(question=r["question"], level=r["level"], answer=r["target"],
-                         chain=ci, step=t, steps=prm_eval.text_steps(att), solution=att,
-                         prompt=fmt.revision_prompt(r["question"], fmt.truncate(chain[:t], k),
-                                                    position),
-                         answer_correct=r["correct"][ci][t],
-                         previous_correct=bool(r["correct"][ci][t - 1]) if t else None))
+        rows.append(
+            dict(
+                question=r["question"],
+                level=r["level"],
+                answer=r["target"],
+                chain=ci,
+                step=t,
+                steps=prm_eval.text_steps(att),
+                solution=att,
+                prompt=fmt.revision_prompt(r["question"], fmt.truncate(chain[:t], k), position),
+                answer_correct=r["correct"][ci][t],
+                previous_correct=bool(r["correct"][ci][t - 1]) if t else None,
+            )
+        )
   return rows
 
 
 def load_revision_orm(ctx: RunContext):
-  return prm_train.load_value_model(ctx.path("revision_orm", "model"), revision_cfg(ctx.cfg),
-                                    ctx.tokenizer, kind="orm", seed=ctx.cfg.seed,
-                                    mesh=ctx.mesh)
+  return prm_train.load_value_model(
+      ctx.path("revision_orm", "model"),
+      revision_cfg(ctx.cfg),
+      ctx.tokenizer,
+      kind="orm",
+      seed=ctx.cfg.seed,
+      mesh=ctx.mesh,
+  )
 
 
 def revision_orm(ctx: RunContext) -> dict:
-  rows = [x for x in attempt_rows(
-      ctx, io_utils.read_jsonl(ctx.path("revision_chains", "train_chains.jsonl"))) if x["steps"]]
+  rows = [
+      x
+      for x in attempt_rows(
+          ctx, io_utils.read_jsonl(ctx.path("revision_chains", "train_chains.jsonl"))
+      )
+      if x["steps"]
+  ]
   return prm_train.train_value_model(
-      revision_cfg(ctx.cfg), nnx.state(load_revision(ctx, "sft")), ctx.tokenizer, rows,
+      revision_cfg(ctx.cfg),
+      nnx.state(load_revision(ctx, "sft")),
+      ctx.tokenizer,
+      rows,
       ctx.path("revision_orm"),
-      config_settings.value_train_settings(ctx.cfg.revision.orm, "revision.orm"), kind="orm",
+      config_settings.value_train_settings(ctx.cfg.revision.orm, "revision.orm"),
+      kind="orm",
       seed=ctx.cfg.seed,
-      mesh=ctx.mesh, meta=ctx.meta(revision_sections("sft", "chains", "orm")(ctx.cfg)),
-      progress=ctx.progress)
+      mesh=ctx.mesh,
+      meta=ctx.meta(revision_sections("sft", "chains", "orm")(ctx.cfg)),
+      progress=ctx.progress,
+  )
 
 
 def revision_rl(ctx: RunContext) -> dict:
   rl_cfg = ctx.cfg.revision.rl
   recs = rl.select_chain_records(
-      io_utils.read_jsonl(ctx.path("revision_chains", "train_chains.jsonl")), rl_cfg.contexts)
-  contexts = [dict(prompt=x["prompt"], answer=x["answer"], question=x["question"])
-              for x in rl.select_context_rows(attempt_rows(ctx, recs), rl_cfg.contexts)]
+      io_utils.read_jsonl(ctx.path("revision_chains", "train_chains.jsonl")), rl_cfg.contexts
+  )
+  contexts = [
+      dict(prompt=x["prompt"], answer=x["answer"], question=x["question"])
+      for x in rl.select_context_rows(attempt_rows(ctx, recs), rl_cfg.contexts)
+  ]
   held = [c for c in contexts if prm_data.is_heldout(c["question"], rl_cfg.heldout_fraction)]
-  train = [c for c in contexts if not prm_data.is_heldout(c["question"],
-                                                           rl_cfg.heldout_fraction)]
-  held = held[:int(rl_cfg.eval_contexts)]
+  train = [c for c in contexts if not prm_data.is_heldout(c["question"], rl_cfg.heldout_fraction)]
+  held = held[: int(rl_cfg.eval_contexts)]
   model, ref = load_revision(ctx, "sft"), load_revision(ctx, "sft")
   meta = ctx.meta(revision_sections("sft", "chains", "rl")(ctx.cfg))
   t0 = time.perf_counter()
-  last = rl.train_rl(model, ref, ctx.tokenizer, train, held,
-                     config_settings.rl_settings(rl_cfg), ctx.path("revision_rl"),
-                     reward_fn=arith_device.DeviceGrader.from_tokenizer(ctx.tokenizer),
-                     encode_targets=arith_device.encode_targets, seed=ctx.cfg.seed,
-                     mesh=ctx.mesh, meta=meta, progress=ctx.progress)
-  return dict(final_metrics=last, train_contexts=len(train), heldout_contexts=len(held),
-              seconds=time.perf_counter() - t0)
+  last = rl.train_rl(
+      model,
+      ref,
+      ctx.tokenizer,
+      train,
+      held,
+      config_settings.rl_settings(rl_cfg),
+      ctx.path("revision_rl"),
+      reward_fn=arith_device.DeviceGrader.from_tokenizer(ctx.tokenizer),
+      encode_targets=arith_device.encode_targets,
+      seed=ctx.cfg.seed,
+      mesh=ctx.mesh,
+      meta=meta,
+      progress=ctx.progress,
+  )
+  return dict(
+      final_metrics=last,
+      train_contexts=len(train),
+      heldout_contexts=len(held),
+      seconds=time.perf_counter() - t0,
+  )
 
 
 def eval_revision(ctx: RunContext) -> dict:
@@ -283,21 +399,30 @@ def eval_revision(ctx: RunContext) -> dict:
   out = dict(budgets=list(budgets), chain_lengths=lengths, questions=len(probs))
   recs_of = {}
   for which in ("sft", "rl"):
-    recs, stats = run_chains(ctx, load_revision(ctx, which), probs, lengths,
-                             jax.random.key(ev.seed), ev.temperature)
+    recs, stats = run_chains(
+        ctx, load_revision(ctx, which), probs, lengths, jax.random.key(ev.seed), ev.temperature
+    )
     stats["orm_seconds"] = score_chains(ctx, orm, recs, ev.score_batch)
     io_utils.atomic_write_jsonl(ctx.path("revision_eval", f"chains_{which}.jsonl"), recs)
     recs_of[which] = recs
-    out[which] = dict(evaluate.summarize(recs, budgets, arith.equivalent, ctx.levels,
-                                         ev.report_steps), stats=stats)
+    out[which] = dict(
+        evaluate.summarize(recs, budgets, arith.equivalent, ctx.levels, ev.report_steps),
+        stats=stats,
+    )
     o = out[which]["overall"]
     steps = [None if v is None else round(v, 3) for v in o["pass_at_step"]]
-    print(f"[eval_revision] {which}: pass@1 by step {steps}, "
-          f"right->wrong {o['flips']['right_to_wrong']:.3f}")
+    print(
+        f"[eval_revision] {which}: pass@1 by step {steps}, "
+        f"right->wrong {o['flips']['right_to_wrong']:.3f}"
+    )
   # RL minus SFT, sequential at the largest budget, paired by question (with its noise)
   top = max(budgets)
-  out["rl_vs_sft"] = dict(budget=top, **{
-      sel: evaluate.paired_gain(recs_of["sft"], recs_of["rl"], 1, top, sel, arith.equivalent)
-      for sel in evaluate.SELECTIONS})
+  out["rl_vs_sft"] = dict(
+      budget=top,
+      **{
+          sel: evaluate.paired_gain(recs_of["sft"], recs_of["rl"], 1, top, sel, arith.equivalent)
+          for sel in evaluate.SELECTIONS
+      },
+  )
   io_utils.atomic_write_json(ctx.path("revision_eval", "eval.json"), out)
   return out

@@ -38,6 +38,7 @@ class Stage:
   inputs: names of the stages whose artifacts `run` reads; outputs: the files or
   directories (relative to the run directory) it writes.
   """
+
   name: str
   sections: Callable[[Any], dict]
   run: Callable[[Any], dict]
@@ -58,8 +59,9 @@ def by_name(stages: tuple[Stage, ...]) -> dict[str, Stage]:
   return out
 
 
-def run_stage(workdir: str, wall: dict[str, float], name: str, sections: dict,
-              fn: Callable[[], dict]) -> dict:
+def run_stage(
+    workdir: str, wall: dict[str, float], name: str, sections: dict, fn: Callable[[], dict]
+) -> dict:
   """Runs `fn` unless the stage finished before in `workdir` with the same config hash;
   records the stage's wall seconds in `wall`."""
   marker = os.path.join(workdir, "stages", f"{name}.json")
@@ -72,7 +74,8 @@ def run_stage(workdir: str, wall: dict[str, float], name: str, sections: dict,
       return done["outputs"]
     raise StageMismatchError(
         f"stage {name!r} in {workdir} was run with another config "
-        f"(hash {done.get('hash')} != {h}); use a new --workdir or delete {marker}")
+        f"(hash {done.get('hash')} != {h}); use a new --workdir or delete {marker}"
+    )
   t0 = time.perf_counter()
   print(f"[{name}] running")
   outputs = fn()

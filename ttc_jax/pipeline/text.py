@@ -37,51 +37,82 @@ from ttc_jax import io_utils, report
 from ttc_jax.pipeline import compute_optimal, policy, verifiers
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.stage import Stage, StagedRun, by_name
-from ttc_jax.pipeline.text_context import (build_prompt, load_hf_model, load_prm, make_context,
-                                           shot_answer, trim)
+from ttc_jax.pipeline.text_context import (
+    build_prompt,
+    load_hf_model,
+    load_prm,
+    make_context,
+    shot_answer,
+    trim,
+)
 from ttc_jax.prm import evaluate, processbench, processbench_load
 from ttc_jax.selection import best_of_n
 
 __all__ = ["STAGES", "TextPipeline", "build_prompt", "shot_answer"]
 
-_HF_POLICY = ("policy", "tokenizer", "param_dtype", "dtype", "max_len", "eos_token",
-              "step_delimiter")
+_HF_POLICY = (
+    "policy",
+    "tokenizer",
+    "param_dtype",
+    "dtype",
+    "max_len",
+    "eos_token",
+    "step_delimiter",
+)
 
 
 # --- sections: the hashes of existing run directories depend on them -------------------------
 
+
 def data_sections(cfg) -> dict:
   from ttc_jax.data import text_tfds  # tfds is only needed here
+
   task = cfg.task.name
-  spec = text_tfds.TextDataSpec(task, os.path.abspath(cfg.data.manual_dir),
-                                text_tfds.PROMPT_TEMPLATES[task])
+  spec = text_tfds.TextDataSpec(
+      task, os.path.abspath(cfg.data.manual_dir), text_tfds.PROMPT_TEMPLATES[task]
+  )
   return dict(task=cfg.task.to_dict(), data=spec.config_name())
 
 
 def policy_sections(cfg) -> dict:
   h = cfg.hf
-  return dict(data_sections(cfg), seed=cfg.seed, prompt=cfg.prompt.to_dict(),
-              hf={k: h[k] for k in _HF_POLICY})
+  return dict(
+      data_sections(cfg),
+      seed=cfg.seed,
+      prompt=cfg.prompt.to_dict(),
+      hf={k: h[k] for k in _HF_POLICY},
+  )
 
 
 def prm_sections(cfg) -> dict:
   h = cfg.hf
-  return dict(policy_sections(cfg), eval=cfg.eval.to_dict(), verify=cfg.verify.to_dict(),
-              prm={k: h[k] for k in h if k.startswith("prm")})
+  return dict(
+      policy_sections(cfg),
+      eval=cfg.eval.to_dict(),
+      verify=cfg.verify.to_dict(),
+      prm={k: h[k] for k in h if k.startswith("prm")},
+  )
 
 
 def processbench_sections(cfg) -> dict:
   h = cfg.hf
-  return dict(hf={k: h[k] for k in _HF_POLICY}, prm={k: h[k] for k in h if k.startswith("prm")},
-              prompt=cfg.prompt.to_dict(), processbench=cfg.processbench.to_dict())
+  return dict(
+      hf={k: h[k] for k in _HF_POLICY},
+      prm={k: h[k] for k in h if k.startswith("prm")},
+      prompt=cfg.prompt.to_dict(),
+      processbench=cfg.processbench.to_dict(),
+  )
 
 
 # --- the text pipeline's own stages -----------------------------------------------------------
 
+
 def _data(ctx: RunContext) -> dict:
   b = ctx.builder()
-  return dict(data_dir=os.fspath(b.data_dir),
-              **{f"num_{s}": int(v.num_examples) for s, v in b.info.splits.items()})
+  return dict(
+      data_dir=os.fspath(b.data_dir),
+      **{f"num_{s}": int(v.num_examples) for s, v in b.info.splits.items()},
+  )
 
 
 def score_samples(ctx: RunContext) -> dict:
@@ -90,24 +121,40 @@ def score_samples(ctx: RunContext) -> dict:
   records = io_utils.read_jsonl(ctx.path("eval", "samples.jsonl"))
   t0 = time.perf_counter()
   flat = evaluate.score_solutions(
-      ctx.load_prm(), ctx.tokenizer, [r["prompt"] for r in records for _ in r["samples"]],
-      [trim(ctx.cfg, t) for r in records for t in r["samples"]], batch_size=v.score_batch,
-      mesh=ctx.mesh)
+      ctx.load_prm(),
+      ctx.tokenizer,
+      [r["prompt"] for r in records for _ in r["samples"]],
+      [trim(ctx.cfg, t) for r in records for t in r["samples"]],
+      batch_size=v.score_batch,
+      mesh=ctx.mesh,
+  )
   dt = time.perf_counter() - t0
   starts = np.cumsum([0] + [len(r["samples"]) for r in records])
-  per_q = [flat[s:s + len(r["samples"])] for r, s in zip(records, starts)]
-  io_utils.atomic_write_jsonl(ctx.path("verifiers", "scores.jsonl"), [
-      dict(question=r["question"], prm=s) for r, s in zip(records, per_q)])
+  per_q = [flat[s : s + len(r["samples"])] for r, s in zip(records, starts)]
+  io_utils.atomic_write_jsonl(
+      ctx.path("verifiers", "scores.jsonl"),
+      [dict(question=r["question"], prm=s) for r, s in zip(records, per_q)],
+  )
   ns, eq = tuple(int(n) for n in e.majority_ns), ctx.equivalent
 
   def curves(idx):
-    return best_of_n.selection_curves([records[i] for i in idx],
-                                     {"prm": [s for i in idx for s in per_q[i]]},
-                                     ns, eq, v.aggregation)
-  out = dict(curves=curves(range(len(records))), scoring_seconds=dt,
-             scored_solutions=sum(bool(s) for s in flat), solutions=len(flat),
-             curves_by_level={lv: curves([i for i, r in enumerate(records)
-                                          if r["level"] == lv]) for lv in ctx.levels})
+    return best_of_n.selection_curves(
+        [records[i] for i in idx],
+        {"prm": [s for i in idx for s in per_q[i]]},
+        ns,
+        eq,
+        v.aggregation,
+    )
+
+  out = dict(
+      curves=curves(range(len(records))),
+      scoring_seconds=dt,
+      scored_solutions=sum(bool(s) for s in flat),
+      solutions=len(flat),
+      curves_by_level={
+          lv: curves([i for i, r in enumerate(records) if r["level"] == lv]) for lv in ctx.levels
+      },
+  )
   io_utils.atomic_write_json(ctx.path("verifiers", "eval.json"), out)
   return out
 
@@ -119,32 +166,61 @@ def run_processbench(ctx: RunContext) -> dict:
   c, pb = ctx.cfg, ctx.cfg.processbench
   pc, task = c.prompt, c.task.name
   prm = processbench_load.LoadedPRM(
-      load_prm(c, ctx.tokenizer, ctx.model_cfg, ctx.mesh, remap=False), ctx.tokenizer,
-      c.hf.prm_type, lambda problem: build_prompt(pc, task, problem), c.hf.prm_step_tag or None)
+      load_prm(c, ctx.tokenizer, ctx.model_cfg, ctx.mesh, remap=False),
+      ctx.tokenizer,
+      c.hf.prm_type,
+      lambda problem: build_prompt(pc, task, problem),
+      c.hf.prm_step_tag or None,
+  )
   threshold = float(pb.get("threshold", -1.0))
-  out = processbench.run(prm, [task], pb.data_dir, threshold if threshold >= 0 else None,
-                         int(pb.get("limit", 0)) or None, int(c.verify.score_batch))
+  out = processbench.run(
+      prm,
+      [task],
+      pb.data_dir,
+      threshold if threshold >= 0 else None,
+      int(pb.get("limit", 0)) or None,
+      int(c.verify.score_batch),
+  )
   io_utils.atomic_write_json(ctx.path("processbench", "eval.json"), processbench.json_safe(out))
   return processbench.json_safe(out)
 
 
 STAGES: tuple[Stage, ...] = (
     Stage("data", data_sections, _data, (), ("tfds",)),
-    Stage("eval_policy", lambda c: dict(policy_sections(c), eval=c.eval.to_dict()),
-          policy.eval_policy, ("data",), ("eval",)),
+    Stage(
+        "eval_policy",
+        lambda c: dict(policy_sections(c), eval=c.eval.to_dict()),
+        policy.eval_policy,
+        ("data",),
+        ("eval",),
+    ),
     Stage("score_samples", prm_sections, score_samples, ("eval_policy",), ("verifiers",)),
-    Stage("eval_search", lambda c: dict(prm_sections(c),
-                                        search=config_lib.search_section(c.search)),
-          verifiers.eval_search, ("score_samples",), ("search",)),
-    Stage("eval_large", lambda c: dict(policy_sections(c), eval=c.eval.to_dict(),
-                                       large_policy=c.hf.large_policy),
-          policy.eval_large, ("data",), ("large_eval",)),
-    Stage("compute_optimal",
-          lambda c: dict(prm_sections(c), search=config_lib.search_section(c.search),
-                         compute_optimal=c.compute_optimal.to_dict(),
-                         large_policy=c.hf.large_policy),
-          lambda ctx: compute_optimal.analysis(ctx, revisions=False),
-          ("eval_search", "eval_large"), ("compute_optimal",)),
+    Stage(
+        "eval_search",
+        lambda c: dict(prm_sections(c), search=config_lib.search_section(c.search)),
+        verifiers.eval_search,
+        ("score_samples",),
+        ("search",),
+    ),
+    Stage(
+        "eval_large",
+        lambda c: dict(policy_sections(c), eval=c.eval.to_dict(), large_policy=c.hf.large_policy),
+        policy.eval_large,
+        ("data",),
+        ("large_eval",),
+    ),
+    Stage(
+        "compute_optimal",
+        lambda c: dict(
+            prm_sections(c),
+            search=config_lib.search_section(c.search),
+            compute_optimal=c.compute_optimal.to_dict(),
+            large_policy=c.hf.large_policy,
+        ),
+        lambda ctx: compute_optimal.analysis(ctx, revisions=False),
+        ("eval_search", "eval_large"),
+        ("compute_optimal",),
+    ),
     Stage("processbench", processbench_sections, run_processbench, (), ("processbench",)),
 )
 STAGE = by_name(STAGES)
@@ -158,8 +234,11 @@ class TextPipeline(StagedRun):
     self.cfg, self.progress = cfg, progress
     self.task = cfg.task.name
     self.ctx = make_context(cfg, workdir, progress)
-    self.tokenizer, self.model_cfg, self.mesh = (self.ctx.tokenizer, self.ctx.model_cfg,
-                                                 self.ctx.mesh)
+    self.tokenizer, self.model_cfg, self.mesh = (
+        self.ctx.tokenizer,
+        self.ctx.model_cfg,
+        self.ctx.mesh,
+    )
     self._init_run(workdir)
 
   @property
@@ -240,27 +319,47 @@ class TextPipeline(StagedRun):
     scored = self.stage_score_samples()
     search = self.stage_eval_search()
     optimal = {}
-    if c.hf.large_policy:                      # the analysis reads large_eval/greedy.jsonl
-      optimal.update(large_eval=self.stage_eval_large(),
-                     large=dict(checkpoint=c.hf.large_policy,
-                                train_tokens=float(c.compute_optimal.pretrain_tokens)))
+    if c.hf.large_policy:  # the analysis reads large_eval/greedy.jsonl
+      optimal.update(
+          large_eval=self.stage_eval_large(),
+          large=dict(
+              checkpoint=c.hf.large_policy, train_tokens=float(c.compute_optimal.pretrain_tokens)
+          ),
+      )
     optimal["analysis"] = self.stage_compute_optimal()
     bench = self.stage_processbench()
     pol = dict(num_params=self.model_cfg.num_params, final_metrics=None, checkpoint=c.hf.policy)
-    rep = report.build_report(c, self.levels, data, pol, ev, dict(self.wall),
-                              time.perf_counter() - t0, search=search, compute_optimal=optimal)
-    report.merge_curves(rep, *report.curve_sets(scored["curves"], scored["curves_by_level"],
-                                                skip=("majority",)))
+    rep = report.build_report(
+        c,
+        self.levels,
+        data,
+        pol,
+        ev,
+        dict(self.wall),
+        time.perf_counter() - t0,
+        search=search,
+        compute_optimal=optimal,
+    )
+    report.merge_curves(
+        rep, *report.curve_sets(scored["curves"], scored["curves_by_level"], skip=("majority",))
+    )
     rep["policy"]["checkpoint"] = c.hf.policy
-    rep["verifier"] = dict(prm=c.hf.prm, prm_type=c.hf.prm_type,
-                           aggregation=c.verify.aggregation,
-                           scoring_seconds=scored["scoring_seconds"],
-                           scored_solutions=scored["scored_solutions"],
-                           solutions=scored["solutions"])
+    rep["verifier"] = dict(
+        prm=c.hf.prm,
+        prm_type=c.hf.prm_type,
+        aggregation=c.verify.aggregation,
+        scoring_seconds=scored["scoring_seconds"],
+        scored_solutions=scored["scored_solutions"],
+        solutions=scored["solutions"],
+    )
     if bench is not None:
-      rep["processbench"] = {s: {k: v[k] for k in ("acc_err", "acc_cor", "f1", "threshold",
-                                                   "threshold_source", "items")}
-                             for s, v in bench["splits"].items()}
+      rep["processbench"] = {
+          s: {
+              k: v[k]
+              for k in ("acc_err", "acc_cor", "f1", "threshold", "threshold_source", "items")
+          }
+          for s, v in bench["splits"].items()
+      }
     io_utils.atomic_write_json(self.path("config.json"), c.to_dict())
     report.write_report(self.workdir, rep)
     return rep

@@ -36,11 +36,16 @@ def build_prompt(pc, task: str, question: str, shots=()) -> str:
   if pc.style == "plain":
     return pc.template.replace("{question}", question)
   if pc.style == "few_shot":
-    return few_shot_prompt([(q, shot_answer(task, s)) for q, s in shots], question,
-                           question_format=pc.question_format,
-                           answer_format=pc.answer_format, separator=pc.separator)
+    return few_shot_prompt(
+        [(q, shot_answer(task, s)) for q, s in shots],
+        question,
+        question_format=pc.question_format,
+        answer_format=pc.answer_format,
+        separator=pc.separator,
+    )
   messages = ([dict(role="system", content=pc.system)] if pc.system else []) + [
-      dict(role="user", content=pc.user_format.replace("{question}", question))]
+      dict(role="user", content=pc.user_format.replace("{question}", question))
+  ]
   return chat_prompt(messages, pc.chat_style)
 
 
@@ -48,7 +53,7 @@ def trim(cfg, text: str) -> str:
   """`text` up to the first of prompt.stop_strings (e.g. a few-shot model's next question)."""
   for s in cfg.prompt.stop_strings:
     if s and s in text:
-      text = text[:text.index(s)]
+      text = text[: text.index(s)]
   return text
 
 
@@ -59,8 +64,7 @@ def _dtypes(cfg) -> dict:
 
 def hf_config(cfg, path: str) -> ModelConfig:
   """The ModelConfig of the HF checkpoint at `path`, with the run's dtypes and max_len."""
-  return hf.config_from_hf(io_utils.read_json(os.path.join(path, "config.json")),
-                           **_dtypes(cfg))
+  return hf.config_from_hf(io_utils.read_json(os.path.join(path, "config.json")), **_dtypes(cfg))
 
 
 def load_hf_model(cfg, mesh, path: str):
@@ -77,32 +81,47 @@ def load_prm(cfg, tokenizer, model_cfg: ModelConfig, mesh, remap: bool = True):
     base = hf_config(cfg, h.prm_base) if h.prm_base else model_cfg
     return prm_train.load_value_model(d, base, tok, kind="prm", seed=cfg.seed, mesh=mesh)
   _check_prm_vocabulary(cfg)
-  kw = dict(step_token_id=tok.id_of(h.prm_step_tag),
-            delimiter_ids=(tok.newline_id, tok.EOS) if remap else (),
-            mesh=mesh, **_dtypes(cfg))
+  kw = dict(
+      step_token_id=tok.id_of(h.prm_step_tag),
+      delimiter_ids=(tok.newline_id, tok.EOS) if remap else (),
+      mesh=mesh,
+      **_dtypes(cfg),
+  )
   if h.prm_type == "token_prob":
-    return external_prm.load_token_prm(h.prm, good_token_id=tok.id_of(h.prm_good_token),
-                                       bad_token_id=tok.id_of(h.prm_bad_token), **kw)
+    return external_prm.load_token_prm(
+        h.prm,
+        good_token_id=tok.id_of(h.prm_good_token),
+        bad_token_id=tok.id_of(h.prm_bad_token),
+        **kw,
+    )
   return external_prm.load_classifier_prm(h.prm, positive_class=int(h.prm_positive_class), **kw)
 
 
 def _check_prm_vocabulary(cfg) -> None:
   """The search feeds the policy's token ids to the PRM: their vocabularies must agree."""
   from tokenizers import Tokenizer  # the HF tokenizers library, only for external PRMs
+
   mine = cfg.hf.tokenizer or cfg.hf.policy
   mine = mine if mine.endswith(".json") else os.path.join(mine, "tokenizer.json")
   theirs = os.path.join(cfg.hf.prm, "tokenizer.json")
-  if os.path.isfile(theirs) and os.path.isfile(mine) and (
-      Tokenizer.from_file(theirs).get_vocab() != Tokenizer.from_file(mine).get_vocab()):
-    raise ValueError(f"the PRM's tokenizer ({theirs}) differs from the policy's ({mine}); "
-                     "PRM search needs one shared vocabulary")
+  if (
+      os.path.isfile(theirs)
+      and os.path.isfile(mine)
+      and (Tokenizer.from_file(theirs).get_vocab() != Tokenizer.from_file(mine).get_vocab())
+  ):
+    raise ValueError(
+        f"the PRM's tokenizer ({theirs}) differs from the policy's ({mine}); "
+        "PRM search needs one shared vocabulary"
+    )
 
 
 def build_dataset(cfg, workdir: str):
   """The task's TFDS dataset in <workdir>/tfds, from data.manual_dir (built on first use)."""
-  from ttc_jax.data import text_tfds   # tfds is only needed here
-  return text_tfds.build_text_dataset(cfg.task.name, os.path.join(workdir, "tfds"),
-                                      cfg.data.manual_dir)
+  from ttc_jax.data import text_tfds  # tfds is only needed here
+
+  return text_tfds.build_text_dataset(
+      cfg.task.name, os.path.join(workdir, "tfds"), cfg.data.manual_dir
+  )
 
 
 def select_problems(cfg, builder, limit: int | None = None) -> list[dict]:
@@ -111,15 +130,24 @@ def select_problems(cfg, builder, limit: int | None = None) -> list[dict]:
   Dicts: question, prompt, answer, level ("Level 3"; "all" for GSM8K), subject, solution.
   """
   from ttc_jax.data import text_tfds
+
   b = builder()
-  rows = text_tfds.load_problems(b, cfg.task.split)[:int(limit or cfg.eval.questions)]
+  rows = text_tfds.load_problems(b, cfg.task.split)[: int(limit or cfg.eval.questions)]
   shots = []
   if cfg.prompt.style == "few_shot" and int(cfg.prompt.shots) > 0:
     src = text_tfds.load_split(b, "train")
-    shots = [(r["question"], r["solution"]) for r in
-             (text_tfds.decode_record(src[i]) for i in range(min(len(src), cfg.prompt.shots)))]
-  return [dict(r, level=r["level"] or "all",
-               prompt=build_prompt(cfg.prompt, cfg.task.name, r["question"], shots)) for r in rows]
+    shots = [
+        (r["question"], r["solution"])
+        for r in (text_tfds.decode_record(src[i]) for i in range(min(len(src), cfg.prompt.shots)))
+    ]
+  return [
+      dict(
+          r,
+          level=r["level"] or "all",
+          prompt=build_prompt(cfg.prompt, cfg.task.name, r["question"], shots),
+      )
+      for r in rows
+  ]
 
 
 def make_context(cfg: ml_collections.ConfigDict, workdir: str, progress: bool) -> RunContext:
@@ -127,12 +155,17 @@ def make_context(cfg: ml_collections.ConfigDict, workdir: str, progress: bool) -
   h = cfg.hf
   task = cfg.task.name
   grader = grading.get_grader(task)
-  tokenizer = HFTokenizer.from_file(h.tokenizer or h.policy, step_delimiter=h.step_delimiter,
-                                    **({"eos_token": h.eos_token} if h.eos_token else {}))
+  tokenizer = HFTokenizer.from_file(
+      h.tokenizer or h.policy,
+      step_delimiter=h.step_delimiter,
+      **({"eos_token": h.eos_token} if h.eos_token else {}),
+  )
   model_cfg = hf_config(cfg, h.policy)
   if tokenizer.vocab_size > model_cfg.vocab_size:
-    raise ValueError(f"tokenizer {h.tokenizer or h.policy} has {tokenizer.vocab_size} "
-                     f"tokens, more than the policy's vocab_size={model_cfg.vocab_size}")
+    raise ValueError(
+        f"tokenizer {h.tokenizer or h.policy} has {tokenizer.vocab_size} "
+        f"tokens, more than the policy's vocab_size={model_cfg.vocab_size}"
+    )
   mesh = parallel.make_mesh(tuple(cfg.mesh.shape))
   workdir = os.path.abspath(workdir)
 
@@ -140,12 +173,20 @@ def make_context(cfg: ml_collections.ConfigDict, workdir: str, progress: bool) -
   problems = functools.partial(select_problems, cfg, builder)
 
   return RunContext(
-      cfg=cfg, workdir=workdir, tokenizer=tokenizer, model_cfg=model_cfg, mesh=mesh, levels=[],
-      progress=progress, builder=builder, problems=problems,
+      cfg=cfg,
+      workdir=workdir,
+      tokenizer=tokenizer,
+      model_cfg=model_cfg,
+      mesh=mesh,
+      levels=[],
+      progress=progress,
+      builder=builder,
+      problems=problems,
       test_problems=lambda section: problems(int(section.questions)),
       extract_answer=lambda text: grader.extract_answer(trim(cfg, text)),
       equivalent=grader.equivalent,
       load_policy=lambda: load_hf_model(cfg, mesh, h.policy),
       load_prm=lambda: load_prm(cfg, tokenizer, model_cfg, mesh),
       large_cfg=lambda: hf_config(cfg, h.large_policy) if h.large_policy else None,
-      load_large=lambda: load_hf_model(cfg, mesh, h.large_policy))
+      load_large=lambda: load_hf_model(cfg, mesh, h.large_policy),
+  )

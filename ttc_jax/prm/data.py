@@ -38,8 +38,13 @@ def solution_tokens(tokenizer, prompt: str, steps: Sequence[str]) -> tuple[list[
   return ids, ends
 
 
-def value_example(tokenizer, prompt: str, steps: Sequence[str], targets: Sequence[float],
-                  labelled: Sequence[bool] | None = None) -> dict[str, np.ndarray]:
+def value_example(
+    tokenizer,
+    prompt: str,
+    steps: Sequence[str],
+    targets: Sequence[float],
+    labelled: Sequence[bool] | None = None,
+) -> dict[str, np.ndarray]:
   """One unpacked row: inputs[n], value_targets[n], value_mask[n] (+ unused LM keys)."""
   ids, ends = solution_tokens(tokenizer, prompt, steps)
   if len(targets) != len(steps):
@@ -51,12 +56,18 @@ def value_example(tokenizer, prompt: str, steps: Sequence[str], targets: Sequenc
     if labelled is None or labelled[k]:
       vt[pos], vm[pos] = float(y), 1.0
   inputs = np.asarray(ids, np.int32)
-  return {"inputs": inputs, "targets": np.zeros_like(inputs),
-          "loss_mask": np.zeros((n,), np.float32), "value_targets": vt, "value_mask": vm}
+  return {
+      "inputs": inputs,
+      "targets": np.zeros_like(inputs),
+      "loss_mask": np.zeros((n,), np.float32),
+      "value_targets": vt,
+      "value_mask": vm,
+  }
 
 
-def rollout_solutions(record: dict, outcome: Callable[[dict, str], bool | None]
-                      ) -> list[tuple[list[str], int, bool]]:
+def rollout_solutions(
+    record: dict, outcome: Callable[[dict, str], bool | None]
+) -> list[tuple[list[str], int, bool]]:
   """The record's stored rollouts as complete solutions: (steps, k, correct).
 
   Rollout j from step prefix k is `steps[:k+1]` followed by its own lines;
@@ -66,7 +77,7 @@ def rollout_solutions(record: dict, outcome: Callable[[dict, str], bool | None]
   out = []
   for k, conts in enumerate(record.get("rollouts") or []):
     for c in conts or []:
-      lines = list(record["steps"][:k + 1]) + [ln for ln in c.split("\n")]
+      lines = list(record["steps"][: k + 1]) + [ln for ln in c.split("\n")]
       while lines and lines[-1] == "":
         lines.pop()
       ok = outcome(record, "\n".join(lines)) if len(lines) > k + 1 else None
@@ -75,10 +86,15 @@ def rollout_solutions(record: dict, outcome: Callable[[dict, str], bool | None]
   return out
 
 
-def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
-                          label: str = "soft", *, max_tokens: int | None = None,
-                          outcome: Callable[[dict, str], bool | None] | None = None
-                          ) -> list[dict[str, np.ndarray]]:
+def examples_from_records(
+    tokenizer,
+    records: Sequence[dict],
+    kind: str = "prm",
+    label: str = "soft",
+    *,
+    max_tokens: int | None = None,
+    outcome: Callable[[dict, str], bool | None] | None = None,
+) -> list[dict[str, np.ndarray]]:
   """Training rows for a PRM (targets at every step) or an ORM (last step only).
 
   With `outcome` (see `rollout_solutions`), records' stored rollouts become
@@ -96,7 +112,7 @@ def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
   def add(prompt, steps, targets, labelled):
     try:
       ex = value_example(tokenizer, prompt, steps, targets, labelled)
-    except ValueError:    # text the tokenizer cannot encode (e.g. a sampled padding id)
+    except ValueError:  # text the tokenizer cannot encode (e.g. a sampled padding id)
       return
     if max_tokens is None or ex["inputs"].shape[0] <= max_tokens:
       out.append(ex)
@@ -106,8 +122,12 @@ def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
     if kind == "prm":
       add(r["prompt"], r["steps"], r[label], None)
     else:
-      add(r["prompt"], r["steps"], [0.0] * (k - 1) + [float(r["answer_correct"])],
-          [False] * (k - 1) + [True])
+      add(
+          r["prompt"],
+          r["steps"],
+          [0.0] * (k - 1) + [float(r["answer_correct"])],
+          [False] * (k - 1) + [True],
+      )
     if outcome is None:
       continue
     for lines, j, ok in rollout_solutions(r, outcome):
@@ -115,7 +135,7 @@ def examples_from_records(tokenizer, records: Sequence[dict], kind: str = "prm",
       tgt = [0.0] * n
       mask = [False] * n
       if kind == "prm":
-        tgt[:j + 1], mask[:j + 1] = list(r[label][:j + 1]), [True] * (j + 1)
+        tgt[: j + 1], mask[: j + 1] = list(r[label][: j + 1]), [True] * (j + 1)
       tgt[-1], mask[-1] = float(ok), True
       add(r["prompt"], lines, tgt, mask)
   return out
@@ -132,7 +152,9 @@ def split_records(records: Sequence[dict], fraction: float) -> tuple[list[dict],
   train = [r for r in records if not is_heldout(r["question"], fraction)]
   held = [r for r in records if is_heldout(r["question"], fraction)]
   if not train or not held:
-    raise ValueError(f"held-out fraction {fraction} over {len(records)} labelled solutions "
-                     f"leaves {len(train)} for training and {len(held)} held out; "
-                     "label more questions or change the fraction")
+    raise ValueError(
+        f"held-out fraction {fraction} over {len(records)} labelled solutions "
+        f"leaves {len(train)} for training and {len(held)} held out; "
+        "label more questions or change the fraction"
+    )
   return train, held

@@ -36,8 +36,15 @@ def _score(graphdef, state, tokens, lengths):
   return nnx.merge(graphdef, state).score(tokens, lengths)
 
 
-def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[str], *,
-                    batch_size: int = 256, mesh=None) -> list[list[float]]:
+def score_solutions(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    mesh=None,
+) -> list[list[float]]:
   """Per-step values of each (prompt, solution text): list[num_steps] per solution.
 
   Sequences are grouped by length (rounded up to 32 tokens) and scored in
@@ -50,7 +57,7 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
     raise ValueError(f"{len(prompts)} prompts for {len(texts)} solutions")
   max_len = model.cfg.max_len
   seqs: list[tuple[list[int], list[int]]] = []
-  delimiter = getattr(tokenizer, "step_delimiter", "\n")   # the token `newline_id` encodes
+  delimiter = getattr(tokenizer, "step_delimiter", "\n")  # the token `newline_id` encodes
   for p, t in zip(prompts, texts):
     steps = text_steps(t, delimiter)
     if not steps:
@@ -58,7 +65,7 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
       continue
     try:
       ids, ends = prm_data.solution_tokens(tokenizer, p, steps)
-    except ValueError:    # text the tokenizer cannot encode: left unscored
+    except ValueError:  # text the tokenizer cannot encode: left unscored
       seqs.append(([], []))
       continue
     seqs.append((ids[:max_len], [e for e in ends if e < max_len]))
@@ -70,22 +77,26 @@ def score_solutions(model, tokenizer, prompts: Sequence[str], texts: Sequence[st
   graphdef, state = nnx.split(model)
   step = batch_size
   if mesh is not None:
-    step = int(math.ceil(step / (mesh.shape["data"] * mesh.shape["fsdp"]))
-               * mesh.shape["data"] * mesh.shape["fsdp"])
+    step = int(
+        math.ceil(step / (mesh.shape["data"] * mesh.shape["fsdp"]))
+        * mesh.shape["data"]
+        * mesh.shape["fsdp"]
+    )
   for length, idx in sorted(groups.items()):
     for s in range(0, len(idx), step):
-      part = idx[s:s + step]
+      part = idx[s : s + step]
       toks = np.zeros((step, length), np.int32)
       lens = np.ones((step,), np.int32)
       for r, i in enumerate(part):
         ids = seqs[i][0]
-        toks[r, :len(ids)], lens[r] = ids, len(ids)
+        toks[r, : len(ids)], lens[r] = ids, len(ids)
       if mesh is not None:
         toks = jax.device_put(toks, parallel.data_sharding(mesh, 2))
         lens = jax.device_put(lens, parallel.data_sharding(mesh, 1))
       with parallel.use_mesh(mesh):
-        vals = np.asarray(jax.device_get(_score(graphdef, state, jnp.asarray(toks),
-                                                jnp.asarray(lens))))
+        vals = np.asarray(
+            jax.device_get(_score(graphdef, state, jnp.asarray(toks), jnp.asarray(lens)))
+        )
       for r, i in enumerate(part):
         out[i] = [float(vals[r, e]) for e in seqs[i][1]]
   return out
@@ -105,24 +116,33 @@ def exact_step_labels(question: str, text: str, check_solution) -> list[bool] | 
   return [bool(x) for x in chk.prefix_correct] + [bool(chk.all_correct)]
 
 
-def verifier_quality(step_scores: Sequence[Sequence[float]],
-                     exact: Sequence[list[bool] | None], threshold: float = 0.5) -> dict:
+def verifier_quality(
+    step_scores: Sequence[Sequence[float]],
+    exact: Sequence[list[bool] | None],
+    threshold: float = 0.5,
+) -> dict:
   """Step AUROC and first-error accuracy over the solutions that have exact labels."""
   sc = [s for s, e in zip(step_scores, exact) if e is not None and len(s) == len(e)]
   ex = [e for s, e in zip(step_scores, exact) if e is not None and len(s) == len(e)]
   flat_s = [v for s in sc for v in s]
   flat_e = [v for e in ex for v in e]
   fe = metrics.first_error_accuracy(sc, ex, threshold) if sc else {}
-  return dict(step_auroc=metrics.auroc(flat_s, flat_e),
-              first_error_accuracy=fe.get("accuracy", float("nan")),
-              first_error=fe, num_solutions=len(sc), num_steps=len(flat_s),
-              positive_fraction=float(np.mean(flat_e)) if flat_e else float("nan"),
-              threshold=threshold)
+  return dict(
+      step_auroc=metrics.auroc(flat_s, flat_e),
+      first_error_accuracy=fe.get("accuracy", float("nan")),
+      first_error=fe,
+      num_solutions=len(sc),
+      num_steps=len(flat_s),
+      positive_fraction=float(np.mean(flat_e)) if flat_e else float("nan"),
+      threshold=threshold,
+  )
 
 
-def calibrate_threshold(step_scores: Sequence[Sequence[float]], exact: Sequence[list[bool]],
-                        grid: Sequence[float] = tuple(np.round(np.arange(0.02, 0.99, 0.02), 2))
-                        ) -> float:
+def calibrate_threshold(
+    step_scores: Sequence[Sequence[float]],
+    exact: Sequence[list[bool]],
+    grid: Sequence[float] = tuple(np.round(np.arange(0.02, 0.99, 0.02), 2)),
+) -> float:
   """The score threshold that best locates first errors on labelled (non-test) solutions.
 
   A PRM trained on Monte Carlo values predicts the chance of reaching the right

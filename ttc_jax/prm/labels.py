@@ -40,6 +40,7 @@ Equiv = Callable[[Any, Any], bool]
 @dataclasses.dataclass(frozen=True)
 class LabelSettings:
   """Knobs of the labelling run (paper: 16 samples, 16 rollouts)."""
+
   samples_per_question: int = 16
   rollouts: int = 16
   temperature: float = 0.7
@@ -49,11 +50,10 @@ class LabelSettings:
   max_batch: int = 2048
   shard_questions: int = 64
   keep_rollouts: bool = False  # store rollout texts in the records (extra PRM/ORM data)
-  budget_slack: float = 1.5   # rollout token cap: slack x the sampled rest + 16
+  budget_slack: float = 1.5  # rollout token cap: slack x the sampled rest + 16
 
   def __post_init__(self):
-    for f in ("samples_per_question", "rollouts", "max_new_tokens", "max_batch",
-              "shard_questions"):
+    for f in ("samples_per_question", "rollouts", "max_new_tokens", "max_batch", "shard_questions"):
       if getattr(self, f) < 1:
         raise ValueError(f"LabelSettings.{f} must be >= 1, got {getattr(self, f)}")
 
@@ -80,18 +80,29 @@ def solution_lines(text: str, extract_answer: Extract) -> list[str] | None:
 
 def prefix_text(lines: Sequence[str], k: int) -> str:
   """The solution text through step k (0-based), ending with the delimiter."""
-  return "\n".join(lines[:k + 1]) + "\n"
+  return "\n".join(lines[: k + 1]) + "\n"
 
 
 def _bucket(n_tokens: int, step: int = 16) -> int:
   return int(math.ceil(n_tokens / step) * step)
 
 
-def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[str],
-                   targets: Sequence[str], rng: jax.Array, settings: LabelSettings, *,
-                   extract_answer: Extract, equivalent: Equiv,
-                   budgets: Sequence[int] | None = None, mesh=None,
-                   progress: bool = False, keep: list | None = None) -> tuple[np.ndarray, dict]:
+def rollout_values(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    prefixes: Sequence[str],
+    targets: Sequence[str],
+    rng: jax.Array,
+    settings: LabelSettings,
+    *,
+    extract_answer: Extract,
+    equivalent: Equiv,
+    budgets: Sequence[int] | None = None,
+    mesh=None,
+    progress: bool = False,
+    keep: list | None = None,
+) -> tuple[np.ndarray, dict]:
   """Fraction of `settings.rollouts` continuations of each prompt+prefix that are right.
 
   prompts[i] + prefixes[i] is fed to the policy; a rollout is right when the
@@ -109,8 +120,9 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
   """
   p = len(prompts)
   if not (len(prefixes) == len(targets) == p):
-    raise ValueError(f"rollout_values: {p} prompts, {len(prefixes)} prefixes, "
-                     f"{len(targets)} targets")
+    raise ValueError(
+        f"rollout_values: {p} prompts, {len(prefixes)} prefixes, " f"{len(targets)} targets"
+    )
   values = np.zeros((p,), np.float64)
   stats = dict(rollouts=0, generated_tokens=0, unparsable=0, seconds=0.0, calls=0)
   if p == 0:
@@ -125,16 +137,27 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
     want = settings.max_new_tokens if budgets is None else _bucket(max(int(budgets[i]), 1), 32)
     max_new = min(settings.max_new_tokens, want, max_len - blen)
     if max_new < 1:
-      raise ValueError(f"step prefix {i} ({blen} tokens) leaves no room to roll out within "
-                       f"the model's max_len={max_len}")
+      raise ValueError(
+          f"step prefix {i} ({blen} tokens) leaves no room to roll out within "
+          f"the model's max_len={max_len}"
+      )
     groups.setdefault((blen, max_new), []).append(i)
   for (blen, max_new), idx in sorted(groups.items()):
     outs, st = evaluation.sample_texts(
-        model, tokenizer, [texts[i] for i in idx],
+        model,
+        tokenizer,
+        [texts[i] for i in idx],
         jax.random.fold_in(jax.random.fold_in(rng, blen), max_new),
-        num_samples=settings.rollouts, max_new_tokens=max_new,
-        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-        max_batch=settings.max_batch, mesh=mesh, progress=progress, desc=f"rollouts@{blen}")
+        num_samples=settings.rollouts,
+        max_new_tokens=max_new,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        max_batch=settings.max_batch,
+        mesh=mesh,
+        progress=progress,
+        desc=f"rollouts@{blen}",
+    )
     for i, conts in zip(idx, outs):
       if keep is not None:
         keep[i] = list(conts)
@@ -148,10 +171,19 @@ def rollout_values(model, tokenizer, prompts: Sequence[str], prefixes: Sequence[
   return values, stats
 
 
-def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
-                   settings: LabelSettings, *, extract_answer: Extract, equivalent: Equiv,
-                   check_solution: Callable[[str, str], Any] | None = None, mesh=None,
-                   progress: bool = False) -> tuple[list[dict], dict]:
+def label_problems(
+    model,
+    tokenizer,
+    problems: Sequence[dict],
+    rng: jax.Array,
+    settings: LabelSettings,
+    *,
+    extract_answer: Extract,
+    equivalent: Equiv,
+    check_solution: Callable[[str, str], Any] | None = None,
+    mesh=None,
+    progress: bool = False,
+) -> tuple[list[dict], dict]:
   """Samples solutions for `problems` and labels every step by rollouts.
 
   problems: dicts with `prompt`, `answer`, and optionally `question`, `level`.
@@ -168,10 +200,20 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
   t0 = time.perf_counter()
   prompts = [q["prompt"] for q in problems]
   sols, s_stats = evaluation.sample_texts(
-      model, tokenizer, prompts, jax.random.fold_in(rng, 0),
-      num_samples=settings.samples_per_question, max_new_tokens=settings.max_new_tokens,
-      temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-      max_batch=settings.max_batch, mesh=mesh, progress=progress, desc="label samples")
+      model,
+      tokenizer,
+      prompts,
+      jax.random.fold_in(rng, 0),
+      num_samples=settings.samples_per_question,
+      max_new_tokens=settings.max_new_tokens,
+      temperature=settings.temperature,
+      top_k=settings.top_k,
+      top_p=settings.top_p,
+      max_batch=settings.max_batch,
+      mesh=mesh,
+      progress=progress,
+      desc="label samples",
+  )
   kept: list[tuple[dict, str, list[str]]] = []
   for q, texts in zip(problems, sols):
     for t in texts:
@@ -185,15 +227,25 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
       r_prefixes.append(prefix_text(lines, k))
       r_targets.append(str(q["answer"]))
       # room for the rest as this sample wrote it, with slack for longer paths
-      rest = len(tokenizer.encode("\n".join(lines[k + 1:]))) + 1
+      rest = len(tokenizer.encode("\n".join(lines[k + 1 :]))) + 1
       r_budgets.append(int(rest * settings.budget_slack) + 16)
       owner.append((s, k))
   kept_texts = [None] * len(r_prompts) if settings.keep_rollouts else None
-  vals, r_stats = rollout_values(model, tokenizer, r_prompts, r_prefixes, r_targets,
-                                 jax.random.fold_in(rng, 1), settings,
-                                 extract_answer=extract_answer, equivalent=equivalent,
-                                 budgets=r_budgets, mesh=mesh, progress=progress,
-                                 keep=kept_texts)
+  vals, r_stats = rollout_values(
+      model,
+      tokenizer,
+      r_prompts,
+      r_prefixes,
+      r_targets,
+      jax.random.fold_in(rng, 1),
+      settings,
+      extract_answer=extract_answer,
+      equivalent=equivalent,
+      budgets=r_budgets,
+      mesh=mesh,
+      progress=progress,
+      keep=kept_texts,
+  )
   soft = [[0.0] * len(lines) for _, _, lines in kept]
   conts: list[list] = [[None] * (len(lines) - 1) for _, _, lines in kept]
   for j, ((s, k), v) in enumerate(zip(owner, vals)):
@@ -206,25 +258,41 @@ def label_problems(model, tokenizer, problems: Sequence[dict], rng: jax.Array,
     correct = bool(equivalent(extract_answer(lines[-1]), tgt))
     soft[s][-1] = float(correct)
     hard = [float(v > 0) for v in soft[s]]
-    rec = dict(question=q.get("question", q["prompt"].strip()), prompt=q["prompt"],
-               answer=tgt, level=q.get("level", ""), solution=text, steps=lines,
-               soft=soft[s], hard=hard, answer_correct=correct)
+    rec = dict(
+        question=q.get("question", q["prompt"].strip()),
+        prompt=q["prompt"],
+        answer=tgt,
+        level=q.get("level", ""),
+        solution=text,
+        steps=lines,
+        soft=soft[s],
+        hard=hard,
+        answer_correct=correct,
+    )
     if kept_texts is not None:
-      rec["rollouts"] = conts[s]      # [K-1][m] continuation texts from each step prefix
+      rec["rollouts"] = conts[s]  # [K-1][m] continuation texts from each step prefix
     if check_solution is not None:
       chk = check_solution(rec["question"], text)
       rec["exact"] = [bool(x) for x in chk.prefix_correct] + [bool(chk.all_correct)]
-      if len(rec["exact"]) != len(lines):   # the checker saw another step split
-        raise ValueError(f"checker found {len(rec['exact'])} steps, labeller {len(lines)}: "
-                         f"{text!r}")
+      if len(rec["exact"]) != len(lines):  # the checker saw another step split
+        raise ValueError(
+            f"checker found {len(rec['exact'])} steps, labeller {len(lines)}: " f"{text!r}"
+        )
     records.append(rec)
-  stats = dict(questions=len(problems), solutions_sampled=len(problems) * len(sols[0]),
-               solutions_kept=len(kept), prefixes=len(r_prompts),
-               sample_tokens=s_stats["generated_tokens"], sample_seconds=s_stats["seconds"],
-               rollouts=r_stats["rollouts"], rollout_tokens=r_stats["generated_tokens"],
-               rollout_seconds=r_stats["seconds"], rollout_calls=r_stats["calls"],
-               rollouts_unparsable=r_stats["unparsable"],
-               seconds=time.perf_counter() - t0)
+  stats = dict(
+      questions=len(problems),
+      solutions_sampled=len(problems) * len(sols[0]),
+      solutions_kept=len(kept),
+      prefixes=len(r_prompts),
+      sample_tokens=s_stats["generated_tokens"],
+      sample_seconds=s_stats["seconds"],
+      rollouts=r_stats["rollouts"],
+      rollout_tokens=r_stats["generated_tokens"],
+      rollout_seconds=r_stats["seconds"],
+      rollout_calls=r_stats["calls"],
+      rollouts_unparsable=r_stats["unparsable"],
+      seconds=time.perf_counter() - t0,
+  )
   return records, stats
 
 
@@ -232,10 +300,21 @@ def shard_path(out_dir: str, i: int) -> str:
   return os.path.join(out_dir, f"labels-{i:05d}.array_record")
 
 
-def label_dataset(model, tokenizer, problems: Sequence[dict], out_dir: str, rng: jax.Array,
-                  settings: LabelSettings, *, extract_answer: Extract, equivalent: Equiv,
-                  check_solution=None, mesh=None, progress: bool = False,
-                  log: Callable[[str], None] = print) -> dict:
+def label_dataset(
+    model,
+    tokenizer,
+    problems: Sequence[dict],
+    out_dir: str,
+    rng: jax.Array,
+    settings: LabelSettings,
+    *,
+    extract_answer: Extract,
+    equivalent: Equiv,
+    check_solution=None,
+    mesh=None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
   """Labels `problems` shard by shard into `out_dir`; resumes at the first missing shard.
 
   A shard is finished when both `labels-XXXXX.array_record` and its stats
@@ -243,36 +322,50 @@ def label_dataset(model, tokenizer, problems: Sequence[dict], out_dir: str, rng:
   atomically). Returns the summed stats with throughput figures.
   """
   from ttc_jax.data import records as records_lib
+
   n_shards = int(math.ceil(len(problems) / settings.shard_questions))
   totals: dict[str, float] = {}
   for i in range(n_shards):
-    side = shard_path(out_dir, i)[:-len(".array_record")] + ".json"
+    side = shard_path(out_dir, i)[: -len(".array_record")] + ".json"
     if os.path.exists(side) and os.path.exists(shard_path(out_dir, i)):
       st = io_utils.read_json(side)
       log(f"[prm_labels] shard {i + 1}/{n_shards} done before; skipped")
     else:
-      part = problems[i * settings.shard_questions:(i + 1) * settings.shard_questions]
-      recs, st = label_problems(model, tokenizer, part, jax.random.fold_in(rng, i), settings,
-                                extract_answer=extract_answer, equivalent=equivalent,
-                                check_solution=check_solution, mesh=mesh, progress=progress)
+      part = problems[i * settings.shard_questions : (i + 1) * settings.shard_questions]
+      recs, st = label_problems(
+          model,
+          tokenizer,
+          part,
+          jax.random.fold_in(rng, i),
+          settings,
+          extract_answer=extract_answer,
+          equivalent=equivalent,
+          check_solution=check_solution,
+          mesh=mesh,
+          progress=progress,
+      )
       records_lib.write_records(shard_path(out_dir, i), recs)
       io_utils.atomic_write_json(side, st)
-      log(f"[prm_labels] shard {i + 1}/{n_shards}: {st['solutions_kept']} solutions, "
+      log(
+          f"[prm_labels] shard {i + 1}/{n_shards}: {st['solutions_kept']} solutions, "
           f"{st['rollouts']} rollouts, {st['rollout_tokens']} tokens in "
           f"{st['rollout_seconds']:.1f}s ({st['rollouts'] / max(st['rollout_seconds'], 1e-9):.0f}"
-          f" rollouts/s, {st['rollout_tokens'] / max(st['rollout_seconds'], 1e-9):.0f} tok/s)")
+          f" rollouts/s, {st['rollout_tokens'] / max(st['rollout_seconds'], 1e-9):.0f} tok/s)"
+      )
     for k, v in st.items():
       totals[k] = totals.get(k, 0) + v
   totals["shards"] = n_shards
   totals["rollouts_per_s"] = totals.get("rollouts", 0) / max(totals.get("rollout_seconds", 0), 1e-9)
-  totals["rollout_tokens_per_s"] = (totals.get("rollout_tokens", 0)
-                                    / max(totals.get("rollout_seconds", 0), 1e-9))
+  totals["rollout_tokens_per_s"] = totals.get("rollout_tokens", 0) / max(
+      totals.get("rollout_seconds", 0), 1e-9
+  )
   return totals
 
 
 def load_labels(out_dir: str) -> list[dict]:
   """All label records of a labelled directory, in shard order."""
   from ttc_jax.data import records as records_lib
+
   paths = sorted(glob.glob(os.path.join(out_dir, "labels-*.array_record")))
   if not paths:
     raise ValueError(f"no label shards (labels-*.array_record) in {out_dir}")
@@ -287,22 +380,29 @@ def label_quality(records: Sequence[dict]) -> dict:
   positive fraction. NaN where there are no exact labels.
   """
   from ttc_jax.prm.metrics import auroc
+
   rs = [r for r in records if "exact" in r]
   ex = [bool(v) for r in rs for v in r["exact"]]
   soft = [v for r in rs for v in r["soft"]]
   hard = [v for r in rs for v in r["hard"]]
-  return dict(steps=len(soft), soft_label_auroc=auroc(soft, ex),
-              hard_label_auroc=auroc(hard, ex),
-              soft_label_mean=float(np.mean(soft)) if soft else float("nan"),
-              exact_positive_fraction=float(np.mean(ex)) if ex else float("nan"),
-              answer_correct_fraction=float(np.mean([r["answer_correct"] for r in records]))
-              if records else float("nan"))
+  return dict(
+      steps=len(soft),
+      soft_label_auroc=auroc(soft, ex),
+      hard_label_auroc=auroc(hard, ex),
+      soft_label_mean=float(np.mean(soft)) if soft else float("nan"),
+      exact_positive_fraction=float(np.mean(ex)) if ex else float("nan"),
+      answer_correct_fraction=float(np.mean([r["answer_correct"] for r in records]))
+      if records
+      else float("nan"),
+  )
 
 
 def outcome_fn(extract_answer: Extract, equivalent: Equiv) -> Callable[[dict, str], "bool | None"]:
   """outcome(record, text): is a complete solution right (None if it has no usable answer)?"""
+
   def outcome(record: dict, text: str):
     if solution_lines(text, extract_answer) is None:
       return None
     return bool(equivalent(extract_answer(text), record["answer"]))
+
   return outcome

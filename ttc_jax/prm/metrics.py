@@ -48,9 +48,11 @@ def first_false(step_labels: Sequence[bool]) -> int | None:
   return None
 
 
-def first_error_accuracy(step_scores: Sequence[Sequence[float]],
-                         exact_prefix: Sequence[Sequence[bool]],
-                         threshold: float = 0.5) -> dict[str, float]:
+def first_error_accuracy(
+    step_scores: Sequence[Sequence[float]],
+    exact_prefix: Sequence[Sequence[bool]],
+    threshold: float = 0.5,
+) -> dict[str, float]:
   """How often the PRM locates a solution's first wrong step exactly.
 
   For each solution, the predicted first error is the first step scored below
@@ -69,6 +71,10 @@ def first_error_accuracy(step_scores: Sequence[Sequence[float]],
     has_err.append(t is not None)
   hit_a, err_a = np.asarray(hit, bool), np.asarray(has_err, bool)
   mean = lambda x: float(x.mean()) if x.size else float("nan")
-  return dict(accuracy=mean(hit_a), with_error=mean(hit_a[err_a]),
-              without_error=mean(hit_a[~err_a]), num_solutions=int(hit_a.size),
-              num_with_error=int(err_a.sum()))
+  return dict(
+      accuracy=mean(hit_a),
+      with_error=mean(hit_a[err_a]),
+      without_error=mean(hit_a[~err_a]),
+      num_solutions=int(hit_a.size),
+      num_with_error=int(err_a.sum()),
+  )

@@ -56,8 +56,10 @@ def load_split(split: str, data_dir: str | None = None, limit: int | None = None
     raise ValueError(f"unknown ProcessBench split {split!r}; expected one of {SPLITS}")
   data_dir = data_dir or default_data_dir()
   if not os.path.isdir(data_dir):
-    raise DataError(f"ProcessBench data directory {data_dir} does not exist (expected "
-                    f"{' and '.join(s + '.json' for s in SPLITS)} there; pass --data-dir)")
+    raise DataError(
+        f"ProcessBench data directory {data_dir} does not exist (expected "
+        f"{' and '.join(s + '.json' for s in SPLITS)} there; pass --data-dir)"
+    )
   path = os.path.join(data_dir, f"{split}.json")
   if not os.path.isfile(path):
     raise DataError(f"ProcessBench file {path} does not exist (in data directory {data_dir})")
@@ -69,13 +71,20 @@ def load_split(split: str, data_dir: str | None = None, limit: int | None = None
   if not isinstance(items, list):
     raise DataError(f"ProcessBench file {path} must hold a JSON list of items")
   for i, it in enumerate(items):
-    ok = (isinstance(it, dict) and isinstance(it.get("problem"), str)
-          and isinstance(it.get("steps"), list) and it["steps"]
-          and all(isinstance(s, str) for s in it["steps"]) and isinstance(it.get("label"), int)
-          and -1 <= it["label"] < len(it["steps"]))
+    ok = (
+        isinstance(it, dict)
+        and isinstance(it.get("problem"), str)
+        and isinstance(it.get("steps"), list)
+        and it["steps"]
+        and all(isinstance(s, str) for s in it["steps"])
+        and isinstance(it.get("label"), int)
+        and -1 <= it["label"] < len(it["steps"])
+    )
     if not ok:
-      raise DataError(f"ProcessBench file {path}: item {i} needs problem (str), steps "
-                      f"(non-empty list of str) and label (-1 or a step index)")
+      raise DataError(
+          f"ProcessBench file {path}: item {i} needs problem (str), steps "
+          f"(non-empty list of str) and label (-1 or a step index)"
+      )
   return items[:limit] if limit else items
 
 
@@ -97,13 +106,17 @@ def split_metrics(predictions: Sequence[int], labels: Sequence[int]) -> dict:
   return dict(acc_err=acc_err, acc_cor=acc_cor, f1=f1, erroneous=len(err), correct=len(cor))
 
 
-def metrics_at(step_scores: Sequence[Sequence[float]], labels: Sequence[int],
-               threshold: float) -> dict:
+def metrics_at(
+    step_scores: Sequence[Sequence[float]], labels: Sequence[int], threshold: float
+) -> dict:
   return split_metrics([first_error(s, threshold) for s in step_scores], labels)
 
 
-def choose_threshold(step_scores: Sequence[Sequence[float]], labels: Sequence[int],
-                     grid: Sequence[float] = THRESHOLD_GRID) -> float:
+def choose_threshold(
+    step_scores: Sequence[Sequence[float]],
+    labels: Sequence[int],
+    grid: Sequence[float] = THRESHOLD_GRID,
+) -> float:
   """The grid threshold with the best F1 on these items (ties: the smallest)."""
   best, best_f1 = grid[0], -1.0
   for t in grid:
@@ -113,8 +126,12 @@ def choose_threshold(step_scores: Sequence[Sequence[float]], labels: Sequence[in
   return best
 
 
-def summarize(scores: dict[str, list[list[float]]], labels: dict[str, list[int]],
-              report: Sequence[str], threshold: float | None = None) -> dict:
+def summarize(
+    scores: dict[str, list[list[float]]],
+    labels: dict[str, list[int]],
+    report: Sequence[str],
+    threshold: float | None = None,
+) -> dict:
   """Per reported split: metrics, the threshold and where it came from; their means.
 
   ``scores``/``labels`` hold every scored split (reported ones and those used only to
@@ -128,33 +145,53 @@ def summarize(scores: dict[str, list[list[float]]], labels: dict[str, list[int]]
     else:
       others = [s for s in scores if s != split]
       if not others:
-        raise ValueError(f"no split other than {split} to choose the threshold on: "
-                         f"pass --threshold or score another split")
-      t = choose_threshold([x for s in others for x in scores[s]],
-                           [y for s in others for y in labels[s]])
+        raise ValueError(
+            f"no split other than {split} to choose the threshold on: "
+            f"pass --threshold or score another split"
+        )
+      t = choose_threshold(
+          [x for s in others for x in scores[s]], [y for s in others for y in labels[s]]
+      )
       source = "chosen (max F1) on " + "+".join(others)
-    out[split] = dict(metrics_at(scores[split], labels[split], t), threshold=t,
-                      threshold_source=source, items=len(labels[split]))
+    out[split] = dict(
+        metrics_at(scores[split], labels[split], t),
+        threshold=t,
+        threshold_source=source,
+        items=len(labels[split]),
+    )
   mean = {k: float(np.mean([out[s][k] for s in report])) for k in ("acc_err", "acc_cor", "f1")}
-  return dict(splits=out, mean=mean, f1_mean=mean["f1"],
-              threshold=(float(threshold) if threshold is not None
-                         else {s: out[s]["threshold"] for s in report}),
-              threshold_source=("given" if threshold is not None
-                                else "chosen per split on the other split"))
+  return dict(
+      splits=out,
+      mean=mean,
+      f1_mean=mean["f1"],
+      threshold=(
+          float(threshold) if threshold is not None else {s: out[s]["threshold"] for s in report}
+      ),
+      threshold_source=(
+          "given" if threshold is not None else "chosen per split on the other split"
+      ),
+  )
 
 
-def run(prm, splits: Sequence[str], data_dir: str | None = None, threshold: float | None = None,
-        limit: int | None = None, batch_size: int = 8, max_batch_tokens: int = 32768) -> dict:
+def run(
+    prm,
+    splits: Sequence[str],
+    data_dir: str | None = None,
+    threshold: float | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_batch_tokens: int = 32768,
+) -> dict:
   """Loads and scores ``splits`` (plus the other split when a threshold must be chosen)
   with ``prm`` (a ``processbench_load.LoadedPRM``) and returns the ``summarize`` dict with
   each split's counts of truncated and unencodable items."""
   from ttc_jax.prm import processbench_load
+
   scored = list(splits) if threshold is not None or len(splits) > 1 else list(SPLITS)
   data = {s: load_split(s, data_dir, limit) for s in scored}
   scores, labels, counts = {}, {}, {}
   for s in scored:
-    scores[s], counts[s] = processbench_load.score_items(prm, data[s], batch_size,
-                                                         max_batch_tokens)
+    scores[s], counts[s] = processbench_load.score_items(prm, data[s], batch_size, max_batch_tokens)
     labels[s] = [int(it["label"]) for it in data[s]]
   out = summarize(scores, labels, splits, threshold)
   for s in splits:
@@ -164,19 +201,35 @@ def run(prm, splits: Sequence[str], data_dir: str | None = None, threshold: floa
 
 
 def _args(argv):
-  p = argparse.ArgumentParser(prog="python -m ttc_jax.prm.processbench", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--prm", required=True, help="a PRM: a Hugging Face PRM directory (classifier "
-                 "or token-prob adapter), a ttc_jax value-model checkpoint, or a run directory")
+  p = argparse.ArgumentParser(
+      prog="python -m ttc_jax.prm.processbench",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
+  p.add_argument(
+      "--prm",
+      required=True,
+      help="a PRM: a Hugging Face PRM directory (classifier "
+      "or token-prob adapter), a ttc_jax value-model checkpoint, or a run directory",
+  )
   p.add_argument("--split", required=True, choices=SPLITS + ("all",))
-  p.add_argument("--threshold", type=float, default=None,
-                 help="score below which a step is wrong; default: chosen on the other split")
+  p.add_argument(
+      "--threshold",
+      type=float,
+      default=None,
+      help="score below which a step is wrong; default: chosen on the other split",
+  )
   p.add_argument("--data-dir", default=None, help=f"default: {default_data_dir()}")
   p.add_argument("--limit", type=int, default=None, help="first N items of each split")
   p.add_argument("--batch-size", type=int, default=8, help="rows per scoring batch")
-  p.add_argument("--max-batch-tokens", type=int, default=32768,
-                 help="fewer rows for long sequences: at most this many tokens a batch")
+  p.add_argument(
+      "--max-batch-tokens",
+      type=int,
+      default=32768,
+      help="fewer rows for long sequences: at most this many tokens a batch",
+  )
   from ttc_jax.prm import processbench_load
+
   processbench_load.add_arguments(p)
   return p.parse_args(argv)
 
@@ -184,13 +237,21 @@ def _args(argv):
 def main(argv=None) -> int:
   args = _args(argv)
   from ttc_jax.prm import processbench_load
+
   splits = list(SPLITS) if args.split == "all" else [args.split]
   try:
     for s in (SPLITS if args.threshold is None else splits):  # data errors before loading
       load_split(s, args.data_dir, 1)
     prm = processbench_load.load_from_args(args)
-    out = run(prm, splits, args.data_dir, args.threshold, args.limit, args.batch_size,
-              args.max_batch_tokens)
+    out = run(
+        prm,
+        splits,
+        args.data_dir,
+        args.threshold,
+        args.limit,
+        args.batch_size,
+        args.max_batch_tokens,
+    )
   except (DataError, processbench_load.PRMLoadError) as e:
     print(f"processbench: {e}", file=sys.stderr)
     return 2

@@ -34,6 +34,7 @@ class ValueTrainSettings:
   dropped); heldout_fraction: the share of questions (a hash split) held out for the eval
   loss and early stopping.
   """
+
   fit: FitSettings
   optim: OptimSettings
   batch_size: int
@@ -41,11 +42,22 @@ class ValueTrainSettings:
   heldout_fraction: float
 
 
-def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
-                      records: Sequence[dict], out_dir: str, settings: ValueTrainSettings, *,
-                      kind: str, label: str = "soft", seed: int = 0, mesh=None,
-                      meta: dict | None = None, progress: bool = True,
-                      outcome: Callable[[dict, str], bool | None] | None = None) -> dict:
+def train_value_model(
+    model_cfg: ModelConfig,
+    policy_state: Any,
+    tokenizer,
+    records: Sequence[dict],
+    out_dir: str,
+    settings: ValueTrainSettings,
+    *,
+    kind: str,
+    label: str = "soft",
+    seed: int = 0,
+    mesh=None,
+    meta: dict | None = None,
+    progress: bool = True,
+    outcome: Callable[[dict, str], bool | None] | None = None,
+) -> dict:
   """Trains a `kind` ("prm" | "orm") value model on labelled solutions.
 
   settings: `ValueTrainSettings` (built from a config section by
@@ -57,33 +69,46 @@ def train_value_model(model_cfg: ModelConfig, policy_state: Any, tokenizer,
   s = settings
   train_recs, held_recs = prm_data.split_records(records, s.heldout_fraction)
   # Held-out loss is always on the sampled solutions alone (comparable across settings).
-  train_ex = prm_data.examples_from_records(tokenizer, train_recs, kind, label,
-                                            max_tokens=s.seq_len, outcome=outcome)
-  held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label,
-                                           max_tokens=s.seq_len)
+  train_ex = prm_data.examples_from_records(
+      tokenizer, train_recs, kind, label, max_tokens=s.seq_len, outcome=outcome
+  )
+  held_ex = prm_data.examples_from_records(tokenizer, held_recs, kind, label, max_tokens=s.seq_len)
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
   held = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
   with parallel.use_mesh(mesh):
     model = create_value_model(model_cfg, seed, mesh, backbone_state=policy_state)
   tx = s.optim.make(s.fit.steps)
-  trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh,
-                    skip_nonfinite=s.fit.skip_nonfinite)
+  trainer = Trainer(model, tx, loss_fn=value_loss, mesh=mesh, skip_nonfinite=s.fit.skip_nonfinite)
   meta = dict(meta or {}, kind=kind, label=label)
   tokens = s.batch_size * s.seq_len
-  last = loop.fit_best(trainer, data, lambda: held, s.fit, out_dir,
-                       flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
-                       tokens_per_step=tokens, meta=meta, desc=kind, progress=progress)
-  return dict(final_metrics=last, best_step=int(last["best_step"]),
-              best_eval_loss=float(last["best_eval_loss"]),
-              stopped_early=bool(last.get("stopped_early", False)),
-              train_solutions=len(train_recs), heldout_solutions=len(held_recs),
-              train_rows=len(train_ex),
-              train_labels=int(sum(float(e["value_mask"].sum()) for e in train_ex)),
-              heldout_labels=int(sum(float(e["value_mask"].sum()) for e in held_ex)))
+  last = loop.fit_best(
+      trainer,
+      data,
+      lambda: held,
+      s.fit,
+      out_dir,
+      flops_per_step=model_cfg.train_flops_per_token(s.seq_len) * tokens,
+      tokens_per_step=tokens,
+      meta=meta,
+      desc=kind,
+      progress=progress,
+  )
+  return dict(
+      final_metrics=last,
+      best_step=int(last["best_step"]),
+      best_eval_loss=float(last["best_eval_loss"]),
+      stopped_early=bool(last.get("stopped_early", False)),
+      train_solutions=len(train_recs),
+      heldout_solutions=len(held_recs),
+      train_rows=len(train_ex),
+      train_labels=int(sum(float(e["value_mask"].sum()) for e in train_ex)),
+      heldout_labels=int(sum(float(e["value_mask"].sum()) for e in held_ex)),
+  )
 
 
-def load_value_model(model_dir: str, model_cfg: ModelConfig, tokenizer, *, kind: str,
-                     seed: int = 0, mesh=None) -> ValueModel:
+def load_value_model(
+    model_dir: str, model_cfg: ModelConfig, tokenizer, *, kind: str, seed: int = 0, mesh=None
+) -> ValueModel:
   """Restores a trained value model, checking its kind and tokenizer."""
   ck = Checkpointer(model_dir, async_save=False)
   with parallel.use_mesh(mesh):
@@ -93,7 +118,9 @@ def load_value_model(model_dir: str, model_cfg: ModelConfig, tokenizer, *, kind:
   if meta.get("kind") != kind:
     raise ValueError(f"value model in {model_dir} is a {meta.get('kind')!r}, expected {kind!r}")
   if meta.get("tokenizer") != tokenizer.fingerprint():
-    raise ValueError(f"value model in {model_dir} was trained with tokenizer "
-                     f"{meta.get('tokenizer')}, this run uses {tokenizer.fingerprint()}")
+    raise ValueError(
+        f"value model in {model_dir} was trained with tokenizer "
+        f"{meta.get('tokenizer')}, this run uses {tokenizer.fingerprint()}"
+    )
   nnx.update(model, state)
   return model

@@ -13,5 +13,12 @@ from ttc_jax.report.build import SCHEMA_VERSION, build_report, write_report
 from ttc_jax.report.curves import curve, curve_sets, merge_curves
 from ttc_jax.report.verifiers import plot as plot_verifiers
 
-__all__ = ["SCHEMA_VERSION", "build_report", "curve", "curve_sets", "merge_curves",
-           "plot_verifiers", "write_report"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_report",
+    "curve",
+    "curve_sets",
+    "merge_curves",
+    "plot_verifiers",
+    "write_report",
+]

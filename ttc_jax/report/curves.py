@@ -8,8 +8,9 @@ def curve(c: dict) -> dict:
   return {str(n): v for n, v in sorted(c.items(), key=lambda kv: int(kv[0]))}
 
 
-def curve_sets(curves: dict, curves_by_level: dict,
-               skip: tuple[str, ...] = ()) -> tuple[dict, dict]:
+def curve_sets(
+    curves: dict, curves_by_level: dict, skip: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
   """({name: curve}, {name: {level: curve}}) in report form from {name: {N: acc}} and
   {level: {name: {N: acc}}}, leaving out the names in `skip`."""
   out = {k: curve(v) for k, v in curves.items() if k not in skip}

@@ -17,6 +17,7 @@ def budget_curves(ax, series: dict, style) -> None:
 def save(fig, workdir: str, name: str) -> str:
   """Writes plots/<name> atomically (temporary file, then rename); returns its relative path."""
   import matplotlib.pyplot as plt
+
   fig.tight_layout()
   p = os.path.join(workdir, "plots", name)
   fig.savefig(p + ".tmp.png", dpi=110)

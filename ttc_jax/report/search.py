@@ -10,14 +10,18 @@ from ttc_jax.report.plots import budget_curves, save
 def section(search: dict) -> tuple[dict, dict, dict]:
   """(report["search"], extra curves, extra curves_by_level) from the eval_search stage."""
   curves, by_level = curve_sets(search["curves"], search["curves_by_level"])
-  out = dict(questions=search["questions"], stats=search["stats"],
-             baselines={k: curve(v) for k, v in search["baselines"].items()})
+  out = dict(
+      questions=search["questions"],
+      stats=search["stats"],
+      baselines={k: curve(v) for k, v in search["baselines"].items()},
+  )
   return out, curves, by_level
 
 
 def plot(rep: dict, workdir: str) -> str:
   """plots/search.png: accuracy vs generation budget, search kernels and best-of-N baselines."""
   import matplotlib.pyplot as plt
+
   fig, ax = plt.subplots(figsize=(6.4, 4.2))
   series = {f"{k} (same questions)": v for k, v in rep["search"]["baselines"].items()}
   series.update({m: rep["curves"][m] for m in rep["search"]["stats"]})

@@ -47,10 +47,13 @@ def _register(table: dict, kind: str, name: str):
 
   def deco(fn):
     if name in table and table[name] is not fn:
-      raise ValueError(f"{kind} {name!r} is already registered ({table[name].__name__}); "
-                       f"pick another name or delete the entry first")
+      raise ValueError(
+          f"{kind} {name!r} is already registered ({table[name].__name__}); "
+          f"pick another name or delete the entry first"
+      )
     table[name] = fn
     return fn
+
   return deco
 
 
@@ -193,14 +196,26 @@ def _prepare(logp, old_logp, ref_logp, advantages, mask):
   _check(logp, old_logp, ref_logp, advantages, mask)
   sg = jax.lax.stop_gradient
   f32 = jnp.float32
-  return (logp.astype(f32), sg(old_logp.astype(f32)), sg(ref_logp.astype(f32)),
-          sg(advantages.astype(f32))[:, None], mask.astype(f32))
+  return (
+      logp.astype(f32),
+      sg(old_logp.astype(f32)),
+      sg(ref_logp.astype(f32)),
+      sg(advantages.astype(f32))[:, None],
+      mask.astype(f32),
+  )
 
 
 @register_loss("clipped_pg")
-def clipped_pg(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array,
-               advantages: jax.Array, mask: jax.Array, *, clip_eps, kl_coef
-               ) -> tuple[jax.Array, dict]:
+def clipped_pg(
+    logp: jax.Array,
+    old_logp: jax.Array,
+    ref_logp: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_eps,
+    kl_coef,
+) -> tuple[jax.Array, dict]:
   """PPO/GRPO clipped surrogate plus a k3 KL penalty to the reference.
 
   logp/old_logp/ref_logp/mask: [N, T]; advantages: [N]. Per token
@@ -220,9 +235,16 @@ def clipped_pg(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array,
 
 
 @register_loss("pg")
-def pg(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array,
-       advantages: jax.Array, mask: jax.Array, *, clip_eps, kl_coef
-       ) -> tuple[jax.Array, dict]:
+def pg(
+    logp: jax.Array,
+    old_logp: jax.Array,
+    ref_logp: jax.Array,
+    advantages: jax.Array,
+    mask: jax.Array,
+    *,
+    clip_eps,
+    kl_coef,
+) -> tuple[jax.Array, dict]:
   """Plain REINFORCE `-A * logp` plus the same k3 KL penalty (clip_eps unused).
 
   Shapes as `clipped_pg`; valid on-policy (old_logp only feeds ratio_mean).

@@ -39,6 +39,7 @@ from ttc_jax.revision import format as fmt
 @dataclasses.dataclass(frozen=True)
 class TokenIds:
   """Special ids the device-side prompt assembly needs (static, hashable)."""
+
   pad: int
   bos: int
   eos: int
@@ -57,8 +58,7 @@ def _compact(x: jax.Array, keep: jax.Array) -> tuple[jax.Array, jax.Array]:
   return out, keep.sum(axis=1).astype(jnp.int32)
 
 
-def clean_tokens(seg: jax.Array, seg_len: jax.Array, ids: TokenIds
-                 ) -> tuple[jax.Array, jax.Array]:
+def clean_tokens(seg: jax.Array, seg_len: jax.Array, ids: TokenIds) -> tuple[jax.Array, jax.Array]:
   """Device twin of `format.clean_attempt(tokenizer.decode(seg[:seg_len]))`.
 
   seg: int32[R, A]; returns (tokens int32[R, A] compacted, lengths int32[R]):
@@ -87,9 +87,17 @@ def _place(out: jax.Array, toks: jax.Array, n: jax.Array, pos: jax.Array) -> jax
   return out.at[jnp.arange(r)[:, None], dest].set(toks, mode="drop")
 
 
-def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Array,
-                     h_lengths: jax.Array, step: jax.Array, *, context: int, ids: TokenIds,
-                     question_position: str = "first") -> tuple[jax.Array, jax.Array]:
+def assemble_prompts(
+    questions: jax.Array,
+    q_lengths: jax.Array,
+    history: jax.Array,
+    h_lengths: jax.Array,
+    step: jax.Array,
+    *,
+    context: int,
+    ids: TokenIds,
+    question_position: str = "first",
+) -> tuple[jax.Array, jax.Array]:
   """Revision prompts for attempt `step` of each row.
 
   questions: int32[R, Q] ([BOS] question \\n, right-padded); q_lengths[R];
@@ -107,12 +115,11 @@ def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Ar
   rows = jnp.arange(r)
   q_lengths = q_lengths.astype(jnp.int32)
   out = jnp.zeros((r, width), jnp.int32)
-  if last:        # BOS, the attempts, then the question without its BOS
+  if last:  # BOS, the attempts, then the question without its BOS
     out = out.at[:, 0].set(ids.bos)
     pos = jnp.ones((r,), jnp.int32)
-  else:           # the question, then the attempts
-    out = out.at[:, :q].set(jnp.where(jnp.arange(q)[None] < q_lengths[:, None], questions,
-                                      ids.pad))
+  else:  # the question, then the attempts
+    out = out.at[:, :q].set(jnp.where(jnp.arange(q)[None] < q_lengths[:, None], questions, ids.pad))
     pos = q_lengths
   for j in range(context):
     slot = step - context + j
@@ -131,22 +138,47 @@ def assemble_prompts(questions: jax.Array, q_lengths: jax.Array, history: jax.Ar
   return out, pos
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "start", "num_steps", "context",
-                                             "ids", "question_position"))
-def _phase(graphdef, model_state, questions, q_lengths, history, h_lengths, rng, params, *,
-           start, num_steps, context, ids, question_position):
+@functools.partial(
+    jax.jit,
+    static_argnames=("graphdef", "start", "num_steps", "context", "ids", "question_position"),
+)
+def _phase(
+    graphdef,
+    model_state,
+    questions,
+    q_lengths,
+    history,
+    h_lengths,
+    rng,
+    params,
+    *,
+    start,
+    num_steps,
+    context,
+    ids,
+    question_position,
+):
   model = nnx.merge(graphdef, model_state)
   r, s, a = history.shape
-  ctx = min(context, start + num_steps - 1)       # most attempts any step here sees
+  ctx = min(context, start + num_steps - 1)  # most attempts any step here sees
   rows = jnp.arange(r)
 
   def body(t, carry):
     hist, hlen = carry
-    prompts, plen = assemble_prompts(questions, q_lengths, hist, hlen, t, context=ctx, ids=ids,
-                                     question_position=question_position)
+    prompts, plen = assemble_prompts(
+        questions,
+        q_lengths,
+        hist,
+        hlen,
+        t,
+        context=ctx,
+        ids=ids,
+        question_position=question_position,
+    )
     state = sampling.prefill(model, prompts, plen, prompts.shape[1] + a)
-    state, _ = sampling.decode(model, state, jax.random.fold_in(rng, t), params,
-                               max_new_tokens=a, eos_id=ids.eos)
+    state, _ = sampling.decode(
+        model, state, jax.random.fold_in(rng, t), params, max_new_tokens=a, eos_id=ids.eos
+    )
     idx = plen[:, None] + jnp.arange(a)[None]
     gen_len = state.length - plen
     gen = jnp.where(jnp.arange(a)[None] < gen_len[:, None], state.tokens[rows[:, None], idx], 0)
@@ -157,8 +189,7 @@ def _phase(graphdef, model_state, questions, q_lengths, history, h_lengths, rng,
   return jax.lax.fori_loop(start, start + num_steps, body, (history, h_lengths))
 
 
-def chain_lengths(budgets: Sequence[int], min_chains: int = 0, min_steps: int = 0
-                  ) -> list[int]:
+def chain_lengths(budgets: Sequence[int], min_chains: int = 0, min_steps: int = 0) -> list[int]:
   """Per-chain lengths (non-increasing) covering every split C x L = N of each budget
   into powers of two, plus `min_chains` chains of at least `min_steps` steps."""
   need: dict[int, int] = {}
@@ -175,8 +206,9 @@ def chain_lengths(budgets: Sequence[int], min_chains: int = 0, min_steps: int = 
   return [need[c] for c in range(len(need))]
 
 
-def attempt_budget(reference_len: int, cap: int, slack: float = 1.25, extra: int = 8,
-                   multiple: int = 32) -> int:
+def attempt_budget(
+    reference_len: int, cap: int, slack: float = 1.25, extra: int = 8, multiple: int = 32
+) -> int:
   """Tokens allowed per attempt given the reference solution's length: slack x it + extra,
   rounded up to `multiple` (few shapes), at most `cap`. An attempt cut off there is
   one far longer than a right solution, so it is wrong anyway."""
@@ -186,15 +218,27 @@ def attempt_budget(reference_len: int, cap: int, slack: float = 1.25, extra: int
 
 def splits(budget: int) -> list[tuple[int, int]]:
   """(chains C, steps L) with C * L = budget, L a power of two: parallel first."""
-  return [(budget // (1 << e), 1 << e) for e in range(budget.bit_length())
-          if budget % (1 << e) == 0]
+  return [
+      (budget // (1 << e), 1 << e) for e in range(budget.bit_length()) if budget % (1 << e) == 0
+  ]
 
 
-def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int],
-               rng: jax.Array, *, context: int = fmt.DEFAULT_CONTEXT, max_new_tokens: int,
-               temperature: float, top_k: int = 0, top_p: float = 1.0, max_rows: int = 512,
-               question_position: str = "first", mesh=None
-               ) -> tuple[np.ndarray, np.ndarray, dict]:
+def run_chains(
+    model,
+    tokenizer,
+    questions: Sequence[str],
+    lengths: Sequence[int],
+    rng: jax.Array,
+    *,
+    context: int = fmt.DEFAULT_CONTEXT,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    max_rows: int = 512,
+    question_position: str = "first",
+    mesh=None,
+) -> tuple[np.ndarray, np.ndarray, dict]:
   """Runs chains of the given per-chain `lengths` for every question.
 
   Returns history int32[B, C, S, A] (numpy), h_lengths int32[B, C, S] (0
@@ -213,8 +257,7 @@ def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int
   q_width = max(len(tokenizer.encode(q)) for q in questions) + 2
   q_width = -(-q_width // 8) * 8
   sampling.check_fits(model.cfg, q_width + context * (a + 2), a, "revision model")
-  params = sampling.SamplingParams.make(temperature, top_k, top_p,
-                                        vocab_limit=tokenizer.vocab_size)
+  params = sampling.SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
   live = [sum(1 for x in lengths if x > t) for t in range(s)]
   phases, t = [], 0
   while t < s:
@@ -229,7 +272,7 @@ def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int
   hlen_out = np.zeros((len(questions), c, s), np.int32)
   t0, generated = time.perf_counter(), 0
   for ci, lo in enumerate(range(0, len(questions), chunk)):
-    part = list(questions[lo:lo + chunk])
+    part = list(questions[lo : lo + chunk])
     real = len(part)
     b = evaluation.padded_rows(real, chunk)
     part += [part[-1]] * (b - real)
@@ -242,27 +285,52 @@ def run_chains(model, tokenizer, questions: Sequence[str], lengths: Sequence[int
       sub_h = hist[:, :nc].reshape(b * nc, s, a)
       sub_l = hlen[:, :nc].reshape(b * nc, s)
       with parallel.use_mesh(mesh):
-        sub_h, sub_l = _phase(graphdef, mstate, rows_q, rows_ql, sub_h, sub_l,
-                              jax.random.fold_in(jax.random.fold_in(rng, ci), start), params,
-                              start=start, num_steps=num, context=context, ids=ids,
-                              question_position=question_position)
+        sub_h, sub_l = _phase(
+            graphdef,
+            mstate,
+            rows_q,
+            rows_ql,
+            sub_h,
+            sub_l,
+            jax.random.fold_in(jax.random.fold_in(rng, ci), start),
+            params,
+            start=start,
+            num_steps=num,
+            context=context,
+            ids=ids,
+            question_position=question_position,
+        )
       hist = hist.at[:, :nc].set(sub_h.reshape(b, nc, s, a))
       hlen = hlen.at[:, :nc].set(sub_l.reshape(b, nc, s))
     h, l = jax.device_get((hist, hlen))
-    hist_out[lo:lo + real], hlen_out[lo:lo + real] = h[:real], l[:real]
+    hist_out[lo : lo + real], hlen_out[lo : lo + real] = h[:real], l[:real]
     generated += int(l[:real].sum())
   dt = time.perf_counter() - t0
-  return hist_out, hlen_out, dict(generated_tokens=generated, seconds=dt,
-                                  tokens_per_s=generated / max(dt, 1e-9),
-                                  generations=int(sum(lengths)) * len(questions),
-                                  phases=[list(p) for p in phases])
+  return (
+      hist_out,
+      hlen_out,
+      dict(
+          generated_tokens=generated,
+          seconds=dt,
+          tokens_per_s=generated / max(dt, 1e-9),
+          generations=int(sum(lengths)) * len(questions),
+          phases=[list(p) for p in phases],
+      ),
+  )
 
 
 def attempt_texts(tokenizer, history: np.ndarray, h_lengths: np.ndarray) -> list[list[list[str]]]:
   """Decoded, cleaned attempts [B][C][steps run] from `run_chains` output."""
   out = []
   for hb, lb in zip(history, h_lengths):
-    out.append([[fmt.clean_attempt(tokenizer.decode(hb[ci, t, :lb[ci, t]]))
-                 for t in range(hb.shape[1]) if lb[ci, t] > 0]
-                for ci in range(hb.shape[0])])
+    out.append(
+        [
+            [
+                fmt.clean_attempt(tokenizer.decode(hb[ci, t, : lb[ci, t]]))
+                for t in range(hb.shape[1])
+                if lb[ci, t] > 0
+            ]
+            for ci in range(hb.shape[0])
+        ]
+    )
   return out

@@ -19,8 +19,9 @@ from ttc_jax.selection.aggregate import Equiv
 from ttc_jax.selection.chains import SELECTIONS, select
 
 
-def split_correct(records: Sequence[dict], c: int, l: int, how: str,
-                  equivalent: Equiv) -> np.ndarray:
+def split_correct(
+    records: Sequence[dict], c: int, l: int, how: str, equivalent: Equiv
+) -> np.ndarray:
   """Correctness [Q] of `how` on the first l attempts of the first c chains of each question.
 
   records: dicts with `answers` [C][T], `target`, and `scores` [C][T] for "orm".
@@ -35,8 +36,9 @@ def split_correct(records: Sequence[dict], c: int, l: int, how: str,
   return np.asarray(out, dtype=np.float64)
 
 
-def paired_gain(base: Sequence[dict], other: Sequence[dict], c: int, l: int, how: str,
-                equivalent: Equiv) -> dict:
+def paired_gain(
+    base: Sequence[dict], other: Sequence[dict], c: int, l: int, how: str, equivalent: Equiv
+) -> dict:
   """`other` minus `base` in accuracy of the c x l split, paired by question.
 
   Both record lists must cover the same questions in the same order. Returns
@@ -45,22 +47,25 @@ def paired_gain(base: Sequence[dict], other: Sequence[dict], c: int, l: int, how
   """
   if [r.get("question") for r in base] != [r.get("question") for r in other]:
     raise ValueError("paired_gain needs both record lists over the same questions, in order")
-  d = (split_correct(other, c, l, how, equivalent)
-       - split_correct(base, c, l, how, equivalent))
+  d = split_correct(other, c, l, how, equivalent) - split_correct(base, c, l, how, equivalent)
   se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-  return dict(gain=float(np.mean(d)) if d.size else float("nan"), standard_error=se,
-              questions=int(d.size))
+  return dict(
+      gain=float(np.mean(d)) if d.size else float("nan"), standard_error=se, questions=int(d.size)
+  )
 
 
-def split_accuracy(records: Sequence[dict], c: int, l: int, how: str,
-                   equivalent: Equiv) -> float:
+def split_accuracy(records: Sequence[dict], c: int, l: int, how: str, equivalent: Equiv) -> float:
   """Mean over questions of `split_correct`."""
   acc = split_correct(records, c, l, how, equivalent)
   return float(np.mean(acc)) if acc.size else float("nan")
 
 
-def budget_curves(records: Sequence[dict], budgets: Sequence[int], equivalent: Equiv,
-                  selections: Sequence[str] = SELECTIONS) -> dict:
+def budget_curves(
+    records: Sequence[dict],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+    selections: Sequence[str] = SELECTIONS,
+) -> dict:
   """Accuracy by budget for every split, plus sequential / parallel / best ratio.
 
   Returns {"splits": {sel: {N: {"CxL": acc}}}, "sequential": {sel: {N: acc}},
@@ -68,12 +73,16 @@ def budget_curves(records: Sequence[dict], budgets: Sequence[int], equivalent: E
   The best ratio is chosen on these same questions (an oracle choice: the
   cross-validated per-difficulty choice is the compute-optimal analysis).
   """
-  out = {k: {s: {} for s in selections} for k in ("splits", "sequential", "parallel",
-                                                    "best_ratio", "best_split")}
+  out = {
+      k: {s: {} for s in selections}
+      for k in ("splits", "sequential", "parallel", "best_ratio", "best_split")
+  }
   for sel in selections:
     for n in budgets:
-      accs = {f"{c}x{l}": split_accuracy(records, c, l, sel, equivalent)
-              for c, l in chains_lib.splits(int(n))}
+      accs = {
+          f"{c}x{l}": split_accuracy(records, c, l, sel, equivalent)
+          for c, l in chains_lib.splits(int(n))
+      }
       out["splits"][sel][int(n)] = accs
       out["parallel"][sel][int(n)] = accs[f"{n}x1"]
       out["sequential"][sel][int(n)] = accs[f"1x{n}"]
@@ -107,19 +116,36 @@ def flips(records: Sequence[dict]) -> dict:
           rw, rr = rw + (not b), rr + bool(b)
         else:
           wr, ww = wr + bool(b), ww + (not b)
-  return dict(right_to_wrong=rw / max(rw + rr, 1), wrong_to_right=wr / max(wr + ww, 1),
-              right_transitions=rw + rr, wrong_transitions=wr + ww)
+  return dict(
+      right_to_wrong=rw / max(rw + rr, 1),
+      wrong_to_right=wr / max(wr + ww, 1),
+      right_transitions=rw + rr,
+      wrong_transitions=wr + ww,
+  )
 
 
-def summarize(records: Sequence[dict], budgets: Sequence[int], equivalent: Equiv,
-              levels: Sequence[str], max_steps: int, with_scores: bool = True) -> dict:
+def summarize(
+    records: Sequence[dict],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+    levels: Sequence[str],
+    max_steps: int,
+    with_scores: bool = True,
+) -> dict:
   """Everything the report shows for one revision policy, overall and per level."""
   sels = SELECTIONS if with_scores else ("majority",)
 
   def one(recs):
-    return dict(num_questions=len(recs), pass_at_step=pass_at_step(recs, max_steps),
-                flips=flips(recs), curves=budget_curves(recs, budgets, equivalent, sels))
+    return dict(
+        num_questions=len(recs),
+        pass_at_step=pass_at_step(recs, max_steps),
+        flips=flips(recs),
+        curves=budget_curves(recs, budgets, equivalent, sels),
+    )
 
-  by_level = {lv: one([r for r in records if r.get("level") == lv]) for lv in levels
-              if any(r.get("level") == lv for r in records)}
+  by_level = {
+      lv: one([r for r in records if r.get("level") == lv])
+      for lv in levels
+      if any(r.get("level") == lv for r in records)
+  }
   return dict(overall=one(records), by_level=by_level)

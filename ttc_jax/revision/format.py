@@ -46,7 +46,7 @@ def truncate(attempts: Sequence[str], context_attempts: int = DEFAULT_CONTEXT) -
   """The `context_attempts` most recent attempts (all when fewer; none when 0)."""
   if context_attempts < 0:
     raise ValueError(f"context_attempts must be >= 0, got {context_attempts}")
-  return list(attempts[max(0, len(attempts) - context_attempts):]) if context_attempts else []
+  return list(attempts[max(0, len(attempts) - context_attempts) :]) if context_attempts else []
 
 
 def check_question_position(position: str) -> str:
@@ -55,8 +55,9 @@ def check_question_position(position: str) -> str:
   return position
 
 
-def revision_prompt(question: str, attempts: Sequence[str], question_position: str = "first"
-                    ) -> str:
+def revision_prompt(
+    question: str, attempts: Sequence[str], question_position: str = "first"
+) -> str:
   """The prompt for a new attempt at `question` after `attempts` (oldest first)."""
   context = "".join(clean_attempt(a) + SEPARATOR for a in attempts)
   if check_question_position(question_position) == "last":

@@ -61,6 +61,7 @@ class RLSettings:
   checkpoint_every: in steps (eval_every 0: no eval). skip_nonfinite: skip a step with a
   non-finite loss or gradient norm instead of raising.
   """
+
   steps: int
   prompts_per_step: int
   group_size: int
@@ -100,8 +101,10 @@ def select_chain_records(recs: Sequence[dict], mode: str) -> list[dict]:
     return list(recs)
   out = [r for r in recs if len({bool(c) for ch in r["correct"] for c in ch}) == 2]
   if recs and not out:
-    raise ValueError(f"RL contexts {mode!r}: none of the {len(recs)} questions' chains had both "
-                     "right and wrong attempts; use contexts='all' or more chains")
+    raise ValueError(
+        f"RL contexts {mode!r}: none of the {len(recs)} questions' chains had both "
+        "right and wrong attempts; use contexts='all' or more chains"
+    )
   return out
 
 
@@ -128,39 +131,90 @@ def token_logp(model, inputs: jax.Array, targets: jax.Array, positions: jax.Arra
 def rl_loss(model, batch, *, loss: str, clip_eps: float, kl_coef: float):
   """Trainer loss: the registered policy loss on one rollout batch."""
   logp = token_logp(model, batch["inputs"], batch["targets"], batch["positions"])
-  value, metrics = algo.get_loss(loss)(logp, batch["old_logp"], batch["ref_logp"],
-                                       batch["advantages"], batch["mask"],
-                                       clip_eps=clip_eps, kl_coef=kl_coef)
+  value, metrics = algo.get_loss(loss)(
+      logp,
+      batch["old_logp"],
+      batch["ref_logp"],
+      batch["advantages"],
+      batch["mask"],
+      clip_eps=clip_eps,
+      kl_coef=kl_coef,
+  )
   gen = batch["mask"].sum(-1)
-  metrics = dict(metrics, reward=batch["rewards"].mean(), correct=batch["correct"].mean(),
-                 gen_tokens=gen.mean(), loss_tokens=jnp.float32(batch["mask"].shape[0]))
+  metrics = dict(
+      metrics,
+      reward=batch["rewards"].mean(),
+      correct=batch["correct"].mean(),
+      gen_tokens=gen.mean(),
+      loss_tokens=jnp.float32(batch["mask"].shape[0]),
+  )
   return value, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "ref_graphdef", "group", "max_new",
-                                             "eos_id", "reward_fn", "advantage"))
-def _rollout(graphdef, state, ref_graphdef, ref_state, prompts, plen, targets, tlen, rng,
-             params, *, group, max_new, eos_id, reward_fn, advantage):
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdef",
+        "ref_graphdef",
+        "group",
+        "max_new",
+        "eos_id",
+        "reward_fn",
+        "advantage",
+    ),
+)
+def _rollout(
+    graphdef,
+    state,
+    ref_graphdef,
+    ref_state,
+    prompts,
+    plen,
+    targets,
+    tlen,
+    rng,
+    params,
+    *,
+    group,
+    max_new,
+    eos_id,
+    reward_fn,
+    advantage,
+):
   """Samples `group` attempts per prompt and builds the training batch (see module doc)."""
   b, p = prompts.shape
-  out = sampling.generate_split(graphdef, state, prompts, plen, rng, params, num_samples=group,
-                                max_new_tokens=max_new, eos_id=eos_id, stop_ids=())
+  out = sampling.generate_split(
+      graphdef,
+      state,
+      prompts,
+      plen,
+      rng,
+      params,
+      num_samples=group,
+      max_new_tokens=max_new,
+      eos_id=eos_id,
+      stop_ids=(),
+  )
   n = b * group
   gen = out.tokens.reshape(n, max_new)
   glen = out.lengths.reshape(n)
   correct = reward_fn(gen, glen, jnp.repeat(targets, group, 0), jnp.repeat(tlen, group, 0))
   rewards = correct.astype(jnp.float32)
   adv = algo.get_advantage(advantage)(rewards.reshape(b, group)).reshape(n)
-  start = jnp.repeat(plen, group)                                   # first generated index
+  start = jnp.repeat(plen, group)  # first generated index
   width = p + max_new
   cols = jnp.arange(width)[None]
   seq = jnp.zeros((n, width), jnp.int32).at[:, :p].set(jnp.repeat(prompts, group, 0))
   rows = jnp.arange(n)[:, None]
-  dest = jnp.where(jnp.arange(max_new)[None] < glen[:, None],
-                   start[:, None] + jnp.arange(max_new)[None], width)
+  dest = jnp.where(
+      jnp.arange(max_new)[None] < glen[:, None], start[:, None] + jnp.arange(max_new)[None], width
+  )
   seq = jnp.where(cols < start[:, None], seq, 0).at[rows, dest].set(gen, mode="drop")
-  old = jnp.zeros((n, width), jnp.float32).at[rows, dest].set(
-      out.logprobs.reshape(n, max_new), mode="drop")
+  old = (
+      jnp.zeros((n, width), jnp.float32)
+      .at[rows, dest]
+      .set(out.logprobs.reshape(n, max_new), mode="drop")
+  )
   inputs, tgt = seq[:, :-1], seq[:, 1:]
   gen_mask = (cols >= start[:, None]) & (cols < (start + glen)[:, None])
   mask = gen_mask[:, 1:].astype(jnp.float32)
@@ -168,13 +222,23 @@ def _rollout(graphdef, state, ref_graphdef, ref_state, prompts, plen, targets, t
   ref = nnx.merge(ref_graphdef, ref_state)
   ref_logp = jax.lax.stop_gradient(token_logp(ref, inputs, tgt, positions))
   chex.assert_shape(mask, (n, width - 1))
-  return dict(inputs=inputs, targets=tgt, positions=positions, mask=mask,
-              old_logp=old[:, 1:], ref_logp=ref_logp, advantages=adv, rewards=rewards,
-              correct=correct.astype(jnp.float32), gen_tokens=glen)
+  return dict(
+      inputs=inputs,
+      targets=tgt,
+      positions=positions,
+      mask=mask,
+      old_logp=old[:, 1:],
+      ref_logp=ref_logp,
+      advantages=adv,
+      rewards=rewards,
+      correct=correct.astype(jnp.float32),
+      gen_tokens=glen,
+  )
 
 
-def length_buckets(lengths: Sequence[int], width: int = 32, cap: int | None = None
-                   ) -> dict[int, list[int]]:
+def length_buckets(
+    lengths: Sequence[int], width: int = 32, cap: int | None = None
+) -> dict[int, list[int]]:
   """Context indices grouped by prompt length rounded up to `width` tokens (at most
   `cap`; a length above `cap` is a ValueError)."""
   out: dict[int, list[int]] = {}
@@ -194,10 +258,19 @@ class RolloutSource:
   rng(seed, s), so a resumed run (`set_state`) draws what it would have.
   """
 
-  def __init__(self, trainer: Trainer, ref_model, tokenizer, contexts: Sequence[dict],
-               settings: RLSettings, reward_fn: RewardFn, encode_targets: Callable, *,
-               seed: int = 0,
-               bucket_width: int = 32):
+  def __init__(
+      self,
+      trainer: Trainer,
+      ref_model,
+      tokenizer,
+      contexts: Sequence[dict],
+      settings: RLSettings,
+      reward_fn: RewardFn,
+      encode_targets: Callable,
+      *,
+      seed: int = 0,
+      bucket_width: int = 32,
+  ):
     if not contexts:
       raise ValueError("RL needs at least one context")
     s = settings
@@ -207,10 +280,12 @@ class RolloutSource:
     self.contexts = list(contexts)
     self.enc = [tokenizer.encode(c["prompt"], add_bos=True) for c in self.contexts]
     self.targets, self.tlen = encode_targets(tokenizer, [c["answer"] for c in self.contexts])
-    self.buckets = length_buckets([len(e) for e in self.enc], bucket_width,
-                                  cap=trainer.model.cfg.max_len - s.max_new_tokens)
-    self.params = sampling.SamplingParams.make(s.temperature, s.top_k, s.top_p,
-                                               vocab_limit=tokenizer.vocab_size)
+    self.buckets = length_buckets(
+        [len(e) for e in self.enc], bucket_width, cap=trainer.model.cfg.max_len - s.max_new_tokens
+    )
+    self.params = sampling.SamplingParams.make(
+        s.temperature, s.top_k, s.top_p, vocab_limit=tokenizer.vocab_size
+    )
     self.step = 0
 
   def get_state(self) -> dict:
@@ -226,14 +301,26 @@ class RolloutSource:
     toks = np.zeros((len(idx), width), np.int32)
     lens = np.zeros((len(idx),), np.int32)
     for r, i in enumerate(idx):
-      toks[r, :len(self.enc[i])] = self.enc[i]
+      toks[r, : len(self.enc[i])] = self.enc[i]
       lens[r] = len(self.enc[i])
     graphdef, state = nnx.split(self.trainer.model)
-    return _rollout(graphdef, state, self.ref_graphdef, self.ref_state, jnp.asarray(toks),
-                    jnp.asarray(lens), jnp.asarray(self.targets[idx]),
-                    jnp.asarray(self.tlen[idx]), rng, self.params, group=self.s.group_size,
-                    max_new=self.s.max_new_tokens, eos_id=self.tokenizer.EOS,
-                    reward_fn=self.reward_fn, advantage=self.s.advantage)
+    return _rollout(
+        graphdef,
+        state,
+        self.ref_graphdef,
+        self.ref_state,
+        jnp.asarray(toks),
+        jnp.asarray(lens),
+        jnp.asarray(self.targets[idx]),
+        jnp.asarray(self.tlen[idx]),
+        rng,
+        self.params,
+        group=self.s.group_size,
+        max_new=self.s.max_new_tokens,
+        eos_id=self.tokenizer.EOS,
+        reward_fn=self.reward_fn,
+        advantage=self.s.advantage,
+    )
 
   def __next__(self) -> dict:
     self.step += 1
@@ -244,14 +331,27 @@ class RolloutSource:
     pool = self.buckets[width]
     b = self.s.prompts_per_step
     idx = rng.choice(len(pool), size=b, replace=len(pool) < b)
-    return self.batch_for([pool[int(i)] for i in idx], width,
-                          jax.random.key(self.seed * 1000003 + self.step))
+    return self.batch_for(
+        [pool[int(i)] for i in idx], width, jax.random.key(self.seed * 1000003 + self.step)
+    )
 
 
-def train_rl(model, ref_model, tokenizer, contexts: Sequence[dict], heldout: Sequence[dict],
-             settings: RLSettings, out_dir: str, *, reward_fn: RewardFn,
-             encode_targets: Callable,
-             seed: int = 0, mesh=None, meta: dict | None = None, progress: bool = True) -> dict:
+def train_rl(
+    model,
+    ref_model,
+    tokenizer,
+    contexts: Sequence[dict],
+    heldout: Sequence[dict],
+    settings: RLSettings,
+    out_dir: str,
+    *,
+    reward_fn: RewardFn,
+    encode_targets: Callable,
+    seed: int = 0,
+    mesh=None,
+    meta: dict | None = None,
+    progress: bool = True,
+) -> dict:
   """Trains `model` (in place) by RL from `ref_model` (its frozen SFT copy).
 
   settings: `RLSettings` (from config `revision.rl` by `ttc_jax.config.rl_settings`).
@@ -263,28 +363,42 @@ def train_rl(model, ref_model, tokenizer, contexts: Sequence[dict], heldout: Seq
   loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
   trainer = Trainer(model, tx, loss_fn=loss_fn, mesh=mesh, skip_nonfinite=s.skip_nonfinite)
-  source = RolloutSource(trainer, ref_model, tokenizer, contexts, s, reward_fn, encode_targets,
-                         seed=seed)
+  source = RolloutSource(
+      trainer, ref_model, tokenizer, contexts, s, reward_fn, encode_targets, seed=seed
+  )
   data = _repeat_updates(source, s.updates_per_batch)
-  held_src = RolloutSource(trainer, ref_model, tokenizer, heldout, s, reward_fn, encode_targets,
-                           seed=seed + 1) if heldout else None
+  held_src = (
+      RolloutSource(
+          trainer, ref_model, tokenizer, heldout, s, reward_fn, encode_targets, seed=seed + 1
+      )
+      if heldout
+      else None
+  )
 
   def eval_batches():
     out = []
     for width, pool in held_src.buckets.items():
       for lo in range(0, len(pool), s.prompts_per_step):
-        idx = pool[lo:lo + s.prompts_per_step]
+        idx = pool[lo : lo + s.prompts_per_step]
         idx = idx + [idx[-1]] * (s.prompts_per_step - len(idx))
         out.append(held_src.batch_for(idx, width, jax.random.key(seed + width + lo)))
     return out
 
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=2)
-  last = loop.fit(trainer, data, steps=s.steps, checkpointer=ck,
-                  checkpoint_every=s.checkpoint_every,
-                  eval_batches=eval_batches if held_src else None,
-                  eval_every=s.eval_every, log_every=s.log_every,
-                  metrics_path=os.path.join(out_dir, "metrics.jsonl"), meta=meta,
-                  desc="rl", progress=progress)
+  last = loop.fit(
+      trainer,
+      data,
+      steps=s.steps,
+      checkpointer=ck,
+      checkpoint_every=s.checkpoint_every,
+      eval_batches=eval_batches if held_src else None,
+      eval_every=s.eval_every,
+      log_every=s.log_every,
+      metrics_path=os.path.join(out_dir, "metrics.jsonl"),
+      meta=meta,
+      desc="rl",
+      progress=progress,
+  )
   ck.close()
   model_ck = Checkpointer(os.path.join(out_dir, "model"), max_to_keep=1, async_save=False)
   model_ck.save(s.steps, nnx.state(trainer.model), dict(meta or {}), force=True)
@@ -310,7 +424,7 @@ class _repeat_updates:
     self.source.set_state(state)
     self.i, self.batch = int(state.get("repeat", 0)), None
     if self.i % self.k:
-      self.source.step -= 1                     # redraw the batch in progress
+      self.source.step -= 1  # redraw the batch in progress
 
   def __iter__(self):
     return self

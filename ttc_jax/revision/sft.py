@@ -43,6 +43,7 @@ class SFTSettings:
   replay row longer than seq_len is dropped); heldout_fraction: the share of questions (a
   hash split, `prm.data.is_heldout`) held out for the eval loss and early stopping.
   """
+
   fit: FitSettings
   optim: OptimSettings
   batch_size: int
@@ -50,9 +51,16 @@ class SFTSettings:
   heldout_fraction: float
 
 
-def foreign_context(rows: Sequence[dict], trajectories: Sequence[dict], fraction: float, *,
-                    max_context: int, rng: np.random.Generator, question_position: str = "first",
-                    fits: Callable[[dict], bool] | None = None) -> list[dict]:
+def foreign_context(
+    rows: Sequence[dict],
+    trajectories: Sequence[dict],
+    fraction: float,
+    *,
+    max_context: int,
+    rng: np.random.Generator,
+    question_position: str = "first",
+    fits: Callable[[dict], bool] | None = None,
+) -> list[dict]:
   """Replay rows, about `fraction` of them with a context of attempts at other questions.
 
   rows: dicts with `question`, `level`, `prompt`, `target` (plain policy rows).
@@ -80,12 +88,13 @@ def foreign_context(rows: Sequence[dict], trajectories: Sequence[dict], fraction
       out.append(row)
       continue
     k = int(rng.integers(1, max_context + 1))
-    picks = [cands[int(i)] for i in rng.permutation(len(cands))[:4 * k]]
+    picks = [cands[int(i)] for i in rng.permutation(len(cands))[: 4 * k]]
     ctx = [a for q, a in picks if q != row["question"]][:k]
     new = None
     while ctx:
-      new = dict(row, prompt=fmt.revision_prompt(row["question"], ctx, question_position),
-                 foreign=len(ctx))
+      new = dict(
+          row, prompt=fmt.revision_prompt(row["question"], ctx, question_position), foreign=len(ctx)
+      )
       if fits is None or fits(new):
         break
       ctx, new = ctx[1:], None
@@ -105,10 +114,19 @@ def examples(tokenizer, trajectories: Sequence[dict], seq_len: int) -> tuple[lis
   return [ex for _, ex in kept], len(trajectories) - len(kept)
 
 
-def train_revision_model(model, tokenizer, trajectories: Sequence[dict], settings: SFTSettings,
-                         out_dir: str, *, seed: int = 0, mesh=None, meta: dict | None = None,
-                         progress: bool = True, replay: Sequence[dict] = ()
-                         ) -> tuple[Any, dict]:
+def train_revision_model(
+    model,
+    tokenizer,
+    trajectories: Sequence[dict],
+    settings: SFTSettings,
+    out_dir: str,
+    *,
+    seed: int = 0,
+    mesh=None,
+    meta: dict | None = None,
+    progress: bool = True,
+    replay: Sequence[dict] = (),
+) -> tuple[Any, dict]:
   """Fine-tunes `model` on `trajectories`; returns (trained model, summary).
 
   replay: extra training examples, dicts with `prompt` and `target` (those
@@ -129,17 +147,32 @@ def train_revision_model(model, tokenizer, trajectories: Sequence[dict], setting
   train_ex = train_ex + replay_ex
   data = packing.iterate_batches(train_ex, s.batch_size, s.seq_len, seed=seed)
   held_batches = packing.eval_batches(held_ex, s.batch_size, s.seq_len)
-  trainer = Trainer(model, s.optim.make(s.fit.steps), mesh=mesh,
-                    skip_nonfinite=s.fit.skip_nonfinite)
+  trainer = Trainer(
+      model, s.optim.make(s.fit.steps), mesh=mesh, skip_nonfinite=s.fit.skip_nonfinite
+  )
   tokens = s.batch_size * s.seq_len
-  last = loop.fit_best(trainer, data, lambda: held_batches, s.fit, out_dir,
-                       flops_per_step=trainer.model.cfg.train_flops_per_token(s.seq_len) * tokens,
-                       tokens_per_step=tokens, meta=meta, desc="revision_sft", progress=progress)
-  summary = dict(final_metrics=last, best_step=int(last["best_step"]),
-                 best_eval_loss=float(last["best_eval_loss"]),
-                 train_trajectories=n_traj, heldout_trajectories=len(held_ex),
-                 replay_examples=len(replay_ex), dropped_too_long=dropped)
+  last = loop.fit_best(
+      trainer,
+      data,
+      lambda: held_batches,
+      s.fit,
+      out_dir,
+      flops_per_step=trainer.model.cfg.train_flops_per_token(s.seq_len) * tokens,
+      tokens_per_step=tokens,
+      meta=meta,
+      desc="revision_sft",
+      progress=progress,
+  )
+  summary = dict(
+      final_metrics=last,
+      best_step=int(last["best_step"]),
+      best_eval_loss=float(last["best_eval_loss"]),
+      train_trajectories=n_traj,
+      heldout_trajectories=len(held_ex),
+      replay_examples=len(replay_ex),
+      dropped_too_long=dropped,
+  )
   foreign = sum(1 for r, _ in replay_kept if r.get("foreign"))
-  if foreign:                      # only where the run has foreign-context replay rows
+  if foreign:  # only where the run has foreign-context replay rows
     summary["replay_foreign_examples"] = foreign
   return trainer.model, summary

@@ -71,10 +71,18 @@ def closest(target: str, candidates: Sequence[str]) -> int:
   return int(np.argmin([edit_distance(target, c) for c in candidates]))
 
 
-def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence[bool],
-                       rng: np.random.Generator, *, max_context: int = fmt.DEFAULT_CONTEXT,
-                       max_per_question: int | None = None, keep_fraction: float = 0.0,
-                       question_position: str = "first", **extra) -> list[dict]:
+def build_trajectories(
+    question: str,
+    attempts: Sequence[str],
+    correct: Sequence[bool],
+    rng: np.random.Generator,
+    *,
+    max_context: int = fmt.DEFAULT_CONTEXT,
+    max_per_question: int | None = None,
+    keep_fraction: float = 0.0,
+    question_position: str = "first",
+    **extra,
+) -> list[dict]:
   """Trajectories for one question from its sampled `attempts` and their correctness.
 
   Attempts are cleaned (`format.clean_attempt`); wrong ones are de-duplicated.
@@ -112,9 +120,17 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
       n_wrong = min(int(rng.integers(0, max_context)), len(wrong))
       picks = rng.choice(len(wrong), size=n_wrong, replace=False) if n_wrong else []
       context = [wrong[int(j)] for j in picks] + [others[int(rng.integers(len(others)))]]
-      out.append(dict(extra, question=question, attempts=context, target=target,
-                      k=len(context), kind="keep",
-                      prompt=fmt.revision_prompt(question, context, question_position)))
+      out.append(
+          dict(
+              extra,
+              question=question,
+              attempts=context,
+              target=target,
+              k=len(context),
+              kind="keep",
+              prompt=fmt.revision_prompt(question, context, question_position),
+          )
+      )
       continue
     k = min(int(rng.integers(0, max_context + 1)), len(wrong))
     context: list[str] = []
@@ -123,17 +139,30 @@ def build_trajectories(question: str, attempts: Sequence[str], correct: Sequence
       rest = [j for j in range(len(wrong)) if j != near]
       picks = rng.choice(len(rest), size=k - 1, replace=False) if k > 1 else []
       context = [wrong[rest[int(j)]] for j in picks] + [wrong[near]]
-    out.append(dict(extra, question=question, attempts=context, target=target, k=k,
-                    kind="revise",
-                    prompt=fmt.revision_prompt(question, context, question_position)))
+    out.append(
+        dict(
+            extra,
+            question=question,
+            attempts=context,
+            target=target,
+            k=k,
+            kind="revise",
+            prompt=fmt.revision_prompt(question, context, question_position),
+        )
+    )
   return out
 
 
-def build_dataset(records: Sequence[dict], rng: np.random.Generator, *,
-                  max_context: int = fmt.DEFAULT_CONTEXT,
-                  max_per_question: int | None = None, keep_fraction: float = 0.0,
-                  question_position: str = "first",
-                  keep: Callable[[dict], bool] | None = None) -> list[dict]:
+def build_dataset(
+    records: Sequence[dict],
+    rng: np.random.Generator,
+    *,
+    max_context: int = fmt.DEFAULT_CONTEXT,
+    max_per_question: int | None = None,
+    keep_fraction: float = 0.0,
+    question_position: str = "first",
+    keep: Callable[[dict], bool] | None = None,
+) -> list[dict]:
   """Trajectories for many questions.
 
   records: dicts with `question`, `samples` (texts) and `sample_correct`
@@ -143,10 +172,17 @@ def build_dataset(records: Sequence[dict], rng: np.random.Generator, *,
   out = []
   for r in records:
     extra = {k: r[k] for k in ("level", "answer") if k in r}
-    for t in build_trajectories(r["question"], r["samples"], r["sample_correct"], rng,
-                                max_context=max_context, max_per_question=max_per_question,
-                                keep_fraction=keep_fraction,
-                                question_position=question_position, **extra):
+    for t in build_trajectories(
+        r["question"],
+        r["samples"],
+        r["sample_correct"],
+        rng,
+        max_context=max_context,
+        max_per_question=max_per_question,
+        keep_fraction=keep_fraction,
+        question_position=question_position,
+        **extra,
+    ):
       if keep is None or keep(t):
         out.append(t)
   return out
@@ -158,7 +194,10 @@ def summarize(trajectories: Sequence[dict]) -> dict:
   ks = [t["k"] for t in trajectories]
   hist = {str(k): int(sum(1 for x in ks if x == k)) for k in sorted(set(ks))}
   kinds = [t.get("kind", "revise") for t in trajectories]
-  return dict(trajectories=len(trajectories),
-              questions=len({t["question"] for t in trajectories}),
-              k_histogram=hist, mean_k=float(np.mean(ks)) if ks else 0.0,
-              kinds={k: kinds.count(k) for k in sorted(set(kinds))})
+  return dict(
+      trajectories=len(trajectories),
+      questions=len({t["question"] for t in trajectories}),
+      k_histogram=hist,
+      mean_k=float(np.mean(ks)) if ks else 0.0,
+      kinds={k: kinds.count(k) for k in sorted(set(kinds))},
+  )

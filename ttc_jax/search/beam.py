@@ -69,8 +69,9 @@ def run_tokens(tokens: jax.Array, start: jax.Array, width: int) -> jax.Array:
   return jnp.take_along_axis(tokens, jnp.minimum(idx, tokens.shape[1] - 1), axis=1)
 
 
-def extend_prm(prm, cache: dict, tokens: jax.Array, start: jax.Array, n: jax.Array, width: int
-               ) -> tuple[jax.Array, dict]:
+def extend_prm(
+    prm, cache: dict, tokens: jax.Array, start: jax.Array, n: jax.Array, width: int
+) -> tuple[jax.Array, dict]:
   """PRM values float32[R] at the end of tokens[r, start:start+n] (n <= width), appended to cache.
 
   Rows with n == 0 get a meaningless value and keep their cache index.
@@ -80,8 +81,17 @@ def extend_prm(prm, cache: dict, tokens: jax.Array, start: jax.Array, n: jax.Arr
   return values, cache
 
 
-def init_state(policy, prm, prompts: jax.Array, prompt_lengths: jax.Array, *, width: int,
-               max_new_tokens: int, max_step_tokens: int, max_rounds: int) -> SearchState:
+def init_state(
+    policy,
+    prm,
+    prompts: jax.Array,
+    prompt_lengths: jax.Array,
+    *,
+    width: int,
+    max_new_tokens: int,
+    max_step_tokens: int,
+    max_rounds: int,
+) -> SearchState:
   """Prefills each prompt once (policy and PRM), then copies it into `width` slots."""
   b, p = prompts.shape
   chex.assert_shape(prompt_lengths, (b,))
@@ -89,8 +99,9 @@ def init_state(policy, prm, prompts: jax.Array, prompt_lengths: jax.Array, *, wi
   dec = sampling.prefill(policy, prompts, prompt_lengths, buf)
   prm_cache = prm.init_cache(b, buf + max_step_tokens)
   _, _, prm_cache = prm.extend(prm_cache, prompts, prompt_lengths)
-  budget = Budget.zeros(b).add_decode(jnp.ones_like(prompt_lengths), prompt_lengths,
-                                      generated=False)
+  budget = Budget.zeros(b).add_decode(
+      jnp.ones_like(prompt_lengths), prompt_lengths, generated=False
+  )
   budget = budget.add_prm(jnp.zeros_like(prompt_lengths), prompt_lengths)
   return SearchState(
       policy=sampling.repeat_state(dec, width),
@@ -98,17 +109,30 @@ def init_state(policy, prm, prompts: jax.Array, prompt_lengths: jax.Array, *, wi
       score=jnp.zeros((b, width), jnp.float32),
       step_scores=jnp.zeros((b, width, max_rounds), jnp.float32),
       num_steps=jnp.zeros((b, width), jnp.int32),
-      finished=jnp.zeros((b, width), bool), round=jnp.int32(0), budget=budget)
+      finished=jnp.zeros((b, width), bool),
+      round=jnp.int32(0),
+      budget=budget,
+  )
 
 
 def _put_rows(tree, idx: jax.Array, part):
   return jax.tree.map(lambda x, y: x.at[idx].set(y), tree, part)
 
 
-def sample_and_score(policy, prm, state: DecodeState, prm_cache: dict, parents: jax.Array,
-                     key: jax.Array, params: SamplingParams, *, max_step_tokens: int,
-                     eos_id: int, delimiter_id: int, compact_levels: int = 0
-                     ) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
+def sample_and_score(
+    policy,
+    prm,
+    state: DecodeState,
+    prm_cache: dict,
+    parents: jax.Array,
+    key: jax.Array,
+    params: SamplingParams,
+    *,
+    max_step_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    compact_levels: int = 0,
+) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
   """Reorders beams by `parents` [B, W], then one step for every active row, PRM-scored.
 
   `state` and `prm_cache` hold R = B*W rows before the reorder. Returns the
@@ -127,35 +151,49 @@ def sample_and_score(policy, prm, state: DecodeState, prm_cache: dict, parents: 
   sizes = [r >> j for j in range(compact_levels + 1) if r % (1 << j) == 0]
 
   def run(dec, cache, rows):
-    dec_out, stopped = sampling.decode(policy, dec, key, params, max_new_tokens=max_step_tokens,
-                                       eos_id=eos_id, stop_ids=(delimiter_id,), rows=rows,
-                                       total_rows=r)
-    values, cache = extend_prm(prm, cache, dec_out.tokens, dec.length,
-                               dec_out.length - dec.length, max_step_tokens)
+    dec_out, stopped = sampling.decode(
+        policy,
+        dec,
+        key,
+        params,
+        max_new_tokens=max_step_tokens,
+        eos_id=eos_id,
+        stop_ids=(delimiter_id,),
+        rows=rows,
+        total_rows=r,
+    )
+    values, cache = extend_prm(
+        prm, cache, dec_out.tokens, dec.length, dec_out.length - dec.length, max_step_tokens
+    )
     return dec_out, stopped, values, cache
 
   def whole(operands):
-    dec, cache = search_state.take_beams(operands, parents)     # per-question gather
+    dec, cache = search_state.take_beams(operands, parents)  # per-question gather
     return run(dec, cache, None)
 
   if len(sizes) == 1:
     return whole((state, prm_cache))
   flat = (parents + (jnp.arange(b, dtype=jnp.int32) * w)[:, None]).reshape(r)
   active = ~state.done[flat]
-  order = jnp.argsort(~active, stable=True).astype(jnp.int32)       # active rows first
+  order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active rows first
 
   def on(size):
     def part(operands):
       dec, cache = operands
-      idx = order[:size]                   # every active row; the rest finished, own parents
+      idx = order[:size]  # every active row; the rest finished, own parents
       src = flat[idx]
       d, stopped, values, c = run(*sampling.gather_state((dec, cache), src), idx)
-      return (_put_rows(dec, idx, d), jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),
-              jnp.zeros((r,), jnp.float32).at[idx].set(values), _put_rows(cache, idx, c))
+      return (
+          _put_rows(dec, idx, d),
+          jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),
+          jnp.zeros((r,), jnp.float32).at[idx].set(values),
+          _put_rows(cache, idx, c),
+      )
+
     return whole if size == r else part
 
   count = jnp.sum(active)
-  which = sum((count <= s).astype(jnp.int32) for s in sizes[1:])   # smallest size that fits
+  which = sum((count <= s).astype(jnp.int32) for s in sizes[1:])  # smallest size that fits
   return jax.lax.switch(which, [on(s) for s in sizes], (state, prm_cache))
 
 
@@ -172,93 +210,228 @@ def select_parents(score: jax.Array, done: jax.Array, *, groups: int, keep: int)
   m = s // keep
   active = ~done.reshape(b, groups, s)
   ranked = jnp.where(active, score.reshape(b, groups, s), -jnp.inf)
-  _, top = jax.lax.top_k(ranked, keep)                                  # [B, G, keep]
-  rank = jnp.cumsum(active, axis=-1) - 1                                # among free slots
+  _, top = jax.lax.top_k(ranked, keep)  # [B, G, keep]
+  rank = jnp.cumsum(active, axis=-1) - 1  # among free slots
   chosen = jnp.take_along_axis(top, jnp.clip(rank // m, 0, keep - 1), axis=-1)
   parents = jnp.where(active, chosen, jnp.arange(s)) + (jnp.arange(groups) * s)[:, None]
   chex.assert_shape(parents, (b, groups, s))
   return parents.reshape(b, w).astype(jnp.int32)
 
 
-def search_round(policy, prm, st: SearchState, rng: jax.Array, params: SamplingParams,
-                 lookahead: jax.Array, *, groups: int, keep: int, max_step_tokens: int,
-                 eos_id: int, delimiter_id: int, evaluate: Evaluate | None = None,
-                 compact_levels: int = 0) -> SearchState:
+def search_round(
+    policy,
+    prm,
+    st: SearchState,
+    rng: jax.Array,
+    params: SamplingParams,
+    lookahead: jax.Array,
+    *,
+    groups: int,
+    keep: int,
+    max_step_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    evaluate: Evaluate | None = None,
+    compact_levels: int = 0,
+) -> SearchState:
   """Select + expand, sample one step per active beam, score it with the PRM."""
   b, w = st.score.shape
   st = search_state.constrain_state(st)
   parents = select_parents(st.score, st.done, groups=groups, keep=keep)
   # per-beam scalars are reordered here, the policy state and both caches by sample_and_score
   score, step_scores, num_steps, finished, before_len = search_state.take_beams(
-      (st.score, st.step_scores, st.num_steps, st.finished,
-       st.policy.length.reshape(b, w)), parents, flat=False)
+      (st.score, st.step_scores, st.num_steps, st.finished, st.policy.length.reshape(b, w)),
+      parents,
+      flat=False,
+  )
   st = st.replace(score=score, step_scores=step_scores, num_steps=num_steps, finished=finished)
   before_len = before_len.reshape(b * w)
   dec, stopped, values, prm_cache = sample_and_score(
-      policy, prm, st.policy, st.prm_cache, parents, jax.random.fold_in(rng, st.round), params,
-      max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-      compact_levels=compact_levels)
-  new = dec.length - before_len                                         # [B*W]
+      policy,
+      prm,
+      st.policy,
+      st.prm_cache,
+      parents,
+      jax.random.fold_in(rng, st.round),
+      params,
+      max_step_tokens=max_step_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      compact_levels=compact_levels,
+  )
+  new = dec.length - before_len  # [B*W]
   stepped = new > 0
-  cut_off = stepped & (stopped < 0)               # no delimiter/EOS in the step, or buffer full
+  cut_off = stepped & (stopped < 0)  # no delimiter/EOS in the step, or buffer full
   dec = dec.replace(done=dec.done | cut_off)
   budget = st.budget.add_decode(before_len, dec.length).add_prm(before_len, new)
   rank_values = values
   if evaluate is not None:
     rank_values, dec, prm_cache, budget = evaluate(
-        policy, prm, dec, prm_cache, values, budget, lookahead,
-        max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id)
+        policy,
+        prm,
+        dec,
+        prm_cache,
+        values,
+        budget,
+        lookahead,
+        max_step_tokens=max_step_tokens,
+        eos_id=eos_id,
+        delimiter_id=delimiter_id,
+    )
   stepped = stepped.reshape(b, w)
   slot = jax.nn.one_hot(st.num_steps, st.step_scores.shape[-1], dtype=bool) & stepped[..., None]
   return st.replace(
-      policy=dec, prm_cache=prm_cache,
+      policy=dec,
+      prm_cache=prm_cache,
       score=jnp.where(stepped, rank_values.reshape(b, w), st.score),
       step_scores=jnp.where(slot, values.reshape(b, w)[..., None], st.step_scores),
       num_steps=st.num_steps + stepped,
       finished=st.finished | (stepped & ((stopped == eos_id) & (stopped >= 0)).reshape(b, w)),
-      round=st.round + 1, budget=budget)
+      round=st.round + 1,
+      budget=budget,
+  )
 
 
-def run_search(policy, prm, prompts, prompt_lengths, rng, params: SamplingParams,
-               lookahead: jax.Array, *, n: int, groups: int, keep: int, max_rounds: int,
-               max_step_tokens: int, max_new_tokens: int, eos_id: int, delimiter_id: int,
-               evaluate: Evaluate | None = None, compact_levels: int = 0) -> SearchResult:
+def run_search(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    params: SamplingParams,
+    lookahead: jax.Array,
+    *,
+    n: int,
+    groups: int,
+    keep: int,
+    max_rounds: int,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    evaluate: Evaluate | None = None,
+    compact_levels: int = 0,
+) -> SearchResult:
   """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring)."""
-  st = init_state(policy, prm, prompts, prompt_lengths, width=n, max_new_tokens=max_new_tokens,
-                  max_step_tokens=max_step_tokens, max_rounds=max_rounds)
+  st = init_state(
+      policy,
+      prm,
+      prompts,
+      prompt_lengths,
+      width=n,
+      max_new_tokens=max_new_tokens,
+      max_step_tokens=max_step_tokens,
+      max_rounds=max_rounds,
+  )
   round_fn = functools.partial(
-      search_round, policy, prm, rng=rng, params=params, lookahead=lookahead, groups=groups,
-      keep=keep, max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-      evaluate=evaluate, compact_levels=compact_levels)
+      search_round,
+      policy,
+      prm,
+      rng=rng,
+      params=params,
+      lookahead=lookahead,
+      groups=groups,
+      keep=keep,
+      max_step_tokens=max_step_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      evaluate=evaluate,
+      compact_levels=compact_levels,
+  )
   # Run while (a) rounds remain and (b) some beam of some question is active.
-  st = jax.lax.while_loop(lambda s: (s.round < max_rounds) & jnp.any(~s.policy.done),
-                          lambda s: round_fn(st=s), st)
+  st = jax.lax.while_loop(
+      lambda s: (s.round < max_rounds) & jnp.any(~s.policy.done), lambda s: round_fn(st=s), st
+  )
   b = prompts.shape[0]
   generations = jnp.full((b,), n, jnp.int32) * (1 + jnp.asarray(lookahead, jnp.int32))
   return search_state.result_from_state(
-      st, prompt_lengths.astype(jnp.int32), generations, max_new_tokens=max_new_tokens,
-      policy_cfg=policy.cfg, prm_cfg=prm.cfg)
+      st,
+      prompt_lengths.astype(jnp.int32),
+      generations,
+      max_new_tokens=max_new_tokens,
+      policy_cfg=policy.cfg,
+      prm_cfg=prm.cfg,
+  )
 
 
-@functools.partial(jax.jit, static_argnames=(
-    "graphdefs", "n", "groups", "keep", "max_rounds", "max_step_tokens", "max_new_tokens",
-    "eos_id", "delimiter_id", "evaluate", "compact_levels"))
-def _search(graphdefs, states, prompts, prompt_lengths, rng, params, lookahead, *, n, groups,
-            keep, max_rounds, max_step_tokens, max_new_tokens, eos_id, delimiter_id, evaluate,
-            compact_levels=0):
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "graphdefs",
+        "n",
+        "groups",
+        "keep",
+        "max_rounds",
+        "max_step_tokens",
+        "max_new_tokens",
+        "eos_id",
+        "delimiter_id",
+        "evaluate",
+        "compact_levels",
+    ),
+)
+def _search(
+    graphdefs,
+    states,
+    prompts,
+    prompt_lengths,
+    rng,
+    params,
+    lookahead,
+    *,
+    n,
+    groups,
+    keep,
+    max_rounds,
+    max_step_tokens,
+    max_new_tokens,
+    eos_id,
+    delimiter_id,
+    evaluate,
+    compact_levels=0,
+):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  return run_search(policy, prm, prompts, prompt_lengths, rng, params, lookahead, n=n,
-                    groups=groups, keep=keep, max_rounds=max_rounds,
-                    max_step_tokens=max_step_tokens, max_new_tokens=max_new_tokens,
-                    eos_id=eos_id, delimiter_id=delimiter_id, evaluate=evaluate,
-                    compact_levels=compact_levels)
+  return run_search(
+      policy,
+      prm,
+      prompts,
+      prompt_lengths,
+      rng,
+      params,
+      lookahead,
+      n=n,
+      groups=groups,
+      keep=keep,
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      evaluate=evaluate,
+      compact_levels=compact_levels,
+  )
 
 
-def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, keep: int,
-           max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int, eos_id: int,
-           delimiter_id: int, params: SamplingParams | None = None, lookahead: int = 0,
-           evaluate: Evaluate | None = None, compact_levels: int = COMPACT_LEVELS
-           ) -> SearchResult:
+def search(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    n: int,
+    groups: int,
+    keep: int,
+    max_rounds: int = 40,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    params: SamplingParams | None = None,
+    lookahead: int = 0,
+    evaluate: Evaluate | None = None,
+    compact_levels: int = COMPACT_LEVELS,
+) -> SearchResult:
   """Validates arguments and runs the jitted kernel (shared by beam, lookahead, DVTS).
 
   prompts: int32[B, P] right-padded (BOS first), prompt_lengths: int32[B].
@@ -271,14 +444,19 @@ def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, ke
   prompts = jnp.asarray(prompts, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
   if prompts.ndim != 2 or prompt_lengths.shape != prompts.shape[:1]:
-    raise ValueError(f"prompts {prompts.shape} and prompt_lengths {prompt_lengths.shape} "
-                     "must be [B, P] and [B]")
+    raise ValueError(
+        f"prompts {prompts.shape} and prompt_lengths {prompt_lengths.shape} "
+        "must be [B, P] and [B]"
+    )
   if n < 1 or groups < 1 or keep < 1 or n % groups or (n // groups) % keep:
-    raise ValueError(f"n={n} beams must split into {groups} group(s) whose size is a "
-                     f"multiple of keep={keep}")
+    raise ValueError(
+        f"n={n} beams must split into {groups} group(s) whose size is a " f"multiple of keep={keep}"
+    )
   if max_rounds < 1 or max_step_tokens < 1 or max_new_tokens < 1:
-    raise ValueError(f"max_rounds={max_rounds}, max_step_tokens={max_step_tokens} and "
-                     f"max_new_tokens={max_new_tokens} must be >= 1")
+    raise ValueError(
+        f"max_rounds={max_rounds}, max_step_tokens={max_step_tokens} and "
+        f"max_new_tokens={max_new_tokens} must be >= 1"
+    )
   sampling.check_fits(policy.cfg, prompts.shape[1], max_new_tokens, "policy")
   if lookahead < 0:
     raise ValueError(f"lookahead must be >= 0, got {lookahead}")
@@ -286,17 +464,44 @@ def search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int, ke
     raise ValueError(f"compact_levels must be >= 0, got {compact_levels}")
   params = SamplingParams.make() if params is None else params
   (g_pol, s_pol), (g_prm, s_prm) = nnx.split(policy), nnx.split(prm)
-  return _search((g_pol, g_prm), (s_pol, s_prm), prompts, prompt_lengths, rng, params,
-                 jnp.int32(lookahead), n=n, groups=groups, keep=keep, max_rounds=max_rounds,
-                 max_step_tokens=max_step_tokens, max_new_tokens=max_new_tokens,
-                 eos_id=int(eos_id), delimiter_id=int(delimiter_id), evaluate=evaluate,
-                 compact_levels=int(compact_levels))
+  return _search(
+      (g_pol, g_prm),
+      (s_pol, s_prm),
+      prompts,
+      prompt_lengths,
+      rng,
+      params,
+      jnp.int32(lookahead),
+      n=n,
+      groups=groups,
+      keep=keep,
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      eos_id=int(eos_id),
+      delimiter_id=int(delimiter_id),
+      evaluate=evaluate,
+      compact_levels=int(compact_levels),
+  )
 
 
-def beam_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int,
-                max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int, eos_id: int,
-                delimiter_id: int, params: SamplingParams | None = None,
-                compact_levels: int = COMPACT_LEVELS) -> SearchResult:
+def beam_search(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    n: int,
+    m: int,
+    max_rounds: int = 40,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    params: SamplingParams | None = None,
+    compact_levels: int = COMPACT_LEVELS,
+) -> SearchResult:
   """PRM beam search with N beams and beam width M (M divides N); see the module docstring.
 
   Returns the N candidates per question (`SearchResult`); pick answers with
@@ -304,7 +509,20 @@ def beam_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int,
   """
   if m < 1 or n % m:
     raise ValueError(f"beam width m={m} must divide n={n}")
-  return search(policy, prm, prompts, prompt_lengths, rng, n=n, groups=1, keep=n // m,
-                max_rounds=max_rounds, max_step_tokens=max_step_tokens,
-                max_new_tokens=max_new_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-                params=params, compact_levels=compact_levels)
+  return search(
+      policy,
+      prm,
+      prompts,
+      prompt_lengths,
+      rng,
+      n=n,
+      groups=1,
+      keep=n // m,
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      params=params,
+      compact_levels=compact_levels,
+  )

@@ -18,14 +18,40 @@ from ttc_jax.search import beam
 from ttc_jax.search.state import SearchResult
 
 
-def dvts(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int, max_rounds: int = 40,
-         max_step_tokens: int, max_new_tokens: int, eos_id: int, delimiter_id: int,
-         params: SamplingParams | None = None, compact_levels: int = beam.COMPACT_LEVELS
-         ) -> SearchResult:
+def dvts(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    n: int,
+    m: int,
+    max_rounds: int = 40,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    params: SamplingParams | None = None,
+    compact_levels: int = beam.COMPACT_LEVELS,
+) -> SearchResult:
   """DVTS with N beams in N/M subtrees of M beams (M divides N)."""
   if m < 1 or n % m:
     raise ValueError(f"subtree size m={m} must divide n={n}")
-  return beam.search(policy, prm, prompts, prompt_lengths, rng, n=n, groups=n // m, keep=1,
-                     max_rounds=max_rounds, max_step_tokens=max_step_tokens,
-                     max_new_tokens=max_new_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-                     params=params, compact_levels=compact_levels)
+  return beam.search(
+      policy,
+      prm,
+      prompts,
+      prompt_lengths,
+      rng,
+      n=n,
+      groups=n // m,
+      keep=1,
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      params=params,
+      compact_levels=compact_levels,
+  )

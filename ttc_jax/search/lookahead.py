@@ -27,9 +27,19 @@ from ttc_jax.search import beam
 from ttc_jax.search.state import Budget, SearchResult
 
 
-def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_values: jax.Array,
-                   budget: Budget, k: jax.Array, *, max_step_tokens: int, eos_id: int,
-                   delimiter_id: int) -> tuple[jax.Array, DecodeState, dict, Budget]:
+def rollout_values(
+    policy,
+    prm,
+    stepped: DecodeState,
+    prm_cache: dict,
+    step_values: jax.Array,
+    budget: Budget,
+    k: jax.Array,
+    *,
+    max_step_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+) -> tuple[jax.Array, DecodeState, dict, Budget]:
   """`beam.Evaluate` hook: PRM values float32[B*W] after up to k greedy steps.
 
   Rows that are done (their step ended with EOS, or finished earlier) do not
@@ -37,7 +47,7 @@ def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_valu
   cache as they were after the step (rollout discarded), and the budget.
   """
   greedy = SamplingParams.make(0.0)
-  key = jax.random.key(0)                        # unused by greedy decoding
+  key = jax.random.key(0)  # unused by greedy decoding
 
   def cond(carry):
     j, roll, _, _, _ = carry
@@ -45,8 +55,15 @@ def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_valu
 
   def body(carry):
     j, roll, cache, values, bud = carry
-    nxt, _ = sampling.decode(policy, roll, key, greedy, max_new_tokens=max_step_tokens,
-                             eos_id=eos_id, stop_ids=(delimiter_id,))
+    nxt, _ = sampling.decode(
+        policy,
+        roll,
+        key,
+        greedy,
+        max_new_tokens=max_step_tokens,
+        eos_id=eos_id,
+        stop_ids=(delimiter_id,),
+    )
     n = nxt.length - roll.length
     v, cache = beam.extend_prm(prm, cache, nxt.tokens, roll.length, n, max_step_tokens)
     bud = bud.add_decode(roll.length, nxt.length).add_prm(roll.length, n)
@@ -58,15 +75,43 @@ def rollout_values(policy, prm, stepped: DecodeState, prm_cache: dict, step_valu
   return values, restored, dict(cache, index=prm_cache["index"]), budget
 
 
-def lookahead_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, m: int, k: int,
-                     max_rounds: int = 40, max_step_tokens: int, max_new_tokens: int,
-                     eos_id: int, delimiter_id: int, params: SamplingParams | None = None,
-                     compact_levels: int = beam.COMPACT_LEVELS) -> SearchResult:
+def lookahead_search(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    n: int,
+    m: int,
+    k: int,
+    max_rounds: int = 40,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    params: SamplingParams | None = None,
+    compact_levels: int = beam.COMPACT_LEVELS,
+) -> SearchResult:
   """Beam search (N beams, width M) ranking each step by the PRM after k greedy steps."""
   if m < 1 or n % m:
     raise ValueError(f"beam width m={m} must divide n={n}")
-  return beam.search(policy, prm, prompts, prompt_lengths, rng, n=n, groups=1, keep=n // m,
-                     max_rounds=max_rounds, max_step_tokens=max_step_tokens,
-                     max_new_tokens=max_new_tokens, eos_id=eos_id, delimiter_id=delimiter_id,
-                     params=params, lookahead=k, evaluate=rollout_values,
-                     compact_levels=compact_levels)
+  return beam.search(
+      policy,
+      prm,
+      prompts,
+      prompt_lengths,
+      rng,
+      n=n,
+      groups=1,
+      keep=n // m,
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      delimiter_id=delimiter_id,
+      params=params,
+      lookahead=k,
+      evaluate=rollout_values,
+      compact_levels=compact_levels,
+  )

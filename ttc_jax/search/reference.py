@@ -28,15 +28,34 @@ from flax import nnx
 from ttc_jax import sampling
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_step_tokens", "eos_id",
-                                              "delimiter_id"))
-def _sample_step(graphdef, model_state, tokens, lengths, done, key, params, *,
-                 max_step_tokens, eos_id, delimiter_id):
+@functools.partial(
+    jax.jit, static_argnames=("graphdef", "max_step_tokens", "eos_id", "delimiter_id")
+)
+def _sample_step(
+    graphdef,
+    model_state,
+    tokens,
+    lengths,
+    done,
+    key,
+    params,
+    *,
+    max_step_tokens,
+    eos_id,
+    delimiter_id,
+):
   policy = nnx.merge(graphdef, model_state)
   dec = sampling.prefill(policy, tokens, lengths, tokens.shape[1])
   dec = dec.replace(done=done)
-  dec, _ = sampling.decode(policy, dec, key, params, max_new_tokens=max_step_tokens,
-                           eos_id=eos_id, stop_ids=(delimiter_id,))
+  dec, _ = sampling.decode(
+      policy,
+      dec,
+      key,
+      params,
+      max_new_tokens=max_step_tokens,
+      eos_id=eos_id,
+      stop_ids=(delimiter_id,),
+  )
   return dec.tokens, dec.length
 
 
@@ -63,14 +82,28 @@ def _select(score, done, groups: int, keep: int) -> list[int]:
 def _padded(seqs: list[list[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
   toks = np.zeros((len(seqs), width), np.int32)
   for r, s in enumerate(seqs):
-    toks[r, :len(s)] = s
+    toks[r, : len(s)] = s
   return toks, np.asarray([len(s) for s in seqs], np.int32)
 
 
-def reference_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, groups: int,
-                     keep: int, max_rounds: int, max_step_tokens: int, max_new_tokens: int,
-                     eos_id: int, delimiter_id: int, params: sampling.SamplingParams,
-                     lookahead: int = 0) -> dict[str, np.ndarray]:
+def reference_search(
+    policy,
+    prm,
+    prompts,
+    prompt_lengths,
+    rng,
+    *,
+    n: int,
+    groups: int,
+    keep: int,
+    max_rounds: int,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int,
+    delimiter_id: int,
+    params: sampling.SamplingParams,
+    lookahead: int = 0,
+) -> dict[str, np.ndarray]:
   """Beam search (groups=1, keep=N/M), DVTS (groups=N/M, keep=1) or lookahead, host loop.
 
   With lookahead k > 0 each new step is ranked by the PRM value after up to
@@ -85,37 +118,50 @@ def reference_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, group
   g_pol, s_pol = nnx.split(policy)
   g_prm, s_prm = nnx.split(prm)
   greedy = sampling.SamplingParams.make(0.0)
-  count = {k: np.zeros(b, np.int64) for k in ("generated_tokens", "policy_tokens",
-                                              "policy_context", "prm_tokens", "prm_context")}
+  count = {
+      k: np.zeros(b, np.int64)
+      for k in ("generated_tokens", "policy_tokens", "policy_context", "prm_tokens", "prm_context")
+  }
 
   def advance(seqs, done, key, knobs):
     """One step for every row not done: the new rows and whether each one stepped."""
     toks, lens = _padded(seqs, buf)
-    new_toks, new_lens = jax.device_get(_sample_step(
-        g_pol, s_pol, toks, lens, np.asarray(done), key, knobs,
-        max_step_tokens=max_step_tokens, eos_id=eos_id, delimiter_id=delimiter_id))
+    new_toks, new_lens = jax.device_get(
+        _sample_step(
+            g_pol,
+            s_pol,
+            toks,
+            lens,
+            np.asarray(done),
+            key,
+            knobs,
+            max_step_tokens=max_step_tokens,
+            eos_id=eos_id,
+            delimiter_id=delimiter_id,
+        )
+    )
     out = []
     for r, s in enumerate(seqs):
       q = r // n
-      for pos in range(len(s), int(new_lens[r])):      # fed token pos - 1, attends pos keys
+      for pos in range(len(s), int(new_lens[r])):  # fed token pos - 1, attends pos keys
         count["generated_tokens"][q] += 1
         count["policy_tokens"][q] += 1
         count["policy_context"][q] += pos
-        count["prm_tokens"][q] += 1                    # the PRM reads it once, pos + 1 keys
+        count["prm_tokens"][q] += 1  # the PRM reads it once, pos + 1 keys
         count["prm_context"][q] += pos + 1
-      out.append(s + [int(t) for t in new_toks[r, len(s):new_lens[r]]])
+      out.append(s + [int(t) for t in new_toks[r, len(s) : new_lens[r]]])
     return out, [len(o) > len(s) for o, s in zip(out, seqs)]
 
   def last_values(seqs):
     values = np.asarray(_score(g_prm, s_prm, *_padded(seqs, buf)))
     return [float(values[r, len(s) - 1]) for r, s in enumerate(seqs)]
 
-  seqs = [list(prompts[q, :prompt_lengths[q]]) for q in range(b) for _ in range(n)]
+  seqs = [list(prompts[q, : prompt_lengths[q]]) for q in range(b) for _ in range(n)]
   done, finished = [False] * (b * n), [False] * (b * n)
   score, steps = [0.0] * (b * n), [[] for _ in range(b * n)]
   for q in range(b):
     plen = int(prompt_lengths[q])
-    count["policy_tokens"][q] += plen - 1                 # prefill once per question
+    count["policy_tokens"][q] += plen - 1  # prefill once per question
     count["policy_context"][q] += sum(pos + 1 for pos in range(plen - 1))
     count["prm_tokens"][q] += plen
     count["prm_context"][q] += sum(pos + 1 for pos in range(plen))
@@ -154,10 +200,16 @@ def reference_search(policy, prm, prompts, prompt_lengths, rng, *, n: int, group
   step_scores = np.zeros((b, n, max_rounds), np.float32)
   for r, s in enumerate(seqs):
     q, w = divmod(r, n)
-    gen = s[int(prompt_lengths[q]):]
-    out_toks[q, w, :len(gen)], lengths[q, w] = gen, len(gen)
-    step_scores[q, w, :len(steps[r])] = steps[r]
-  return dict(tokens=out_toks, lengths=lengths, step_scores=step_scores,
-              scores=np.asarray([st[-1] for st in steps], np.float32).reshape(b, n),
-              num_steps=np.asarray([len(st) for st in steps], np.int32).reshape(b, n),
-              finished=np.asarray(finished).reshape(b, n), rounds=np.int32(rounds), **count)
+    gen = s[int(prompt_lengths[q]) :]
+    out_toks[q, w, : len(gen)], lengths[q, w] = gen, len(gen)
+    step_scores[q, w, : len(steps[r])] = steps[r]
+  return dict(
+      tokens=out_toks,
+      lengths=lengths,
+      step_scores=step_scores,
+      scores=np.asarray([st[-1] for st in steps], np.float32).reshape(b, n),
+      num_steps=np.asarray([len(st) for st in steps], np.int32).reshape(b, n),
+      finished=np.asarray(finished).reshape(b, n),
+      rounds=np.int32(rounds),
+      **count,
+  )

@@ -55,6 +55,7 @@ class Budget:
   prm_tokens: int32[B] tokens run through the PRM.
   prm_context: float32[B] sum over those tokens of the keys each attends.
   """
+
   generated_tokens: jax.Array
   policy_tokens: jax.Array
   policy_context: jax.Array
@@ -77,21 +78,25 @@ class Budget:
     n = end - start
     ctx = n * (start + end - 1) // 2
     gen = _per_question(n, b) if generated else 0
-    return self.replace(generated_tokens=self.generated_tokens + gen,
-                        policy_tokens=self.policy_tokens + _per_question(n, b),
-                        policy_context=self.policy_context
-                        + _per_question(ctx, b).astype(jnp.float32))
+    return self.replace(
+        generated_tokens=self.generated_tokens + gen,
+        policy_tokens=self.policy_tokens + _per_question(n, b),
+        policy_context=self.policy_context + _per_question(ctx, b).astype(jnp.float32),
+    )
 
   def add_prm(self, index: jax.Array, n: jax.Array) -> "Budget":
     """The PRM read n[R] tokens at positions index .. index+n-1 (keys index+1 .. index+n)."""
     b = self.prm_tokens.shape[0]
     ctx = n * (2 * index + n + 1) // 2
-    return self.replace(prm_tokens=self.prm_tokens + _per_question(n, b),
-                        prm_context=self.prm_context + _per_question(ctx, b).astype(jnp.float32))
+    return self.replace(
+        prm_tokens=self.prm_tokens + _per_question(n, b),
+        prm_context=self.prm_context + _per_question(ctx, b).astype(jnp.float32),
+    )
 
 
-def flops(tokens: jax.Array, context: jax.Array, cfg: ModelConfig, value_head: bool = False
-          ) -> jax.Array:
+def flops(
+    tokens: jax.Array, context: jax.Array, cfg: ModelConfig, value_head: bool = False
+) -> jax.Array:
   """Forward FLOPs of `tokens` attending `context` keys in all (linear in both).
 
   `ModelConfig.forward_flops_per_token` is affine in the context length, so
@@ -125,6 +130,7 @@ class SearchState:
   round: int32[] rounds completed.
   budget: Budget, per question.
   """
+
   policy: DecodeState
   prm_cache: dict
   score: jax.Array
@@ -154,30 +160,41 @@ def take_beams(tree: Any, parents: jax.Array, flat: bool = True) -> Any:
     chex.assert_shape(xb, (b, w) + (...,))
     out = jax.vmap(lambda xq, pq: jnp.take(xq, pq, axis=0))(xb, parents)
     return out.reshape(x.shape)
+
   return jax.tree.map(one, tree)
 
 
 def _constrain_cache(cache: dict) -> dict:
   """Rows over the batch mesh axes, KV heads over `tensor` (as `cache_shardings`)."""
-  layers = tuple({"k": parallel.constrain(lc["k"], ("cache_batch", "kv_heads", None,
-                                                    "cache_length")),
-                  "v": parallel.constrain(lc["v"], ("cache_batch", "kv_heads",
-                                                    "cache_length", None))}
-                 for lc in cache["layers"])
-  return dict(cache, index=parallel.constrain(cache["index"], ("cache_batch",)),
-              layers=layers)
+  layers = tuple(
+      {
+          "k": parallel.constrain(lc["k"], ("cache_batch", "kv_heads", None, "cache_length")),
+          "v": parallel.constrain(lc["v"], ("cache_batch", "kv_heads", "cache_length", None)),
+      }
+      for lc in cache["layers"]
+  )
+  return dict(cache, index=parallel.constrain(cache["index"], ("cache_batch",)), layers=layers)
 
 
 def constrain_state(state: SearchState) -> SearchState:
   """Keeps beams sharded by question under a mesh (identity without one)."""
   rows = lambda x: parallel.constrain(x, ("batch",) + (None,) * (x.ndim - 1))
   pol = state.policy
-  pol = pol.replace(tokens=rows(pol.tokens), length=rows(pol.length),
-                    logprobs=rows(pol.logprobs), done=rows(pol.done),
-                    cache=_constrain_cache(pol.cache))
-  return state.replace(policy=pol, prm_cache=_constrain_cache(state.prm_cache),
-                       score=rows(state.score), step_scores=rows(state.step_scores),
-                       num_steps=rows(state.num_steps), finished=rows(state.finished))
+  pol = pol.replace(
+      tokens=rows(pol.tokens),
+      length=rows(pol.length),
+      logprobs=rows(pol.logprobs),
+      done=rows(pol.done),
+      cache=_constrain_cache(pol.cache),
+  )
+  return state.replace(
+      policy=pol,
+      prm_cache=_constrain_cache(state.prm_cache),
+      score=rows(state.score),
+      step_scores=rows(state.step_scores),
+      num_steps=rows(state.num_steps),
+      finished=rows(state.finished),
+  )
 
 
 @flax.struct.dataclass
@@ -199,6 +216,7 @@ class SearchResult:
   policy_flops, prm_flops: float32[B] forward FLOPs (see `flops`).
   rounds: int32[] search rounds run (the same for every question).
   """
+
   tokens: jax.Array
   lengths: jax.Array
   scores: jax.Array
@@ -214,15 +232,21 @@ class SearchResult:
   rounds: jax.Array
 
 
-def result_from_state(state: SearchState, prompt_lengths: jax.Array, generations: jax.Array, *,
-                      max_new_tokens: int, policy_cfg: ModelConfig, prm_cfg: ModelConfig
-                      ) -> SearchResult:
+def result_from_state(
+    state: SearchState,
+    prompt_lengths: jax.Array,
+    generations: jax.Array,
+    *,
+    max_new_tokens: int,
+    policy_cfg: ModelConfig,
+    prm_cfg: ModelConfig,
+) -> SearchResult:
   """Cuts the generated part out of each beam's buffer and totals the budget."""
   b, w = state.score.shape
   pol = state.policy
-  start = jnp.repeat(prompt_lengths, w)                                # [B*W]
+  start = jnp.repeat(prompt_lengths, w)  # [B*W]
   gen_len = pol.length - start
-  idx = start[:, None] + jnp.arange(max_new_tokens)[None]              # [B*W, G]
+  idx = start[:, None] + jnp.arange(max_new_tokens)[None]  # [B*W, G]
   valid = jnp.arange(max_new_tokens)[None] < gen_len[:, None]
   toks = jnp.take_along_axis(pol.tokens, jnp.minimum(idx, pol.tokens.shape[1] - 1), 1)
   last = jnp.maximum(state.num_steps - 1, 0)[..., None]
@@ -231,17 +255,26 @@ def result_from_state(state: SearchState, prompt_lengths: jax.Array, generations
       tokens=jnp.where(valid, toks, 0).reshape(b, w, max_new_tokens),
       lengths=gen_len.reshape(b, w),
       scores=jnp.take_along_axis(state.step_scores, last, -1)[..., 0],
-      step_scores=state.step_scores, num_steps=state.num_steps, finished=state.finished,
-      generations=generations, generated_tokens=bud.generated_tokens,
-      policy_tokens=bud.policy_tokens, prm_tokens=bud.prm_tokens,
+      step_scores=state.step_scores,
+      num_steps=state.num_steps,
+      finished=state.finished,
+      generations=generations,
+      generated_tokens=bud.generated_tokens,
+      policy_tokens=bud.policy_tokens,
+      prm_tokens=bud.prm_tokens,
       policy_flops=flops(bud.policy_tokens, bud.policy_context, policy_cfg),
       prm_flops=flops(bud.prm_tokens, bud.prm_context, prm_cfg, value_head=True),
-      rounds=state.round)
+      rounds=state.round,
+  )
 
 
-def select_answers(result: SearchResult, tokenizer, extract_answer: Callable[[str], str | None],
-                   equivalent: Callable[[Any, Any], bool], how: str = "best_of_n_weighted"
-                   ) -> list[dict]:
+def select_answers(
+    result: SearchResult,
+    tokenizer,
+    extract_answer: Callable[[str], str | None],
+    equivalent: Callable[[Any, Any], bool],
+    how: str = "best_of_n_weighted",
+) -> list[dict]:
   """Host side: decodes the candidates and picks one answer per question.
 
   `how` is a `best_of_n.METHODS` entry (default: best-of-N weighted, grouping
@@ -250,13 +283,20 @@ def select_answers(result: SearchResult, tokenizer, extract_answer: Callable[[st
   "finished"}, ...]} in slot order.
   """
   tokens, lengths, scores, finished = jax.device_get(
-      (result.tokens, result.lengths, result.scores, result.finished))
+      (result.tokens, result.lengths, result.scores, result.finished)
+  )
   out = []
   for b in range(tokens.shape[0]):
     texts: Sequence[str] = tokenizer.decode_batch(tokens[b], lengths[b])
     answers = [extract_answer(t) for t in texts]
     sc = [float(s) for s in np.asarray(scores[b])]
-    out.append({"answer": best_of_n.select(how, answers, sc, equivalent),
-                "candidates": [{"text": t, "answer": a, "score": s, "finished": bool(f)}
-                               for t, a, s, f in zip(texts, answers, sc, finished[b])]})
+    out.append(
+        {
+            "answer": best_of_n.select(how, answers, sc, equivalent),
+            "candidates": [
+                {"text": t, "answer": a, "score": s, "finished": bool(f)}
+                for t, a, s, f in zip(texts, answers, sc, finished[b])
+            ],
+        }
+    )
   return out

@@ -45,6 +45,7 @@ class SearchSettings:
   rows (questions x N beams) per kernel call; compact_levels: the kernels' cache compaction
   levels (speed only, `beam.COMPACT_LEVELS`).
   """
+
   methods: tuple[str, ...]
   budgets: tuple[int, ...]
   seed: int
@@ -62,32 +63,62 @@ def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict)
   if method.startswith("beam"):
     return beam.beam_search(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
   if method.startswith("lookahead"):
-    return lookahead.lookahead_search(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"],
-                                      k=spec["k"], **kw)
+    return lookahead.lookahead_search(
+        policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], k=spec["k"], **kw
+    )
   return dvts.dvts(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
 
 
-def kernel_args(policy, tokenizer, prompts: Sequence[str], *, max_rounds: int,
-                max_step_tokens: int, max_new_tokens: int, temperature: float, top_k: int = 0,
-                top_p: float = 1.0, compact_levels: int = beam.COMPACT_LEVELS
-                ) -> tuple[int, dict]:
+def kernel_args(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    *,
+    max_rounds: int,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    compact_levels: int = beam.COMPACT_LEVELS,
+) -> tuple[int, dict]:
   """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
   longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len."""
   enc = max(len(tokenizer.encode(p)) + 1 for p in prompts)
   plen = int(math.ceil(enc / 8) * 8)
   params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
-  return plen, dict(max_rounds=max_rounds, max_step_tokens=max_step_tokens,
-                    max_new_tokens=min(max_new_tokens, policy.cfg.max_len - plen),
-                    eos_id=tokenizer.EOS, delimiter_id=tokenizer.newline_id, params=params,
-                    compact_levels=compact_levels)
+  return plen, dict(
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=min(max_new_tokens, policy.cfg.max_len - plen),
+      eos_id=tokenizer.EOS,
+      delimiter_id=tokenizer.newline_id,
+      params=params,
+      compact_levels=compact_levels,
+  )
 
 
-def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, budget: int,
-               rng: jax.Array, *, extract_answer: Callable[[str], Any],
-               equivalent: Callable[[Any, Any], bool], max_rounds: int, max_step_tokens: int,
-               max_new_tokens: int, temperature: float, top_k: int = 0, top_p: float = 1.0,
-               max_beams: int = 2048, compact_levels: int = beam.COMPACT_LEVELS, mesh=None
-               ) -> tuple[list[dict], dict] | None:
+def run_method(
+    policy,
+    prm,
+    tokenizer,
+    problems: Sequence[dict],
+    method: str,
+    budget: int,
+    rng: jax.Array,
+    *,
+    extract_answer: Callable[[str], Any],
+    equivalent: Callable[[Any, Any], bool],
+    max_rounds: int,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    max_beams: int = 2048,
+    compact_levels: int = beam.COMPACT_LEVELS,
+    mesh=None,
+) -> tuple[list[dict], dict] | None:
   """Searches every problem (dicts with prompt, answer) with `method` at `budget`.
 
   Returns (per-question records, stats) or None when the budget does not fit
@@ -102,14 +133,22 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
   if mesh is not None:
     d = mesh.shape["data"] * mesh.shape["fsdp"]
     chunk = int(math.ceil(chunk / d) * d)
-  plen, kw = kernel_args(policy, tokenizer, [p["prompt"] for p in problems],
-                         max_rounds=max_rounds, max_step_tokens=max_step_tokens,
-                         max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, compact_levels=compact_levels)
+  plen, kw = kernel_args(
+      policy,
+      tokenizer,
+      [p["prompt"] for p in problems],
+      max_rounds=max_rounds,
+      max_step_tokens=max_step_tokens,
+      max_new_tokens=max_new_tokens,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      compact_levels=compact_levels,
+  )
   records: list[dict] = []
   t0 = time.perf_counter()
   for i, s in enumerate(range(0, len(problems), chunk)):
-    part = list(problems[s:s + chunk])
+    part = list(problems[s : s + chunk])
     real = len(part)
     rows = evaluation.padded_rows(real, chunk)
     if mesh is not None:
@@ -122,40 +161,74 @@ def run_method(policy, prm, tokenizer, problems: Sequence[dict], method: str, bu
     with parallel.use_mesh(mesh):
       res = _run_kernel(method, policy, prm, toks, lens, jax.random.fold_in(rng, i), spec, kw)
     picked = search_state.select_answers(res, tokenizer, extract_answer, equivalent)
-    cost = jax.device_get(dict(generations=res.generations, generated_tokens=res.generated_tokens,
-                               policy_flops=res.policy_flops, prm_flops=res.prm_flops))
+    cost = jax.device_get(
+        dict(
+            generations=res.generations,
+            generated_tokens=res.generated_tokens,
+            policy_flops=res.policy_flops,
+            prm_flops=res.prm_flops,
+        )
+    )
     for b in range(real):
       p, sel = part[b], picked[b]
-      records.append(dict(
-          question=p.get("question", p["prompt"].strip()), level=p.get("level", ""),
-          method=method, budget=budget, n=n, m=spec["m"], k=spec["k"],
-          answer=sel["answer"], target=str(p["answer"]),
-          correct=bool(equivalent(sel["answer"], str(p["answer"]))),
-          **{c: float(v[b]) for c, v in cost.items()},
-          candidate_answers=[c["answer"] for c in sel["candidates"]],
-          candidate_scores=[round(c["score"], 5) for c in sel["candidates"]]))
+      records.append(
+          dict(
+              question=p.get("question", p["prompt"].strip()),
+              level=p.get("level", ""),
+              method=method,
+              budget=budget,
+              n=n,
+              m=spec["m"],
+              k=spec["k"],
+              answer=sel["answer"],
+              target=str(p["answer"]),
+              correct=bool(equivalent(sel["answer"], str(p["answer"]))),
+              **{c: float(v[b]) for c, v in cost.items()},
+              candidate_answers=[c["answer"] for c in sel["candidates"]],
+              candidate_scores=[round(c["score"], 5) for c in sel["candidates"]],
+          )
+      )
   dt = time.perf_counter() - t0
-  return records, dict(seconds=dt, questions=len(records), **spec,
-                       generated_tokens=float(sum(r["generated_tokens"] for r in records)))
+  return records, dict(
+      seconds=dt,
+      questions=len(records),
+      **spec,
+      generated_tokens=float(sum(r["generated_tokens"] for r in records)),
+  )
 
 
 def curves(records: Sequence[dict], levels: Sequence[str]) -> tuple[dict, dict]:
   """Accuracy by method and budget, overall and per level: {method: {budget: acc}}."""
+
   def acc(rs):
     out: dict[str, dict[int, float]] = {}
     for r in rs:
       out.setdefault(r["method"], {}).setdefault(r["budget"], []).append(r["correct"])
     return {m: {b: float(np.mean(v)) for b, v in sorted(d.items())} for m, d in out.items()}
-  return acc(records), {lv: acc([r for r in records if r["level"] == lv]) for lv in levels
-                        if any(r["level"] == lv for r in records)}
+
+  return acc(records), {
+      lv: acc([r for r in records if r["level"] == lv])
+      for lv in levels
+      if any(r["level"] == lv for r in records)
+  }
 
 
-def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc: SearchSettings,
-                    levels: Sequence[str], samples: Sequence[dict], scores: Sequence[dict], *,
-                    num_samples: int,
-                    aggregation: str, extract_answer: Callable[[str], Any],
-                    equivalent: Callable[[Any, Any], bool], mesh=None
-                    ) -> tuple[list[dict], dict]:
+def evaluate_search(
+    policy,
+    prm,
+    tokenizer,
+    problems: Sequence[dict],
+    sc: SearchSettings,
+    levels: Sequence[str],
+    samples: Sequence[dict],
+    scores: Sequence[dict],
+    *,
+    num_samples: int,
+    aggregation: str,
+    extract_answer: Callable[[str], Any],
+    equivalent: Callable[[Any, Any], bool],
+    mesh=None,
+) -> tuple[list[dict], dict]:
   """The eval_search stage's work: every method x budget of `sc` over `problems`.
 
   Each (method, budget) gets its own RNG stream folded from `sc.seed`. The best-of-N
@@ -166,14 +239,29 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc: Search
   records, stats = [], {}
   for method in sc.methods:
     for budget in sc.budgets:
-      rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(sc.seed),
-                                                  METHODS.index(method)), int(budget))
-      out = run_method(policy, prm, tokenizer, problems, method, int(budget), rng,
-                       extract_answer=extract_answer, equivalent=equivalent,
-                       max_rounds=sc.max_rounds, max_step_tokens=sc.max_step_tokens,
-                       max_new_tokens=sc.max_new_tokens, temperature=sc.temperature,
-                       top_k=sc.top_k, top_p=sc.top_p, max_beams=sc.max_beams,
-                       compact_levels=sc.compact_levels, mesh=mesh)
+      rng = jax.random.fold_in(
+          jax.random.fold_in(jax.random.key(sc.seed), METHODS.index(method)), int(budget)
+      )
+      out = run_method(
+          policy,
+          prm,
+          tokenizer,
+          problems,
+          method,
+          int(budget),
+          rng,
+          extract_answer=extract_answer,
+          equivalent=equivalent,
+          max_rounds=sc.max_rounds,
+          max_step_tokens=sc.max_step_tokens,
+          max_new_tokens=sc.max_new_tokens,
+          temperature=sc.temperature,
+          top_k=sc.top_k,
+          top_p=sc.top_p,
+          max_beams=sc.max_beams,
+          compact_levels=sc.compact_levels,
+          mesh=mesh,
+      )
       if out is None:
         print(f"[eval_search] {method} cannot spend a budget of {budget}; skipped")
         continue
@@ -188,6 +276,10 @@ def evaluate_search(policy, prm, tokenizer, problems: Sequence[dict], sc: Search
   flat = [v for s in scores if s["question"] in wanted for v in s["prm"]]
   budgets = tuple(int(b) for b in sc.budgets if int(b) <= num_samples)
   base = best_of_n.selection_curves(samples, {"prm": flat}, budgets, equivalent, aggregation)
-  return records, dict(curves=by_method, curves_by_level=by_level, stats=stats,
-                       questions=len(problems),
-                       baselines={k: base[k] for k in ("majority", "prm_best_of_n_weighted")})
+  return records, dict(
+      curves=by_method,
+      curves_by_level=by_level,
+      stats=stats,
+      questions=len(problems),
+      baselines={k: base[k] for k in ("majority", "prm_best_of_n_weighted")},
+  )

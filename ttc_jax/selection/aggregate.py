@@ -33,8 +33,9 @@ def group_answers(answers: Sequence[str | None], equivalent: Equiv) -> list[list
   return groups
 
 
-def vote(answers: Sequence[str | None], weights: Sequence[float],
-         equivalent: Equiv) -> tuple[str | None, float]:
+def vote(
+    answers: Sequence[str | None], weights: Sequence[float], equivalent: Equiv
+) -> tuple[str | None, float]:
   """(answer, total weight) of the equivalence group with the largest total weight.
 
   Ties go to the group that appeared first. (None, 0.0) when no answer parses.
@@ -47,8 +48,9 @@ def vote(answers: Sequence[str | None], weights: Sequence[float],
   return answers[groups[best][0]], totals[best]
 
 
-def weighted_vote(answers: Sequence[str | None], weights: Sequence[float],
-                  equivalent: Equiv) -> str | None:
+def weighted_vote(
+    answers: Sequence[str | None], weights: Sequence[float], equivalent: Equiv
+) -> str | None:
   """The answer whose equivalence group has the largest total weight (see `vote`)."""
   return vote(answers, weights, equivalent)[0]
 
@@ -58,10 +60,14 @@ def majority_vote(answers: Sequence[str | None], equivalent: Equiv) -> str | Non
   return weighted_vote(answers, [1.0] * len(answers), equivalent)
 
 
-def per_question_accuracy(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
-                          n: int, equivalent: Equiv,
-                          select: Callable[[Sequence[str | None], Sequence[float]], str | None],
-                          scores: Sequence[Sequence[float]] | None = None) -> np.ndarray:
+def per_question_accuracy(
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str],
+    n: int,
+    equivalent: Equiv,
+    select: Callable[[Sequence[str | None], Sequence[float]], str | None],
+    scores: Sequence[Sequence[float]] | None = None,
+) -> np.ndarray:
   """Accuracy [Q] of a selection rule at budget n, each question over disjoint groups.
 
   answers[q][s]: sample s's extracted answer for question q (S samples each);
@@ -77,15 +83,25 @@ def per_question_accuracy(answers: Sequence[Sequence[str | None]], targets: Sequ
     sc = [1.0] * len(ans) if scores is None else scores[q]
     if len(sc) != len(ans):
       raise ValueError(f"question {q}: {len(sc)} scores for {len(ans)} answers")
-    accs.append(np.mean([equivalent(select(ans[j * n:(j + 1) * n], sc[j * n:(j + 1) * n]), tgt)
-                         for j in range(k)]))
+    accs.append(
+        np.mean(
+            [
+                equivalent(select(ans[j * n : (j + 1) * n], sc[j * n : (j + 1) * n]), tgt)
+                for j in range(k)
+            ]
+        )
+    )
   return np.asarray(accs, dtype=np.float64)
 
 
-def selection_curve(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
-                    budgets: Sequence[int], equivalent: Equiv,
-                    select: Callable[[Sequence[str | None], Sequence[float]], str | None],
-                    scores: Sequence[Sequence[float]] | None = None) -> dict[int, float]:
+def selection_curve(
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+    select: Callable[[Sequence[str | None], Sequence[float]], str | None],
+    scores: Sequence[Sequence[float]] | None = None,
+) -> dict[int, float]:
   """Accuracy of a selection rule by budget: `per_question_accuracy` averaged over questions."""
   out = {}
   for n in budgets:
@@ -94,8 +110,13 @@ def selection_curve(answers: Sequence[Sequence[str | None]], targets: Sequence[s
   return out
 
 
-def majority_curve(answers: Sequence[Sequence[str | None]], targets: Sequence[str],
-                   budgets: Sequence[int], equivalent: Equiv) -> dict[int, float]:
+def majority_curve(
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+) -> dict[int, float]:
   """Majority-vote accuracy by budget over disjoint groups (see `selection_curve`)."""
-  return selection_curve(answers, targets, budgets, equivalent,
-                         lambda a, _: majority_vote(a, equivalent))
+  return selection_curve(
+      answers, targets, budgets, equivalent, lambda a, _: majority_vote(a, equivalent)
+  )

@@ -54,14 +54,16 @@ def best_of_n(answers: Sequence[str | None], scores: Sequence[float]) -> str | N
   return best
 
 
-def best_of_n_weighted(answers: Sequence[str | None], scores: Sequence[float],
-                       equivalent: Equiv) -> str | None:
+def best_of_n_weighted(
+    answers: Sequence[str | None], scores: Sequence[float], equivalent: Equiv
+) -> str | None:
   """The answer whose equivalence group has the largest summed score."""
   return aggregate.weighted_vote(answers, scores, equivalent)
 
 
-def select(method: str, answers: Sequence[str | None], scores: Sequence[float] | None,
-           equivalent: Equiv) -> str | None:
+def select(
+    method: str, answers: Sequence[str | None], scores: Sequence[float] | None, equivalent: Equiv
+) -> str | None:
   """Applies one of METHODS to a group of solutions (scores unused by majority)."""
   if method == "majority":
     return aggregate.majority_vote(answers, equivalent)
@@ -74,20 +76,29 @@ def select(method: str, answers: Sequence[str | None], scores: Sequence[float] |
   raise ValueError(f"unknown selection method {method!r}; expected one of {METHODS}")
 
 
-def curve(method: str, answers: Sequence[Sequence[str | None]], targets: Sequence[str],
-          budgets: Sequence[int], equivalent: Equiv,
-          scores: Sequence[Sequence[float]] | None = None) -> dict[int, float]:
+def curve(
+    method: str,
+    answers: Sequence[Sequence[str | None]],
+    targets: Sequence[str],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+    scores: Sequence[Sequence[float]] | None = None,
+) -> dict[int, float]:
   """Accuracy of `method` at each budget N (disjoint groups of the S samples)."""
   if method not in METHODS:
     raise ValueError(f"unknown selection method {method!r}; expected one of {METHODS}")
   return aggregate.selection_curve(
-      answers, targets, budgets, equivalent,
-      lambda a, s: select(method, a, s, equivalent), scores)
+      answers, targets, budgets, equivalent, lambda a, s: select(method, a, s, equivalent), scores
+  )
 
 
-def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]]],
-                     budgets: Sequence[int], equivalent: Equiv, aggregation: str = "last"
-                     ) -> dict[str, dict[int, float]]:
+def selection_curves(
+    records: Sequence[dict],
+    scores: dict[str, list[list[float]]],
+    budgets: Sequence[int],
+    equivalent: Equiv,
+    aggregation: str = "last",
+) -> dict[str, dict[int, float]]:
   """Accuracy curves for majority and each verifier's best-of-N (weighted and not).
 
   records: per question, `sample_answers[S]` and `answer`; scores[name]:
@@ -100,7 +111,7 @@ def selection_curves(records: Sequence[dict], scores: dict[str, list[list[float]
   for name, flat in scores.items():
     agg, pos = [], 0
     for a in answers:
-      agg.append(solution_scores(flat[pos:pos + len(a)], aggregation))
+      agg.append(solution_scores(flat[pos : pos + len(a)], aggregation))
       pos += len(a)
     for method in ("best_of_n", "best_of_n_weighted"):
       out[f"{name}_{method}"] = curve(method, answers, targets, budgets, equivalent, agg)

@@ -21,8 +21,9 @@ from ttc_jax.selection.aggregate import Equiv
 SELECTIONS = ("orm", "majority")
 
 
-def hierarchical(answers: Sequence[Sequence[str | None]], scores: Sequence[Sequence[float]],
-                 equivalent: Equiv) -> str | None:
+def hierarchical(
+    answers: Sequence[Sequence[str | None]], scores: Sequence[Sequence[float]], equivalent: Equiv
+) -> str | None:
   """ORM selection over chains: best-of-N weighted within, then across chains."""
   picks, weights = [], []
   for a, s in zip(answers, scores):

@@ -11,6 +11,13 @@ from ttc_jax.tokenizers.codec import BatchCodec, ids_1d
 from ttc_jax.tokenizers.hf import CHAT_STYLES, HFTokenizer, chat_prompt, few_shot_prompt
 
 __all__ = [
-    "ARITH_ALPHABET", "BatchCodec", "CHAT_STYLES", "CharTokenizer", "HFTokenizer", "chat_prompt",
-    "check_compatible", "few_shot_prompt", "ids_1d",
+    "ARITH_ALPHABET",
+    "BatchCodec",
+    "CHAT_STYLES",
+    "CharTokenizer",
+    "HFTokenizer",
+    "chat_prompt",
+    "check_compatible",
+    "few_shot_prompt",
+    "ids_1d",
 ]

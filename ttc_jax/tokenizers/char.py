@@ -67,8 +67,10 @@ class CharTokenizer(BatchCodec):
     for pos, ch in enumerate(text):
       i = get(ch)
       if i is None:
-        raise ValueError(f"character {ch!r} at position {pos} of {short_repr(text)} is not in "
-                         f"the tokenizer alphabet {self._alphabet!r}")
+        raise ValueError(
+            f"character {ch!r} at position {pos} of {short_repr(text)} is not in "
+            f"the tokenizer alphabet {self._alphabet!r}"
+        )
       ids.append(i)
     if add_eos:
       ids.append(self.EOS)
@@ -99,9 +101,14 @@ class CharTokenizer(BatchCodec):
   # -- identity ----------------------------------------------------------------------------
   def to_json(self) -> str:
     """A JSON description from which ``from_json`` rebuilds an identical tokenizer."""
-    return json.dumps({"type": "char", "alphabet": self._alphabet,
-                       "specials": {"pad": self.PAD, "bos": self.BOS, "eos": self.EOS}},
-                      sort_keys=True)
+    return json.dumps(
+        {
+            "type": "char",
+            "alphabet": self._alphabet,
+            "specials": {"pad": self.PAD, "bos": self.BOS, "eos": self.EOS},
+        },
+        sort_keys=True,
+    )
 
   @classmethod
   def from_json(cls, text: str) -> "CharTokenizer":
@@ -131,6 +138,8 @@ class CharTokenizer(BatchCodec):
 def check_compatible(tokenizer: CharTokenizer, vocab_size: int) -> None:
   """ValueError when a model's ``vocab_size`` cannot hold every id of ``tokenizer``."""
   if int(vocab_size) < tokenizer.vocab_size:
-    raise ValueError(f"model vocab_size={vocab_size} is smaller than the tokenizer's vocab_size="
-                     f"{tokenizer.vocab_size} ({tokenizer.fingerprint()}); the model cannot "
-                     f"embed every token id")
+    raise ValueError(
+        f"model vocab_size={vocab_size} is smaller than the tokenizer's vocab_size="
+        f"{tokenizer.vocab_size} ({tokenizer.fingerprint()}); the model cannot "
+        f"embed every token id"
+    )

@@ -29,8 +29,14 @@ class BatchCodec:
     rows = arr if lengths is None else [r[: int(n)] for r, n in zip(arr, np.asarray(lengths))]
     return [self.decode(r, stop_at_eos=stop_at_eos) for r in rows]
 
-  def encode_batch(self, texts: Sequence[str], max_len: int, add_bos: bool = True,
-                   pad_left: bool = False, add_eos: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  def encode_batch(
+      self,
+      texts: Sequence[str],
+      max_len: int,
+      add_bos: bool = True,
+      pad_left: bool = False,
+      add_eos: bool = False,
+  ) -> tuple[np.ndarray, np.ndarray]:
     """Encode and pad to ``[B, max_len]`` int32 with PAD (right, or left if ``pad_left``).
 
     Returns ``(tokens, lengths)``; lengths count BOS/EOS when added. ValueError naming the
@@ -45,12 +51,14 @@ class BatchCodec:
     for b, text in enumerate(texts):
       ids = self.encode(text, add_bos=add_bos, add_eos=add_eos)
       if len(ids) > max_len:
-        raise ValueError(f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer "
-                         f"than max_len={max_len}: {short_repr(text)}")
+        raise ValueError(
+            f"text {b} encodes to {len(ids)} tokens (with BOS/EOS), longer "
+            f"than max_len={max_len}: {short_repr(text)}"
+        )
       lengths[b] = len(ids)
       if ids:
         if pad_left:
-          tokens[b, max_len - len(ids):] = ids
+          tokens[b, max_len - len(ids) :] = ids
         else:
           tokens[b, : len(ids)] = ids
     return tokens, lengths

@@ -45,8 +45,15 @@ class HFTokenizer(BatchCodec):
       its id.
   """
 
-  def __init__(self, tokenizer, *, bos_token: str | None = None, eos_token: str | None = None,
-               pad_token: str | None = None, step_delimiter: str = "\n"):
+  def __init__(
+      self,
+      tokenizer,
+      *,
+      bos_token: str | None = None,
+      eos_token: str | None = None,
+      pad_token: str | None = None,
+      step_delimiter: str = "\n",
+  ):
     """`tokenizer`: a `tokenizers.Tokenizer`. Specials given as token strings;
     unset ones are looked up among common names (ValueError when none exist)."""
     self._tok = tokenizer
@@ -58,15 +65,19 @@ class HFTokenizer(BatchCodec):
       if hit is None and kind == "pad" and given is None:
         hit = found["eos"]
       if hit is None:
-        raise ValueError(f"{kind} token {' / '.join(map(repr, names))} is not in the vocabulary; "
-                         f"pass {kind}_token= explicitly")
+        raise ValueError(
+            f"{kind} token {' / '.join(map(repr, names))} is not in the vocabulary; "
+            f"pass {kind}_token= explicitly"
+        )
       found[kind] = hit
     self.specials = {k: v[0] for k, v in found.items()}
     self.BOS, self.EOS, self.PAD = found["bos"][1], found["eos"][1], found["pad"][1]
     ids = self._tok.encode(step_delimiter, add_special_tokens=False).ids
     if len(ids) != 1:
-      raise ValueError(f"step delimiter {step_delimiter!r} encodes to {len(ids)} tokens {ids}, "
-                       f"not one; choose a delimiter that is a single token")
+      raise ValueError(
+          f"step delimiter {step_delimiter!r} encodes to {len(ids)} tokens {ids}, "
+          f"not one; choose a delimiter that is a single token"
+      )
     self.step_delimiter = step_delimiter
     self._newline_id = ids[0]
 
@@ -78,10 +89,12 @@ class HFTokenizer(BatchCodec):
     to it (bos_token/eos_token/pad_token) when present.
     """
     from tokenizers import Tokenizer
+
     file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
     if not os.path.isfile(file):
-      raise FileNotFoundError(f"tokenizer file {file} does not exist (only local files are "
-                              f"supported)")
+      raise FileNotFoundError(
+          f"tokenizer file {file} does not exist (only local files are " f"supported)"
+      )
     conf_path = os.path.join(os.path.dirname(file), "tokenizer_config.json")
     if os.path.isfile(conf_path):
       with open(conf_path) as fh:
@@ -131,21 +144,34 @@ class HFTokenizer(BatchCodec):
   # -- identity --------------------------------------------------------------------
   def fingerprint(self) -> str:
     """Stable id of vocabulary + specials + delimiter, e.g. 'hf-50-1a2b3c4d5e6f7a8b'."""
-    desc = json.dumps({"tokenizer": self._tok.to_str(), "specials": self.specials,
-                       "delimiter": self.step_delimiter}, sort_keys=True)
+    desc = json.dumps(
+        {
+            "tokenizer": self._tok.to_str(),
+            "specials": self.specials,
+            "delimiter": self.step_delimiter,
+        },
+        sort_keys=True,
+    )
     return f"hf-{self.vocab_size}-{hashlib.sha256(desc.encode()).hexdigest()[:16]}"
 
   def __repr__(self) -> str:
-    return (f"HFTokenizer(vocab_size={self.vocab_size}, specials={self.specials}, "
-            f"step_delimiter={self.step_delimiter!r})")
+    return (
+        f"HFTokenizer(vocab_size={self.vocab_size}, specials={self.specials}, "
+        f"step_delimiter={self.step_delimiter!r})"
+    )
 
 
 # --- prompt templates -----------------------------------------------------------------
 
-def few_shot_prompt(examples: Sequence[tuple[str, str]], question: str, *,
-                    question_format: str = "Question: {question}\n",
-                    answer_format: str = "Answer: {answer}",
-                    separator: str = "\n\n") -> str:
+
+def few_shot_prompt(
+    examples: Sequence[tuple[str, str]],
+    question: str,
+    *,
+    question_format: str = "Question: {question}\n",
+    answer_format: str = "Answer: {answer}",
+    separator: str = "\n\n",
+) -> str:
   """Few-shot prompt: solved examples then the open question.
 
   Each example is `question_format.format(question=q) +
@@ -155,8 +181,7 @@ def few_shot_prompt(examples: Sequence[tuple[str, str]], question: str, *,
   """
   if "{answer}" not in answer_format or "{question}" not in question_format:
     raise ValueError("question_format needs {question} and answer_format needs {answer}")
-  shots = [question_format.format(question=q) + answer_format.format(answer=a)
-           for q, a in examples]
+  shots = [question_format.format(question=q) + answer_format.format(answer=a) for q, a in examples]
   lead = answer_format.split("{answer}")[0]
   return separator.join(shots + [question_format.format(question=question) + lead])
 
@@ -164,14 +189,21 @@ def few_shot_prompt(examples: Sequence[tuple[str, str]], question: str, *,
 CHAT_STYLES = {
     # style: (begin text, turn format, generation prompt)
     "chatml": ("", "<|im_start|>{role}\n{content}<|im_end|>\n", "<|im_start|>assistant\n"),
-    "llama3": ("<|begin_of_text|>",
-               "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
-               "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+    "llama3": (
+        "<|begin_of_text|>",
+        "<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
 }
 
 
-def chat_prompt(messages: Sequence[Mapping[str, str]], style: str = "chatml", *,
-                add_generation_prompt: bool = True, include_bos: bool = False) -> str:
+def chat_prompt(
+    messages: Sequence[Mapping[str, str]],
+    style: str = "chatml",
+    *,
+    add_generation_prompt: bool = True,
+    include_bos: bool = False,
+) -> str:
   """Formats chat turns ({"role": system|user|assistant, "content": str}).
 
   style "chatml" (Qwen): `<|im_start|>role\\ncontent<|im_end|>\\n` per turn;
@@ -186,7 +218,8 @@ def chat_prompt(messages: Sequence[Mapping[str, str]], style: str = "chatml", *,
   parts = [begin] if include_bos else []
   for i, m in enumerate(messages):
     if m.get("role") not in ("system", "user", "assistant") or not isinstance(
-        m.get("content"), str):
+        m.get("content"), str
+    ):
       raise ValueError(f"message {i} needs role system/user/assistant and str content: {m!r}")
     parts.append(turn.format(role=m["role"], content=m["content"]))
   if add_generation_prompt:

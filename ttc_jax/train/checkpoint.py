@@ -21,10 +21,12 @@ from flax import nnx
 def _pure(state: Any) -> Any:
   """nnx State -> nested dict of arrays with string keys (orbax friendly)."""
   pure = state.to_pure_dict() if isinstance(state, nnx.State) else state
+
   def fix(d):
     if isinstance(d, dict):
       return {str(k): fix(v) for k, v in d.items()}
     return d
+
   return fix(pure)
 
 
@@ -41,8 +43,9 @@ class Checkpointer:
 
   def __init__(self, directory: str, max_to_keep: int = 2, async_save: bool = True):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                           enable_async_checkpointing=async_save)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+    )
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
@@ -51,8 +54,14 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, state: Any, meta: dict | None = None, force: bool = False,
-           replace: bool = False) -> bool:
+  def save(
+      self,
+      step: int,
+      state: Any,
+      meta: dict | None = None,
+      force: bool = False,
+      replace: bool = False,
+  ) -> bool:
     """Starts an (async) save of `state` at `step`; returns whether it saved.
 
     replace: a checkpoint this manager already holds at `step` is deleted first
@@ -61,8 +70,10 @@ class Checkpointer:
     """
     if replace and int(step) in self.all_steps():
       self.manager.delete(int(step))
-    args = ocp.args.Composite(state=ocp.args.StandardSave(_pure(state)),
-                              meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))))
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(_pure(state)),
+        meta=ocp.args.JsonSave(dict(meta or {}, step=int(step))),
+    )
     return self.manager.save(int(step), args=args, force=force)
 
   def wait(self):
@@ -86,19 +97,23 @@ class Checkpointer:
       return self._restore(target, self._step(step))
     steps = sorted(self.all_steps(), reverse=True)
     if not steps:
-      self._step(None)                            # raises FileNotFoundError
+      self._step(None)  # raises FileNotFoundError
     errors = []
     for st in steps:
       try:
         out = self._restore(target, st)
       except Exception as e:  # orbax/tensorstore raise many types for damaged files
         errors.append(f"step {st}: {type(e).__name__}: {str(e)[:200]}")
-        warnings.warn(f"checkpoint {st} in {self.directory} cannot be read ({type(e).__name__}); "
-                      "trying the previous one")
+        warnings.warn(
+            f"checkpoint {st} in {self.directory} cannot be read ({type(e).__name__}); "
+            "trying the previous one"
+        )
         continue
       if errors:
-        print(f"[checkpoint] restored step {st} of {self.directory}; unreadable newer "
-              f"checkpoint(s): {'; '.join(errors)}")
+        print(
+            f"[checkpoint] restored step {st} of {self.directory}; unreadable newer "
+            f"checkpoint(s): {'; '.join(errors)}"
+        )
       return out
     raise ValueError(f"no readable checkpoint in {self.directory}: " + "; ".join(errors))
 
@@ -106,13 +121,18 @@ class Checkpointer:
     pure_target = _pure(target)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
-        pure_target)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        pure_target,
+    )
+    out = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+        ),
+    )
     restored = out["state"]
     if isinstance(target, nnx.State):
       like = target.to_pure_dict()
-      new = jax.tree.map(lambda x: x, target)   # fresh State; target untouched
+      new = jax.tree.map(lambda x: x, target)  # fresh State; target untouched
       nnx.replace_by_pure_dict(new, _unstring(restored, like))
       restored = new
     return restored, dict(out["meta"])
@@ -122,8 +142,9 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint found in {self.directory}")
     if step not in self.all_steps():
-      raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory} "
-                              f"(have {self.all_steps()})")
+      raise FileNotFoundError(
+          f"no checkpoint for step {step} in {self.directory} " f"(have {self.all_steps()})"
+      )
     return step
 
   def close(self):

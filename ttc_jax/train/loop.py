@@ -56,7 +56,7 @@ class MetricsWriter:
         rec = json.loads(line)
         ok = isinstance(rec, dict) and int(rec.get("step", 0)) <= step
       except (ValueError, TypeError):
-        ok = False                                # a partial line from a kill
+        ok = False  # a partial line from a kill
       if ok:
         keep.append(line + "\n")
       else:
@@ -92,15 +92,27 @@ def evaluate(trainer: Trainer, batches: Iterable[dict]) -> dict:
   return {f"eval_{k}": v / total for k, v in sums.items()}
 
 
-def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
-        checkpointer: Checkpointer | None = None, checkpoint_every: int = 0,
-        eval_batches: Callable[[], Iterable[dict]] | None = None, eval_every: int = 0,
-        log_every: int = 50, metrics_path: str | None = None,
-        flops_per_step: float = 0.0, tokens_per_step: int = 0,
-        lr_schedule: Callable[[int], Any] | None = None, meta: dict | None = None,
-        desc: str = "train", progress: bool = True, patience: int = 0,
-        select_metric: str = "eval_loss",
-        best_checkpointer: Checkpointer | None = None) -> dict:
+def fit(
+    trainer: Trainer,
+    data: Iterator[dict],
+    *,
+    steps: int,
+    checkpointer: Checkpointer | None = None,
+    checkpoint_every: int = 0,
+    eval_batches: Callable[[], Iterable[dict]] | None = None,
+    eval_every: int = 0,
+    log_every: int = 50,
+    metrics_path: str | None = None,
+    flops_per_step: float = 0.0,
+    tokens_per_step: int = 0,
+    lr_schedule: Callable[[int], Any] | None = None,
+    meta: dict | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    patience: int = 0,
+    select_metric: str = "eval_loss",
+    best_checkpointer: Checkpointer | None = None,
+) -> dict:
   """Trains `trainer` for `steps` optimiser steps in total (resuming if possible).
 
   Early stopping: at each eval the `select_metric` (lower is better) is
@@ -124,10 +136,10 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     skipped = int(ck_meta.get("skipped_steps", 0))
     if "data_state" in ck_meta and hasattr(data, "set_state"):
       data.set_state(ck_meta["data_state"])
-    else:                                         # replay a deterministic iterator
+    else:  # replay a deterministic iterator
       for _ in range(start):
         next(data)
-    last = dict(ck_meta.get("last", {}))         # returned as is if no step is left
+    last = dict(ck_meta.get("last", {}))  # returned as is if no step is left
     print(f"[{desc}] resuming from step {start} ({checkpointer.directory})")
   if checkpointer is not None:
     dropped = writer.truncate_after(start)
@@ -135,7 +147,7 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
       print(f"[{desc}] dropped {dropped} metrics line(s) logged after step {start}")
   end = steps
   if start and patience > 0 and best.get("bad", 0) >= patience:
-    end = start                                   # it had stopped early at its checkpoint
+    end = start  # it had stopped early at its checkpoint
     print(f"[{desc}] stopped early at step {start} before; not training further")
   bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, leave=False)
   t_last, step_last = time.perf_counter(), start
@@ -147,21 +159,25 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     is_log = step % max(log_every, 1) == 0 or step == steps
     is_eval = eval_batches is not None and eval_every and (step % eval_every == 0 or step == steps)
     is_ckpt = checkpointer is not None and (
-        (checkpoint_every and step % checkpoint_every == 0) or step == steps)
+        (checkpoint_every and step % checkpoint_every == 0) or step == steps
+    )
     if not (is_log or is_eval or is_ckpt):
       continue
-    rows = [_host(m) for m in pending]          # the only host sync in the loop
+    rows = [_host(m) for m in pending]  # the only host sync in the loop
     first = step - len(rows) + 1
-    bad = [(first + i, [k for k, v in r.items() if not np.isfinite(v)] or ["nonfinite flag"])
-           for i, r in enumerate(rows) if r.get("nonfinite", 0.0) or
-           not all(np.isfinite(v) for v in r.values())]
+    bad = [
+        (first + i, [k for k, v in r.items() if not np.isfinite(v)] or ["nonfinite flag"])
+        for i, r in enumerate(rows)
+        if r.get("nonfinite", 0.0) or not all(np.isfinite(v) for v in r.values())
+    ]
     pending.clear()
     if bad and not getattr(trainer, "skip_nonfinite", False):
       s0, what = bad[0]
       raise FloatingPointError(
           f"{desc}: non-finite {', '.join(what)} at step {s0} (first of {len(bad)} bad steps "
           f"up to step {step}); no checkpoint was written after it. "
-          "Lower the learning rate, or set skip_nonfinite to skip such steps")
+          "Lower the learning rate, or set skip_nonfinite to skip such steps"
+      )
     skipped += len(bad)
     if bad:
       print(f"[{desc}] skipped {len(bad)} non-finite step(s): {[b[0] for b in bad]}")
@@ -181,20 +197,23 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
     stop = False
     if is_eval:
       last.update(evaluate(trainer, eval_batches()))
-      t_last = time.perf_counter()               # eval time is not training time
+      t_last = time.perf_counter()  # eval time is not training time
       if select_metric not in last:
-        raise KeyError(f"{desc}: select_metric {select_metric!r} not in eval metrics "
-                       f"{sorted(last)}")
+        raise KeyError(
+            f"{desc}: select_metric {select_metric!r} not in eval metrics " f"{sorted(last)}"
+        )
       if last[select_metric] < best["value"]:
         best = dict(step=step, value=last[select_metric], bad=0)
         if best_checkpointer is not None:
-          best_checkpointer.save(step, trainer.state, dict(meta or {}, best=best), force=True,
-                                 replace=True)
+          best_checkpointer.save(
+              step, trainer.state, dict(meta or {}, best=best), force=True, replace=True
+          )
       else:
         best["bad"] += 1
         stop = patience > 0 and best["bad"] >= patience
-      last.update(best_step=best["step"], stopped_early=stop,
-                  **{f"best_{select_metric}": best["value"]})
+      last.update(
+          best_step=best["step"], stopped_early=stop, **{f"best_{select_metric}": best["value"]}
+      )
     bar.set_postfix(loss=f"{last['loss']:.3f}")
     writer.write(last)
     if is_ckpt or (stop and checkpointer is not None):
@@ -203,8 +222,10 @@ def fit(trainer: Trainer, data: Iterator[dict], *, steps: int,
         ck_meta["data_state"] = data.get_state()
       checkpointer.save(step, trainer.state, ck_meta, force=True)
     if stop:
-      print(f"[{desc}] early stop at step {step}: {select_metric} has not improved on "
-            f"{best['value']:.4f} (step {best['step']}) for {patience} evals")
+      print(
+          f"[{desc}] early stop at step {step}: {select_metric} has not improved on "
+          f"{best['value']:.4f} (step {best['step']}) for {patience} evals"
+      )
       break
   bar.close()
   if checkpointer is not None:
@@ -221,6 +242,7 @@ class FitSettings:
   without a better eval loss that end training (0: never); skip_nonfinite: the caller's
   `Trainer` skips a step with a non-finite loss or gradient norm instead of raising.
   """
+
   steps: int
   eval_every: int
   log_every: int
@@ -228,10 +250,19 @@ class FitSettings:
   skip_nonfinite: bool = False
 
 
-def fit_best(trainer: Trainer, data: Iterator[dict], eval_batches: Callable[[], Iterable[dict]],
-             settings: FitSettings, out_dir: str, *, flops_per_step: float = 0.0,
-             tokens_per_step: int = 0, meta: dict | None = None, desc: str = "train",
-             progress: bool = True) -> dict:
+def fit_best(
+    trainer: Trainer,
+    data: Iterator[dict],
+    eval_batches: Callable[[], Iterable[dict]],
+    settings: FitSettings,
+    out_dir: str,
+    *,
+    flops_per_step: float = 0.0,
+    tokens_per_step: int = 0,
+    meta: dict | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> dict:
   """`fit` with early stopping that leaves the best state in `trainer` and on disk.
 
   settings: steps, eval_every (also the checkpoint interval), log_every, patience
@@ -240,14 +271,28 @@ def fit_best(trainer: Trainer, data: Iterator[dict], eval_batches: Callable[[], 
   step with `meta`). Returns fit's last metrics.
   """
   from flax import nnx
+
   s = settings
   ck = Checkpointer(os.path.join(out_dir, "checkpoints"), max_to_keep=1)
   best_ck = Checkpointer(os.path.join(out_dir, "best"), max_to_keep=1, async_save=False)
-  last = fit(trainer, data, steps=s.steps, checkpointer=ck, checkpoint_every=s.eval_every,
-             eval_batches=eval_batches, eval_every=s.eval_every, log_every=s.log_every,
-             metrics_path=os.path.join(out_dir, "metrics.jsonl"), flops_per_step=flops_per_step,
-             tokens_per_step=tokens_per_step, meta=meta, desc=desc, progress=progress,
-             patience=s.patience, best_checkpointer=best_ck)
+  last = fit(
+      trainer,
+      data,
+      steps=s.steps,
+      checkpointer=ck,
+      checkpoint_every=s.eval_every,
+      eval_batches=eval_batches,
+      eval_every=s.eval_every,
+      log_every=s.log_every,
+      metrics_path=os.path.join(out_dir, "metrics.jsonl"),
+      flops_per_step=flops_per_step,
+      tokens_per_step=tokens_per_step,
+      meta=meta,
+      desc=desc,
+      progress=progress,
+      patience=s.patience,
+      best_checkpointer=best_ck,
+  )
   ck.close()
   trainer.state, _ = best_ck.restore(trainer.state)
   best_ck.close()

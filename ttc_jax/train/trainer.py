@@ -22,8 +22,9 @@ Batch = Mapping[str, jax.Array]
 LossFn = Callable[[nnx.Module, Batch], tuple[jax.Array, dict]]
 
 
-def token_cross_entropy(logits: jax.Array, targets: jax.Array, mask: jax.Array
-                        ) -> tuple[jax.Array, dict]:
+def token_cross_entropy(
+    logits: jax.Array, targets: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, dict]:
   """Mean masked next-token cross-entropy. logits[B,T,V], targets/mask[B,T]."""
   mask = mask.astype(jnp.float32)
   logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
@@ -40,8 +41,9 @@ def lm_loss(model, batch: Batch) -> tuple[jax.Array, dict]:
   return token_cross_entropy(logits, batch["targets"], batch["loss_mask"])
 
 
-def accumulated_grads(loss_fn: LossFn, model: nnx.Module, batch: Batch, microbatches: int = 1
-                      ) -> tuple[tuple[jax.Array, dict], Any]:
+def accumulated_grads(
+    loss_fn: LossFn, model: nnx.Module, batch: Batch, microbatches: int = 1
+) -> tuple[tuple[jax.Array, dict], Any]:
   """((loss, aux), grads) of `loss_fn` over `batch`, in `microbatches` row groups.
 
   With one group this is `nnx.value_and_grad`. With k > 1 the batch's rows
@@ -63,21 +65,30 @@ def accumulated_grads(loss_fn: LossFn, model: nnx.Module, batch: Batch, microbat
     return loss_fn(nnx.merge(graphdef, p, rest), mb)
 
   groups = jax.tree.map(
-      lambda x: x.reshape(-1, microbatches, *x.shape[1:]).swapaxes(0, 1), dict(batch))
+      lambda x: x.reshape(-1, microbatches, *x.shape[1:]).swapaxes(0, 1), dict(batch)
+  )
   first = jax.eval_shape(loss_of, params, jax.tree.map(lambda x: x[0], groups))[1]
   if "loss_tokens" not in first:
-    raise ValueError("microbatches > 1 needs a loss whose aux reports `loss_tokens` (the "
-                     f"masked mean's denominator); this loss reports {sorted(first)}")
+    raise ValueError(
+        "microbatches > 1 needs a loss whose aux reports `loss_tokens` (the "
+        f"masked mean's denominator); this loss reports {sorted(first)}"
+    )
 
   def body(acc, mb):
     (loss, aux), g = jax.value_and_grad(loss_of, has_aux=True)(params, mb)
     n = aux["loss_tokens"].astype(jnp.float32)
-    add = {"grads": jax.tree.map(lambda x: x * n, g), "loss": loss * n,
-           "aux": {k: (v if k == "loss_tokens" else v * n) for k, v in aux.items()}}
+    add = {
+        "grads": jax.tree.map(lambda x: x * n, g),
+        "loss": loss * n,
+        "aux": {k: (v if k == "loss_tokens" else v * n) for k, v in aux.items()},
+    }
     return jax.tree.map(jnp.add, acc, add), None
 
-  zeros = {"grads": jax.tree.map(jnp.zeros_like, params), "loss": jnp.float32(0),
-           "aux": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first)}
+  zeros = {
+      "grads": jax.tree.map(jnp.zeros_like, params),
+      "loss": jnp.float32(0),
+      "aux": jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), first),
+  }
   acc, _ = jax.lax.scan(body, zeros, groups)
   total = jnp.maximum(acc["aux"]["loss_tokens"].astype(jnp.float32), 1.0)
   aux = {k: (v if k == "loss_tokens" else v / total) for k, v in acc["aux"].items()}
@@ -93,9 +104,15 @@ class Trainer:
       each step (donated), so always read the model through `.model`.
   """
 
-  def __init__(self, model: nnx.Module, tx: optax.GradientTransformation,
-               loss_fn: LossFn = lm_loss, mesh=None, skip_nonfinite: bool = False,
-               microbatches: int = 1):
+  def __init__(
+      self,
+      model: nnx.Module,
+      tx: optax.GradientTransformation,
+      loss_fn: LossFn = lm_loss,
+      mesh=None,
+      skip_nonfinite: bool = False,
+      microbatches: int = 1,
+  ):
     """skip_nonfinite: a step whose loss or gradient norm is NaN/Inf leaves the
     model and optimiser unchanged (metrics flag it as `nonfinite`); otherwise
     the update is applied and the training loop stops at that step.
@@ -123,7 +140,7 @@ class Trainer:
   # --- pure steps -----------------------------------------------------------
 
   def _train_step(self, state, batch):
-    old = jax.tree.leaves(state)      # arrays: merge/update below mutate the Variables
+    old = jax.tree.leaves(state)  # arrays: merge/update below mutate the Variables
     model, optimizer = nnx.merge(self.graphdef, state)
     (loss, aux), grads = accumulated_grads(self.loss_fn, model, batch, self.microbatches)
     grad_norm = optax.tree.norm(grads)
@@ -133,9 +150,9 @@ class Trainer:
     if self.skip_nonfinite:
       leaves, treedef = jax.tree.flatten(new_state)
       new_state = jax.tree.unflatten(
-          treedef, [jnp.where(finite, n, o) for n, o in zip(leaves, old)])
-    metrics = dict(aux, loss=loss, grad_norm=grad_norm,
-                   nonfinite=(~finite).astype(jnp.float32))
+          treedef, [jnp.where(finite, n, o) for n, o in zip(leaves, old)]
+      )
+    metrics = dict(aux, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.float32))
     return new_state, metrics
 
   def _eval_step(self, state, batch):
@@ -160,10 +177,12 @@ class Trainer:
 
   def grads(self, batch) -> tuple[jax.Array, Any]:
     """Loss and parameter gradients for `batch` (no update); used by tests."""
+
     def f(state, batch):
       model, _ = nnx.merge(self.graphdef, state)
       (loss, _), g = accumulated_grads(self.loss_fn, model, batch, self.microbatches)
       return loss, g
+
     with parallel.use_mesh(self.mesh):
       return jax.jit(f)(self.state, self._put(batch))
 

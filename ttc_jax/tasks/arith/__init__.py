@@ -25,14 +25,45 @@ imported here: ``from ttc_jax.tasks.arith import device``).
 
 from ttc_jax.tasks.arith.answer import equivalent, extract_answer, is_correct
 from ttc_jax.tasks.arith.check import StepCheck, check_solution
-from ttc_jax.tasks.arith.grammar import (ANSWER_PREFIX, MAX_DIGITS, MAX_LINE_CHARS, MAX_LINES,
-                                        MAX_OPS, format_solution, num_ops, solve)
-from ttc_jax.tasks.arith.problems import (Level, Problem, generate, make_problem, parse_levels,
-                                         random_expression, split_of)
+from ttc_jax.tasks.arith.grammar import (
+    ANSWER_PREFIX,
+    MAX_DIGITS,
+    MAX_LINE_CHARS,
+    MAX_LINES,
+    MAX_OPS,
+    format_solution,
+    num_ops,
+    solve,
+)
+from ttc_jax.tasks.arith.problems import (
+    Level,
+    Problem,
+    generate,
+    make_problem,
+    parse_levels,
+    random_expression,
+    split_of,
+)
 
 __all__ = [
-    "ANSWER_PREFIX", "MAX_DIGITS", "MAX_LINE_CHARS", "MAX_LINES", "MAX_OPS", "Level", "Problem",
-    "StepCheck", "check_solution", "equivalent", "extract_answer", "format_solution", "generate",
-    "is_correct", "make_problem", "num_ops", "parse_levels", "random_expression", "solve",
+    "ANSWER_PREFIX",
+    "MAX_DIGITS",
+    "MAX_LINE_CHARS",
+    "MAX_LINES",
+    "MAX_OPS",
+    "Level",
+    "Problem",
+    "StepCheck",
+    "check_solution",
+    "equivalent",
+    "extract_answer",
+    "format_solution",
+    "generate",
+    "is_correct",
+    "make_problem",
+    "num_ops",
+    "parse_levels",
+    "random_expression",
+    "solve",
     "split_of",
 ]

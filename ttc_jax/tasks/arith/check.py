@@ -12,23 +12,32 @@ import dataclasses
 import itertools
 
 from ttc_jax.tasks.arith.answer import equivalent
-from ttc_jax.tasks.arith.grammar import (ANSWER_RE, LINE_RE, MAX_LINE_CHARS, MAX_LINES, apply_op,
-                                        drop_parens, next_reduction, reduce_at, solve,
-                                        tokenize)
+from ttc_jax.tasks.arith.grammar import (
+    ANSWER_RE,
+    LINE_RE,
+    MAX_LINE_CHARS,
+    MAX_LINES,
+    apply_op,
+    drop_parens,
+    next_reduction,
+    reduce_at,
+    solve,
+    tokenize,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class StepCheck:
   """Result of ``check_solution``; per-line fields are aligned with ``steps``."""
 
-  steps: tuple[str, ...]            # the model's lines before the Answer line (reduction lines)
-  step_correct: tuple[bool, ...]    # canonical next reduction of the current state, right result
+  steps: tuple[str, ...]  # the model's lines before the Answer line (reduction lines)
+  step_correct: tuple[bool, ...]  # canonical next reduction of the current state, right result
   prefix_correct: tuple[bool, ...]  # every line so far is correct
-  first_error: int | None           # index of the first wrong line, None if all right
-  answer: str | None                # N of the first Answer line, None if absent/unparsable
-  answer_correct: bool              # answer equals the true answer of the question
-  complete: bool                    # an Answer line exists and no reduction remains in the state
-  num_lines: int = 0                # lines examined, including the Answer line
+  first_error: int | None  # index of the first wrong line, None if all right
+  answer: str | None  # N of the first Answer line, None if absent/unparsable
+  answer_correct: bool  # answer equals the true answer of the question
+  complete: bool  # an Answer line exists and no reduction remains in the state
+  num_lines: int = 0  # lines examined, including the Answer line
 
   @property
   def all_correct(self) -> bool:
@@ -78,7 +87,12 @@ def check_solution(question: str, solution_text: str) -> StepCheck:
   prefix = tuple(itertools.accumulate(correct, lambda p, c: p and c))
   first_error = next((k for k, c in enumerate(correct) if not c), None)
   return StepCheck(
-      steps=tuple(steps), step_correct=tuple(correct), prefix_correct=prefix,
-      first_error=first_error, answer=answer,
+      steps=tuple(steps),
+      step_correct=tuple(correct),
+      prefix_correct=prefix,
+      first_error=first_error,
+      answer=answer,
       answer_correct=equivalent(answer, str(true_answer)),
-      complete=has_answer and next_reduction(state) is None, num_lines=num_lines)
+      complete=has_answer and next_reduction(state) is None,
+      num_lines=num_lines,
+  )

@@ -72,7 +72,7 @@ def _unknown_class(tokenizer) -> tuple[int, int]:
   try:
     text = tokenizer.decode([tokenizer.vocab_size])
   except ValueError:
-    return _OTHER, -1   # a tokenizer that raises on such ids: the host cannot grade them either
+    return _OTHER, -1  # a tokenizer that raises on such ids: the host cannot grade them either
   if text == "":
     return _SKIP, -1
   classes = {_char_class(c) for c in text}
@@ -80,8 +80,10 @@ def _unknown_class(tokenizer) -> tuple[int, int]:
     return classes.pop(), int(text) if _char_class(text) == _DIGIT else -1
   if classes == {_OTHER}:
     return _OTHER, -1
-  raise ValueError(f"unsupported multi-character unknown string {text!r}: only one character, "
-                   f"or characters matching none of the answer pattern, can be graded on device")
+  raise ValueError(
+      f"unsupported multi-character unknown string {text!r}: only one character, "
+      f"or characters matching none of the answer pattern, can be graded on device"
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +95,7 @@ class DeviceGrader:
   digit value of ids outside `[0, len(classes))`. Build it with `from_tokenizer`; call it like
   `answer_correct`.
   """
+
   classes: tuple[int, ...]
   digits: tuple[int, ...]
   eos: int
@@ -113,8 +116,9 @@ class DeviceGrader:
       if classes[i] == _DIGIT:
         digits[i] = int(ch)
     minus = tokenizer.id_of("-") if "-" in tokenizer.alphabet else -1
-    return cls(tuple(classes), tuple(digits), int(tokenizer.EOS), int(minus),
-               *_unknown_class(tokenizer))
+    return cls(
+        tuple(classes), tuple(digits), int(tokenizer.EOS), int(minus), *_unknown_class(tokenizer)
+    )
 
   def lookup(self, tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(class, digit value) of each id of any int array, out-of-vocab ids included."""
@@ -130,8 +134,9 @@ class DeviceGrader:
     return _answer_correct_jit(tokens, lengths, targets, target_lengths, tokenizer_ids=self)
 
 
-def encode_targets(tokenizer, answers: Sequence[str | int], width: int = 24
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def encode_targets(
+    tokenizer, answers: Sequence[str | int], width: int = 24
+) -> tuple[np.ndarray, np.ndarray]:
   """Canonical targets on the host: `str(int(a))` as ids, PAD after.
 
   answers: ints or integer strings (`' +007 '` is 7). Returns (int32[B, width]
@@ -153,9 +158,9 @@ def encode_targets(tokenizer, answers: Sequence[str | int], width: int = 24
     else:
       raise ValueError(f"answer {b} must be an int or an integer string, got {a!r}")
     text = str(value)
-    if len(text) > min(width, HOST_MAX_ANSWER_CHARS):   # the host never matches > 1000 chars
+    if len(text) > min(width, HOST_MAX_ANSWER_CHARS):  # the host never matches > 1000 chars
       raise ValueError(f"answer {b} = {text} has {len(text)} characters, more than width={width}")
-    out[b, :len(text)] = tokenizer.encode(text)
+    out[b, : len(text)] = tokenizer.encode(text)
     lens[b] = len(text)
   return out, lens
 
@@ -172,8 +177,14 @@ def _target_digits(grader: DeviceGrader, targets, target_lengths):
   return neg, dig, count
 
 
-def answer_correct(tokens: jax.Array, lengths: jax.Array, targets: jax.Array,
-                   target_lengths: jax.Array, *, tokenizer_ids: DeviceGrader) -> jax.Array:
+def answer_correct(
+    tokens: jax.Array,
+    lengths: jax.Array,
+    targets: jax.Array,
+    target_lengths: jax.Array,
+    *,
+    tokenizer_ids: DeviceGrader,
+) -> jax.Array:
   """Whether each attempt's last `Answer: N` line equals its target. Jit-able.
 
   tokens: int32[B, T] generated ids (EOS may end the text, PAD after
@@ -204,7 +215,7 @@ def answer_correct(tokens: jax.Array, lengths: jax.Array, targets: jax.Array,
     state, neg, raw, k, eq, last = c
     cl, d = x
     # automaton
-    lit_next = (cl == state) & (state < _BLANK)   # next literal character (state = chars matched)
+    lit_next = (cl == state) & (state < _BLANK)  # next literal character (state = chars matched)
     nxt = jnp.full_like(state, _DEAD)
     nxt = jnp.where(lit_next, state + 1, nxt)
     nxt = jnp.where((state == _LEAD) & (cl == _WS), _LEAD, nxt)

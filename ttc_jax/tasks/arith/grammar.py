@@ -17,8 +17,8 @@ from typing import Sequence
 MAX_OPS = 12
 MAX_DIGITS = 3
 ANSWER_PREFIX = "Answer: "
-MAX_LINE_CHARS = 200   # checker: longer lines are wrong without being parsed
-MAX_LINES = 64         # checker: lines examined at most (including the Answer line)
+MAX_LINE_CHARS = 200  # checker: longer lines are wrong without being parsed
+MAX_LINES = 64  # checker: lines examined at most (including the Answer line)
 OPS = ("+", "-", "*")
 _NUM = r"-?(?:0|[1-9][0-9]*)"
 _NUM_AT = re.compile(r"-?[0-9]+")
@@ -39,6 +39,7 @@ def tokenize(expr: str) -> list:
   Grammar: expr := operand (op operand)*, operand := number | '(' expr ')'. Where an operand is
   expected, ``-digits`` is a (negative) number; elsewhere ``-`` is binary minus.
   """
+
   def bad(why: str) -> ValueError:
     return ValueError(f"malformed expression {expr!r}: {why}")
 
@@ -89,7 +90,7 @@ def next_reduction(toks: list) -> int | None:
     return None
   lo, hi = 0, len(toks)
   if ")" in toks:
-    hi = toks.index(")")   # first ')' closes the leftmost innermost group
+    hi = toks.index(")")  # first ')' closes the leftmost innermost group
     lo = max(i for i in range(hi) if toks[i] == "(") + 1
   ops = range(lo + 1, hi, 2)
   star = [i for i in ops if toks[i] == "*"]
@@ -101,7 +102,7 @@ def apply_op(a: int, op: str, b: int) -> int:
 
 
 def reduce_at(toks: list, i: int, value: int) -> list:
-  return drop_parens(toks[:i] + [value] + toks[i + 3:])
+  return drop_parens(toks[:i] + [value] + toks[i + 3 :])
 
 
 def solve(question: str) -> tuple[tuple[str, ...], int]:

@@ -26,8 +26,10 @@ class Level:
 
   def __post_init__(self):
     if not (1 <= self.num_ops <= MAX_OPS) or not (1 <= self.digits <= MAX_DIGITS):
-      raise ValueError(f"Level(num_ops={self.num_ops}, digits={self.digits}) is out of range: "
-                       f"need 1 <= num_ops <= {MAX_OPS} and 1 <= digits <= {MAX_DIGITS}")
+      raise ValueError(
+          f"Level(num_ops={self.num_ops}, digits={self.digits}) is out of range: "
+          f"need 1 <= num_ops <= {MAX_OPS} and 1 <= digits <= {MAX_DIGITS}"
+      )
 
   @property
   def name(self) -> str:
@@ -38,8 +40,8 @@ class Level:
 class Problem:
   """A question with its canonical solution."""
 
-  question: str            # expression without the trailing newline
-  steps: tuple[str, ...]   # canonical reduction lines
+  question: str  # expression without the trailing newline
+  steps: tuple[str, ...]  # canonical reduction lines
   answer: int
   level: Level
 
@@ -103,7 +105,7 @@ def parse_levels(spec: str) -> tuple[Level, ...]:
 def _operand(rng: np.random.Generator, digits: int) -> int:
   nd = int(rng.integers(1, digits + 1))
   lo = 0 if nd == 1 else 10 ** (nd - 1)
-  return int(rng.integers(lo, 10 ** nd))
+  return int(rng.integers(lo, 10**nd))
 
 
 def random_expression(rng: np.random.Generator, level: Level, paren_prob: float = 0.3) -> str:
@@ -151,9 +153,15 @@ def split_of(question: str, test_fraction: float = 0.1) -> str:
   return "test" if h / 2.0**64 < test_fraction else "train"
 
 
-def generate(split: str, levels: Sequence[Level], num_per_level: int, seed: int,
-             test_fraction: float = 0.1, max_tries_factor: int = 200,
-             paren_prob: float = 0.3) -> list[Problem]:
+def generate(
+    split: str,
+    levels: Sequence[Level],
+    num_per_level: int,
+    seed: int,
+    test_fraction: float = 0.1,
+    max_tries_factor: int = 200,
+    paren_prob: float = 0.3,
+) -> list[Problem]:
   """Deterministic problems of one split, ``num_per_level`` per level, levels in the given order.
 
   Each level draws from its own stream ``default_rng([seed, num_ops, digits])`` and keeps
