@@ -116,7 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
       top_p=1.0,
       max_beams=2048,
       seed=0,
-      # no row compaction (beam.sample_and_score): on the 2-core CPU each kernel
+      # no row compaction (beam_round.sample_and_score): on the 2-core CPU each kernel
       # shape compiles 3-5 s longer with it and 2048-row calls seldom fit in half;
       # eval_search measured 355 s without, 425-435 s with (docs/benchmarks.md)
       compact_levels=0,

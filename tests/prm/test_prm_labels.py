@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from toy_models import ScriptedPolicy
-from ttc_jax.prm import labels
+from ttc_jax.prm import label_shards, labels
 from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
 
@@ -95,18 +95,18 @@ def test_label_dataset_resumes_and_is_deterministic(tmp_path):
   problems = [dict(question="2+3", prompt=PROMPT, answer=5, level="x")] * 3
   out = str(tmp_path / "labels")
   logs = []
-  run = lambda: labels.label_dataset(
+  run = lambda: label_shards.label_dataset(
       _policy(), TOK, problems, out, jax.random.key(2), settings, log=logs.append, **KW
   )
   st = run()
   assert st["shards"] == 3 and st["questions"] == 3 and st["rollouts"] == 3 * 4 * 8
-  first = labels.load_labels(out)
+  first = label_shards.load_labels(out)
   # an interrupted shard: records written, stats sidecar missing -> redone
-  os.remove(labels.shard_path(out, 1)[: -len(".array_record")] + ".json")
-  os.remove(labels.shard_path(out, 2))
+  os.remove(label_shards.shard_path(out, 1)[: -len(".array_record")] + ".json")
+  os.remove(label_shards.shard_path(out, 2))
   logs.clear()
   st2 = run()
   assert sum("skipped" in m for m in logs) == 1 and st2["rollouts"] == st["rollouts"]
-  assert labels.load_labels(out) == first
+  assert label_shards.load_labels(out) == first
   with pytest.raises(ValueError, match="no label shards"):
-    labels.load_labels(str(tmp_path / "empty"))
+    label_shards.load_labels(str(tmp_path / "empty"))

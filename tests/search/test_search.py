@@ -22,7 +22,7 @@ from ttc_jax import parallel
 from ttc_jax.models.reward import create_value_model
 from ttc_jax.models.transformer import create_model
 from ttc_jax.sampling import SamplingParams
-from ttc_jax.search import beam, dvts, lookahead, reference, state
+from ttc_jax.search import beam, beam_round, dvts, lookahead, reference, state
 from ttc_jax.tasks import arith
 from ttc_jax.tokenizers import CharTokenizer
 
@@ -137,7 +137,7 @@ def test_budget_counts_match_reference_and_flops(models, beam_seed0):
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
 def _init(graphdefs, states, prompts, lens):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  return beam.init_state(
+  return beam_round.init_state(
       policy, prm, prompts, lens, width=N, max_new_tokens=24, max_step_tokens=6, max_rounds=6
   )
 
@@ -145,7 +145,7 @@ def _init(graphdefs, states, prompts, lens):
 @functools.partial(jax.jit, static_argnames=("graphdefs",))
 def _round(graphdefs, states, st, rng):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
-  return beam.search_round(
+  return beam_round.search_round(
       policy,
       prm,
       st,
@@ -195,7 +195,7 @@ def _rounds(models, seed=0):
 def test_reorder_keeps_each_beams_caches_consistent_with_its_tokens(models):
   graphdefs, states, sts = _rounds(models)
   st = sts[2]
-  chosen = beam.select_parents(st.score, st.done, groups=1, keep=N // M)
+  chosen = beam_round.select_parents(st.score, st.done, groups=1, keep=N // M)
   reverse = jnp.broadcast_to(jnp.arange(N)[::-1], (B, N))
   assert (np.asarray(chosen) != np.arange(N)).any()  # selection really moves beams
   for parents in (chosen, reverse):
@@ -413,10 +413,10 @@ def test_selection_rule_and_bad_arguments(models):
   score = jnp.array([[0.1, 0.9, 0.5, 0.7, 0.3, 0.2]])
   done = jnp.array([[False, False, True, False, False, False]])
   # 5 free slots, keep 3 with M=2: ranks 0,1 -> best (1), 2,3 -> second (3), 4 -> third (4)
-  parents = beam.select_parents(score, done, groups=1, keep=3)
+  parents = beam_round.select_parents(score, done, groups=1, keep=3)
   assert parents.tolist() == [[1, 1, 2, 3, 3, 4]]
   # two groups of 3 (DVTS, M=3): each group's best active beam fills its free slots
-  assert beam.select_parents(score, done, groups=2, keep=1).tolist() == [[1, 1, 2, 3, 3, 3]]
+  assert beam_round.select_parents(score, done, groups=2, keep=1).tolist() == [[1, 1, 2, 3, 3, 3]]
   with pytest.raises(ValueError, match="must divide"):
     beam.beam_search(*models, *_prompts(), jax.random.key(0), n=4, m=3, **KW)
   with pytest.raises(ValueError, match="exceeds the policy's max_len"):

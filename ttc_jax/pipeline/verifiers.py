@@ -25,7 +25,7 @@ from ttc_jax.config import settings as config_settings
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.policy import policy_sections
 from ttc_jax.prm import data as prm_data
-from ttc_jax.prm import evaluate, labels
+from ttc_jax.prm import evaluate, label_shards, labels
 from ttc_jax.prm import train as prm_train
 from ttc_jax.search import sweep
 from ttc_jax.selection import best_of_n
@@ -64,7 +64,7 @@ def label_steps(ctx: RunContext) -> dict:
   lb = ctx.cfg.labels
   problems = ctx.problems("train", lb.questions_per_level)
   settings = config_settings.label_settings(lb)
-  stats = labels.label_dataset(
+  stats = label_shards.label_dataset(
       ctx.load_policy(),
       ctx.tokenizer,
       problems,
@@ -77,7 +77,7 @@ def label_steps(ctx: RunContext) -> dict:
       mesh=ctx.mesh,
       progress=ctx.progress,
   )
-  recs = labels.load_labels(ctx.path("prm_labels"))
+  recs = label_shards.load_labels(ctx.path("prm_labels"))
   return dict(stats, **labels.label_quality(recs), records=len(recs))
 
 
@@ -91,7 +91,7 @@ def train_value_model(kind: str):
         ctx.model_cfg,
         nnx.state(policy),
         ctx.tokenizer,
-        labels.load_labels(ctx.path("prm_labels")),
+        label_shards.load_labels(ctx.path("prm_labels")),
         ctx.path(kind),
         config_settings.value_train_settings(sec, kind),
         kind=kind,
@@ -136,7 +136,7 @@ def eval_verifiers(ctx: RunContext) -> dict:
       for t in r["samples"]
   ]
   _, held = prm_data.split_records(
-      labels.load_labels(ctx.path("prm_labels")), ctx.cfg.prm.heldout_fraction
+      label_shards.load_labels(ctx.path("prm_labels")), ctx.cfg.prm.heldout_fraction
   )
   out: dict[str, Any] = {}
   scores = {}

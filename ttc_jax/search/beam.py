@@ -33,6 +33,8 @@ Documented choices:
   * Ties in score go to the lower slot index (`lax.top_k`).
   * `SearchResult.scores` is the PRM value of each candidate's last step.
 
+The round (`select_parents`, `sample_and_score`, `search_round`) is in
+`beam_round.py`; this module holds the kernel over rounds and its entry points.
 The same round serves DVTS (selection within groups of slots, `dvts.py`) and
 lookahead search (a hook that re-scores each step after a greedy rollout,
 `lookahead.py`): `search` takes `groups`, `keep` and `evaluate` for that.
@@ -43,253 +45,19 @@ compilation; N, M, lengths and the models' structure are static.
 from __future__ import annotations
 
 import functools
-from typing import Callable
 
-import chex
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from ttc_jax import sampling
-from ttc_jax.sampling import DecodeState, SamplingParams
+from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import state as search_state
-from ttc_jax.search.state import Budget, SearchResult, SearchState
-
-# evaluate(policy, prm, stepped_state, prm_cache, step_values[B*W], budget, lookahead,
-#          *, max_step_tokens, eos_id, delimiter_id) -> (rank_values[B*W], state, cache, budget)
-Evaluate = Callable[..., tuple[jax.Array, DecodeState, dict, Budget]]
+from ttc_jax.search.beam_round import Evaluate, init_state, search_round
+from ttc_jax.search.state import SearchResult
 
 # Default `compact_levels` of the kernels: rounds run on R, R/2 or R/4 rows.
 COMPACT_LEVELS = 2
-
-
-def run_tokens(tokens: jax.Array, start: jax.Array, width: int) -> jax.Array:
-  """tokens[R, L] -> int32[R, width]: row r's tokens from start[r] on (clamped at L-1)."""
-  idx = start[:, None] + jnp.arange(width, dtype=jnp.int32)[None]
-  return jnp.take_along_axis(tokens, jnp.minimum(idx, tokens.shape[1] - 1), axis=1)
-
-
-def extend_prm(
-    prm, cache: dict, tokens: jax.Array, start: jax.Array, n: jax.Array, width: int
-) -> tuple[jax.Array, dict]:
-  """PRM values float32[R] at the end of tokens[r, start:start+n] (n <= width), appended to cache.
-
-  Rows with n == 0 get a meaningless value and keep their cache index.
-  """
-  values, _, cache = prm.extend(cache, run_tokens(tokens, start, width), n)
-  chex.assert_shape(values, start.shape)
-  return values, cache
-
-
-def init_state(
-    policy,
-    prm,
-    prompts: jax.Array,
-    prompt_lengths: jax.Array,
-    *,
-    width: int,
-    max_new_tokens: int,
-    max_step_tokens: int,
-    max_rounds: int,
-) -> SearchState:
-  """Prefills each prompt once (policy and PRM), then copies it into `width` slots."""
-  b, p = prompts.shape
-  chex.assert_shape(prompt_lengths, (b,))
-  buf = p + max_new_tokens
-  dec = sampling.prefill(policy, prompts, prompt_lengths, buf)
-  prm_cache = prm.init_cache(b, buf + max_step_tokens)
-  _, _, prm_cache = prm.extend(prm_cache, prompts, prompt_lengths)
-  budget = Budget.zeros(b).add_decode(
-      jnp.ones_like(prompt_lengths), prompt_lengths, generated=False
-  )
-  budget = budget.add_prm(jnp.zeros_like(prompt_lengths), prompt_lengths)
-  return SearchState(
-      policy=sampling.repeat_state(dec, width),
-      prm_cache=jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), prm_cache),
-      score=jnp.zeros((b, width), jnp.float32),
-      step_scores=jnp.zeros((b, width, max_rounds), jnp.float32),
-      num_steps=jnp.zeros((b, width), jnp.int32),
-      finished=jnp.zeros((b, width), bool),
-      round=jnp.int32(0),
-      budget=budget,
-  )
-
-
-def _put_rows(tree, idx: jax.Array, part):
-  return jax.tree.map(lambda x, y: x.at[idx].set(y), tree, part)
-
-
-def sample_and_score(
-    policy,
-    prm,
-    state: DecodeState,
-    prm_cache: dict,
-    parents: jax.Array,
-    key: jax.Array,
-    params: SamplingParams,
-    *,
-    max_step_tokens: int,
-    eos_id: int,
-    delimiter_id: int,
-    compact_levels: int = 0,
-) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
-  """Reorders beams by `parents` [B, W], then one step for every active row, PRM-scored.
-
-  `state` and `prm_cache` hold R = B*W rows before the reorder. Returns the
-  reordered, stepped state, `stopped[R]` (see `sampling.decode`), PRM values
-  float32[R] at each new step's end (meaningless where nothing was sampled)
-  and the PRM cache. Compaction: finished rows cost as much as active ones in
-  a fixed-shape batch, so with compact_levels = c > 0 the round runs on the
-  smallest of R, R/2, ..., R/2^c rows that holds every active row (a
-  `lax.switch` over those sizes; each compiles once): the active rows are
-  gathered straight from their parents and written back in place, while
-  finished rows, their own parents, are not copied at all. Each row samples
-  with its own row's noise, so the result is the same for every c.
-  """
-  b, w = parents.shape
-  r = b * w
-  sizes = [r >> j for j in range(compact_levels + 1) if r % (1 << j) == 0]
-
-  def run(dec, cache, rows):
-    dec_out, stopped = sampling.decode(
-        policy,
-        dec,
-        key,
-        params,
-        max_new_tokens=max_step_tokens,
-        eos_id=eos_id,
-        stop_ids=(delimiter_id,),
-        rows=rows,
-        total_rows=r,
-    )
-    values, cache = extend_prm(
-        prm, cache, dec_out.tokens, dec.length, dec_out.length - dec.length, max_step_tokens
-    )
-    return dec_out, stopped, values, cache
-
-  def whole(operands):
-    dec, cache = search_state.take_beams(operands, parents)  # per-question gather
-    return run(dec, cache, None)
-
-  if len(sizes) == 1:
-    return whole((state, prm_cache))
-  flat = (parents + (jnp.arange(b, dtype=jnp.int32) * w)[:, None]).reshape(r)
-  active = ~state.done[flat]
-  order = jnp.argsort(~active, stable=True).astype(jnp.int32)  # active rows first
-
-  def on(size):
-    def part(operands):
-      dec, cache = operands
-      idx = order[:size]  # every active row; the rest finished, own parents
-      src = flat[idx]
-      d, stopped, values, c = run(*sampling.gather_state((dec, cache), src), idx)
-      return (
-          _put_rows(dec, idx, d),
-          jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),
-          jnp.zeros((r,), jnp.float32).at[idx].set(values),
-          _put_rows(cache, idx, c),
-      )
-
-    return whole if size == r else part
-
-  count = jnp.sum(active)
-  which = sum((count <= s).astype(jnp.int32) for s in sizes[1:])  # smallest size that fits
-  return jax.lax.switch(which, [on(s) for s in sizes], (state, prm_cache))
-
-
-def select_parents(score: jax.Array, done: jax.Array, *, groups: int, keep: int) -> jax.Array:
-  """Parent slot int32[B, W] of every slot for the next round.
-
-  Slots are split into `groups` contiguous groups of S = W / groups; within a
-  group the top `keep` active beams by score are kept and copied M = S / keep
-  times into the group's active slots (free slot of rank j takes the kept
-  beam of rank j // M). Done slots are their own parents.
-  """
-  b, w = score.shape
-  s = w // groups
-  m = s // keep
-  active = ~done.reshape(b, groups, s)
-  ranked = jnp.where(active, score.reshape(b, groups, s), -jnp.inf)
-  _, top = jax.lax.top_k(ranked, keep)  # [B, G, keep]
-  rank = jnp.cumsum(active, axis=-1) - 1  # among free slots
-  chosen = jnp.take_along_axis(top, jnp.clip(rank // m, 0, keep - 1), axis=-1)
-  parents = jnp.where(active, chosen, jnp.arange(s)) + (jnp.arange(groups) * s)[:, None]
-  chex.assert_shape(parents, (b, groups, s))
-  return parents.reshape(b, w).astype(jnp.int32)
-
-
-def search_round(
-    policy,
-    prm,
-    st: SearchState,
-    rng: jax.Array,
-    params: SamplingParams,
-    lookahead: jax.Array,
-    *,
-    groups: int,
-    keep: int,
-    max_step_tokens: int,
-    eos_id: int,
-    delimiter_id: int,
-    evaluate: Evaluate | None = None,
-    compact_levels: int = 0,
-) -> SearchState:
-  """Select + expand, sample one step per active beam, score it with the PRM."""
-  b, w = st.score.shape
-  st = search_state.constrain_state(st)
-  parents = select_parents(st.score, st.done, groups=groups, keep=keep)
-  # per-beam scalars are reordered here, the policy state and both caches by sample_and_score
-  score, step_scores, num_steps, finished, before_len = search_state.take_beams(
-      (st.score, st.step_scores, st.num_steps, st.finished, st.policy.length.reshape(b, w)),
-      parents,
-      flat=False,
-  )
-  st = st.replace(score=score, step_scores=step_scores, num_steps=num_steps, finished=finished)
-  before_len = before_len.reshape(b * w)
-  dec, stopped, values, prm_cache = sample_and_score(
-      policy,
-      prm,
-      st.policy,
-      st.prm_cache,
-      parents,
-      jax.random.fold_in(rng, st.round),
-      params,
-      max_step_tokens=max_step_tokens,
-      eos_id=eos_id,
-      delimiter_id=delimiter_id,
-      compact_levels=compact_levels,
-  )
-  new = dec.length - before_len  # [B*W]
-  stepped = new > 0
-  cut_off = stepped & (stopped < 0)  # no delimiter/EOS in the step, or buffer full
-  dec = dec.replace(done=dec.done | cut_off)
-  budget = st.budget.add_decode(before_len, dec.length).add_prm(before_len, new)
-  rank_values = values
-  if evaluate is not None:
-    rank_values, dec, prm_cache, budget = evaluate(
-        policy,
-        prm,
-        dec,
-        prm_cache,
-        values,
-        budget,
-        lookahead,
-        max_step_tokens=max_step_tokens,
-        eos_id=eos_id,
-        delimiter_id=delimiter_id,
-    )
-  stepped = stepped.reshape(b, w)
-  slot = jax.nn.one_hot(st.num_steps, st.step_scores.shape[-1], dtype=bool) & stepped[..., None]
-  return st.replace(
-      policy=dec,
-      prm_cache=prm_cache,
-      score=jnp.where(stepped, rank_values.reshape(b, w), st.score),
-      step_scores=jnp.where(slot, values.reshape(b, w)[..., None], st.step_scores),
-      num_steps=st.num_steps + stepped,
-      finished=st.finished | (stepped & ((stopped == eos_id) & (stopped >= 0)).reshape(b, w)),
-      round=st.round + 1,
-      budget=budget,
-  )
 
 
 def run_search(

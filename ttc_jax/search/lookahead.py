@@ -1,7 +1,7 @@
 """Lookahead search (Snell et al. 2024, §5.2): beam search whose steps are ranked after
 a greedy rollout.
 
-Each round is beam search's (`beam.search_round`), with one hook: after a
+Each round is beam search's (`beam_round.search_round`), with one hook: after a
 beam samples its step and the PRM scores it, the beam is rolled out up to k
 more steps at temperature 0; the PRM reads the rollout too and the value at
 its end ranks the beam. Then the rollout is discarded: the beam keeps only
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from ttc_jax import sampling
 from ttc_jax.sampling import DecodeState, SamplingParams
-from ttc_jax.search import beam
+from ttc_jax.search import beam, beam_round
 from ttc_jax.search.state import Budget, SearchResult
 
 
@@ -40,7 +40,7 @@ def rollout_values(
     eos_id: int,
     delimiter_id: int,
 ) -> tuple[jax.Array, DecodeState, dict, Budget]:
-  """`beam.Evaluate` hook: PRM values float32[B*W] after up to k greedy steps.
+  """`beam_round.Evaluate` hook: PRM values float32[B*W] after up to k greedy steps.
 
   Rows that are done (their step ended with EOS, or finished earlier) do not
   roll out and keep `step_values`. Returns the values, the state and PRM
@@ -65,7 +65,7 @@ def rollout_values(
         stop_ids=(delimiter_id,),
     )
     n = nxt.length - roll.length
-    v, cache = beam.extend_prm(prm, cache, nxt.tokens, roll.length, n, max_step_tokens)
+    v, cache = beam_round.extend_prm(prm, cache, nxt.tokens, roll.length, n, max_step_tokens)
     bud = bud.add_decode(roll.length, nxt.length).add_prm(roll.length, n)
     return j + 1, nxt, cache, jnp.where(n > 0, v, values), bud
 

@@ -65,7 +65,7 @@ def _score(graphdef, model_state, tokens, lengths):
 
 
 def _select(score, done, groups: int, keep: int) -> list[int]:
-  """Parent slot of each slot of one question (same rule as `beam.select_parents`)."""
+  """Parent slot of each slot of one question (same rule as `beam_round.select_parents`)."""
   w = len(score)
   s = w // groups
   m = s // keep

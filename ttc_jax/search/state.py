@@ -4,7 +4,7 @@ Layout: B questions x W beam slots. Per-beam arrays are [B, W, ...]; the
 policy's `DecodeState` and the PRM's KV cache are flattened to B*W rows (row
 b*W + w), so every model call sees one batch. Reordering beams is one gather
 of every per-beam leaf with within-question parent indices `parents[B, W]`
-(`take_beams`; `beam.sample_and_score` for the policy state and caches): slot
+(`take_beams`; `beam_round.sample_and_score` for the policy state and caches): slot
 w of question b becomes a copy of slot parents[b, w] of the same question,
 caches included.
 
