@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from ttc_jax import parallel, sampling  # noqa: E402
-from ttc_jax.models import hf  # noqa: E402
+from ttc_jax.models import hf, hf_config, safetensors_io  # noqa: E402
 from ttc_jax.models.transformer import rope_frequencies  # noqa: E402
 
 V = 64
@@ -213,10 +213,10 @@ def test_sharded_hf_checkpoint(tmp_path):
 def _rewrite(path, edit):
   """Rewrites model.safetensors of `path` after edit(dict of arrays)."""
   f = os.path.join(path, "model.safetensors")
-  reader = hf.SafetensorsReader([f])
+  reader = safetensors_io.SafetensorsReader([f])
   tensors = {k: reader.get(k) for k in reader.keys()}
   edit(tensors)
-  hf.write_safetensors(f, tensors)
+  safetensors_io.write_safetensors(f, tensors)
 
 
 @pytest.fixture
@@ -303,7 +303,7 @@ def test_config_from_hf_variants():
       max_position_embeddings=128,
   )
   # transformers 4 style RoPE keys, and Mistral (Llama layout) without a sliding window.
-  old = hf.config_from_hf(
+  old = hf_config.config_from_hf(
       dict(
           base,
           model_type="mistral",
@@ -315,10 +315,10 @@ def test_config_from_hf_variants():
   assert old.rope_theta == 1e6 and dict(old.rope_scaling)["factor"] == 2.0
   assert old.head_dim == 8 and not old.qkv_bias and not old.tie_embeddings
   with pytest.raises(ValueError, match="sliding_window=64 is smaller than max_len=128"):
-    hf.config_from_hf(dict(base, model_type="mistral", sliding_window=64))
+    hf_config.config_from_hf(dict(base, model_type="mistral", sliding_window=64))
   with pytest.raises(ValueError, match="attention_bias/mlp_bias"):
-    hf.config_from_hf(dict(base, model_type="llama", attention_bias=True))
+    hf_config.config_from_hf(dict(base, model_type="llama", attention_bias=True))
   with pytest.raises(ValueError, match="use_sliding_window"):
-    hf.config_from_hf(dict(base, model_type="qwen2", use_sliding_window=True))
+    hf_config.config_from_hf(dict(base, model_type="qwen2", use_sliding_window=True))
   with pytest.raises(ValueError, match="hidden_act 'gelu'"):
-    hf.config_from_hf(dict(base, model_type="llama", hidden_act="gelu"))
+    hf_config.config_from_hf(dict(base, model_type="llama", hidden_act="gelu"))

@@ -76,12 +76,12 @@ def assets(tmp_path_factory):
         fh.write(json.dumps({"question": q, "answer": a}) + "\n")
   # Ours: a ttc_jax value model on the policy's backbone shape, saved as the PRM stage does.
   from flax import nnx
-  from ttc_jax.models import hf
+  from ttc_jax.models import hf_config
   from ttc_jax.models.reward import create_value_model
   from ttc_jax.train.checkpoint import Checkpointer
 
   with open(out["policy"] / "config.json") as fh:
-    cfg = hf.config_from_hf(json.load(fh), max_len=160)
+    cfg = hf_config.config_from_hf(json.load(fh), max_len=160)
   fp = HFTokenizer.from_file(str(out["policy"])).fingerprint()
   ck = Checkpointer(str(out["value_prm"] / "model"), max_to_keep=1, async_save=False)
   ck.save(0, nnx.state(create_value_model(cfg, seed=3)), dict(kind="prm", tokenizer=fp), force=True)

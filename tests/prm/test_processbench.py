@@ -204,7 +204,7 @@ def classifier_dir(tok_dir, tmp_path_factory):
   written with the project's own safetensors writer (no torch needed)."""
   import shutil
   from ttc_jax.tokenizers.hf import HFTokenizer
-  from ttc_jax.models import hf
+  from ttc_jax.models import hf, safetensors_io
   from ttc_jax.models.transformer import create_model
 
   vocab = HFTokenizer.from_file(tok_dir).vocab_size
@@ -225,7 +225,7 @@ def classifier_dir(tok_dir, tmp_path_factory):
           "score.bias": np.zeros((2,), np.float32),
       }
   )
-  hf.write_safetensors(os.path.join(path, "model.safetensors"), tensors)
+  safetensors_io.write_safetensors(os.path.join(path, "model.safetensors"), tensors)
   shutil.copy(os.path.join(tok_dir, "tokenizer.json"), os.path.join(path, "tokenizer.json"))
   return path
 
@@ -287,11 +287,13 @@ def test_cli_end_to_end_on_a_tiny_random_classifier(classifier_dir, capsys):
 def test_cli_with_our_value_model_and_a_given_threshold(classifier_dir, tok_dir, tmp_path, capsys):
   from flax import nnx
   from ttc_jax.tokenizers.hf import HFTokenizer
-  from ttc_jax.models import hf
+  from ttc_jax.models import hf_config
   from ttc_jax.models.reward import create_value_model
   from ttc_jax.train.checkpoint import Checkpointer
 
-  cfg = hf.config_from_hf(json.load(open(os.path.join(classifier_dir, "config.json"))), max_len=512)
+  cfg = hf_config.config_from_hf(
+      json.load(open(os.path.join(classifier_dir, "config.json"))), max_len=512
+  )
   ck = Checkpointer(str(tmp_path / "vm" / "model"), max_to_keep=1, async_save=False)
   ck.save(
       0,

@@ -47,7 +47,7 @@ import numpy as np
 from flax import nnx
 
 from ttc_jax import parallel
-from ttc_jax.models import hf, transformer
+from ttc_jax.models import hf, hf_config, transformer
 from ttc_jax.models.config import ModelConfig, to_dtype
 from ttc_jax.models.transformer import Cache, Transformer
 
@@ -280,7 +280,7 @@ def load_classifier_prm(
   (sharded onto `mesh` tensor by tensor, clear errors on mismatches).
   """
   hf_cfg, reader = hf.open_checkpoint(path)
-  cfg = hf.config_from_hf(hf_cfg, max_len=max_len, param_dtype=param_dtype, dtype=dtype)
+  cfg = hf_config.config_from_hf(hf_cfg, max_len=max_len, param_dtype=param_dtype, dtype=dtype)
   if not 0 <= step_token_id < cfg.vocab_size:
     raise ValueError(
         f"step_token_id={step_token_id} is outside the vocabulary " f"(size {cfg.vocab_size})"

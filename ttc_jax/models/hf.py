@@ -22,6 +22,9 @@ Loading never builds the whole model on the host: the model is created
 abstractly (`nnx.eval_shape` under the mesh), each parameter's NamedSharding
 comes from its logical axes, and tensors are read one at a time (memory-mapped)
 and placed with `jax.make_array_from_callback`.
+
+`config.json` <-> `ModelConfig` is `hf_config`; safetensors files are read and
+written by `safetensors_io`.
 """
 
 from __future__ import annotations
@@ -31,99 +34,21 @@ import os
 from typing import Any, Callable, Iterable, Mapping
 
 import jax
-import ml_dtypes
 import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding
 
 from ttc_jax import parallel
-from ttc_jax.models.config import ModelConfig, normalize_rope_scaling, to_dtype
+from ttc_jax.models.config import ModelConfig, to_dtype
+from ttc_jax.models.hf_config import config_from_hf, config_to_hf
+from ttc_jax.models.safetensors_io import SafetensorsReader, write_safetensors
 from ttc_jax.models.transformer import Transformer
 
-MODEL_TYPES = ("llama", "qwen2", "mistral")
-_ST_DTYPES = {
-    "F64": np.float64,
-    "F32": np.float32,
-    "F16": np.float16,
-    "BF16": ml_dtypes.bfloat16,
-    "I64": np.int64,
-    "I32": np.int32,
-    "I16": np.int16,
-    "I8": np.int8,
-    "U8": np.uint8,
-    "BOOL": np.bool_,
-}
-_NP_TO_ST = {np.dtype(v): k for k, v in _ST_DTYPES.items()}
 # Buffers some exporters write that carry no parameters.
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
-# --- safetensors I/O ----------------------------------------------------------
-
-
-class SafetensorsReader:
-  """Lazy reader over one or more safetensors files (memory-mapped, any dtype).
-
-  `framework="numpy"` of `safetensors.safe_open` cannot return bfloat16, so
-  each file's header is parsed here and tensors are views of an `np.memmap`
-  (ml_dtypes.bfloat16 for BF16); `get(name)` copies only that tensor.
-  """
-
-  def __init__(self, files: Iterable[str]):
-    self._index: dict[str, tuple[str, str, tuple[int, ...], int, int]] = {}
-    self._maps: dict[str, np.memmap] = {}
-    for path in files:
-      if not os.path.isfile(path):
-        raise FileNotFoundError(f"safetensors file {path} does not exist")
-      with open(path, "rb") as fh:
-        n = int.from_bytes(fh.read(8), "little")
-        header = json.loads(fh.read(n))
-      header.pop("__metadata__", None)
-      for name, info in header.items():
-        start, end = info["data_offsets"]
-        self._index[name] = (path, info["dtype"], tuple(info["shape"]), 8 + n + start, end - start)
-
-  def keys(self) -> list[str]:
-    return sorted(self._index)
-
-  def shape(self, name: str) -> tuple[int, ...]:
-    return self._index[name][2]
-
-  def get(self, name: str) -> np.ndarray:
-    """The tensor `name` as a host numpy array."""
-    path, dt, shape, offset, size = self._index[name]
-    if dt not in _ST_DTYPES:
-      raise ValueError(f"tensor {name} in {path} has unsupported dtype {dt}")
-    if path not in self._maps:
-      self._maps[path] = np.memmap(path, np.uint8, mode="r")
-    raw = self._maps[path][offset : offset + size]
-    return np.array(raw.view(_ST_DTYPES[dt]).reshape(shape))
-
-
-def write_safetensors(
-    path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
-) -> None:
-  """Writes numpy arrays (bfloat16 included) as one safetensors file."""
-  header: dict[str, Any] = {"__metadata__": dict(metadata or {"format": "pt"})}
-  offset, arrays = 0, []
-  for name in sorted(tensors):
-    a = np.ascontiguousarray(tensors[name])
-    if a.dtype not in _NP_TO_ST:
-      raise ValueError(f"cannot write tensor {name} of dtype {a.dtype} to safetensors")
-    header[name] = {
-        "dtype": _NP_TO_ST[a.dtype],
-        "shape": list(a.shape),
-        "data_offsets": [offset, offset + a.nbytes],
-    }
-    offset += a.nbytes
-    arrays.append(a)
-  blob = json.dumps(header, separators=(",", ":")).encode()
-  blob += b" " * (-len(blob) % 8)
-  with open(path, "wb") as fh:
-    fh.write(len(blob).to_bytes(8, "little"))
-    fh.write(blob)
-    for a in arrays:
-      fh.write(a.tobytes())
+# --- checkpoint directory -----------------------------------------------------
 
 
 def open_checkpoint(path: str) -> tuple[dict, SafetensorsReader]:
@@ -150,101 +75,6 @@ def open_checkpoint(path: str) -> tuple[dict, SafetensorsReader]:
           f"{path} has no *.safetensors file (and no " f"model.safetensors.index.json)"
       )
   return hf_cfg, SafetensorsReader(files)
-
-
-# --- config -------------------------------------------------------------------
-
-
-def config_from_hf(
-    hf: Mapping[str, Any],
-    *,
-    max_len: int | None = None,
-    param_dtype: str = "float32",
-    dtype: str | None = None,
-) -> ModelConfig:
-  """ModelConfig of a HF Llama/Qwen2/Mistral `config.json` dict.
-
-  Reads RoPE from `rope_parameters` (transformers 5) or `rope_theta` +
-  `rope_scaling` (transformers 4). `max_len` defaults to
-  `max_position_embeddings`; `dtype` (compute) defaults to `param_dtype`.
-  Raises ValueError for an unknown `model_type` or an unsupported feature.
-  """
-  mt = hf.get("model_type")
-  if mt not in MODEL_TYPES:
-    raise ValueError(f"unknown model_type {mt!r}; supported: {list(MODEL_TYPES)}")
-  if hf.get("hidden_act", "silu") != "silu":
-    raise ValueError(f"hidden_act {hf['hidden_act']!r} is not supported (only 'silu')")
-  if mt in ("llama", "mistral") and (hf.get("attention_bias") or hf.get("mlp_bias")):
-    raise ValueError("Llama attention_bias/mlp_bias checkpoints are not supported")
-  if mt == "qwen2" and hf.get("use_sliding_window"):
-    raise ValueError("Qwen2 use_sliding_window=true is not supported")
-  rp = dict(hf.get("rope_parameters") or {})
-  theta = rp.pop("rope_theta", hf.get("rope_theta", 10_000.0))
-  scaling = rp if rp else (hf.get("rope_scaling") or ())
-  d, heads = hf["hidden_size"], hf["num_attention_heads"]
-  max_len = int(max_len or hf.get("max_position_embeddings", 4096))
-  window = hf.get("sliding_window") if mt == "mistral" else None
-  if window is not None and max_len > window:
-    raise ValueError(
-        f"Mistral sliding_window={window} is smaller than max_len={max_len}; "
-        f"pass max_len <= {window}"
-    )
-  return ModelConfig(
-      vocab_size=hf["vocab_size"],
-      embed_dim=d,
-      num_layers=hf["num_hidden_layers"],
-      num_heads=heads,
-      num_kv_heads=hf.get("num_key_value_heads") or heads,
-      head_dim=hf.get("head_dim") or d // heads,
-      mlp_dim=hf["intermediate_size"],
-      max_len=max_len,
-      rope_theta=float(theta),
-      rope_scaling=normalize_rope_scaling(scaling),
-      norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-      tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-      qkv_bias=(mt == "qwen2"),
-      param_dtype=param_dtype,
-      dtype=dtype or param_dtype,
-  )
-
-
-def config_to_hf(cfg: ModelConfig, model_type: str, extra: Mapping[str, Any] | None = None) -> dict:
-  """HF `config.json` dict for `cfg` (both transformers 4 and 5 RoPE keys)."""
-  if model_type not in ("llama", "qwen2"):
-    raise ValueError(f"export model_type must be 'llama' or 'qwen2', got {model_type!r}")
-  if cfg.qkv_bias != (model_type == "qwen2"):
-    raise ValueError(
-        f"qkv_bias={cfg.qkv_bias} cannot be exported as {model_type!r} "
-        f"(Qwen2 has q/k/v biases, Llama none)"
-    )
-  scaling = dict(cfg.rope_scaling) or None
-  arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[model_type]
-  out = dict(
-      architectures=[arch],
-      model_type=model_type,
-      vocab_size=cfg.vocab_size,
-      hidden_size=cfg.embed_dim,
-      num_hidden_layers=cfg.num_layers,
-      num_attention_heads=cfg.num_heads,
-      num_key_value_heads=cfg.num_kv_heads,
-      head_dim=cfg.head_dim,
-      intermediate_size=cfg.mlp_dim,
-      max_position_embeddings=cfg.max_len,
-      rms_norm_eps=cfg.norm_eps,
-      hidden_act="silu",
-      rope_theta=cfg.rope_theta,
-      rope_scaling=scaling,
-      rope_parameters=dict(scaling or {"rope_type": "default"}, rope_theta=cfg.rope_theta),
-      tie_word_embeddings=cfg.tie_embeddings,
-      torch_dtype=cfg.param_dtype,
-      dtype=cfg.param_dtype,
-      attention_bias=False,
-      mlp_bias=False,
-  )
-  if model_type == "qwen2":
-    out.update(use_sliding_window=False, sliding_window=None)
-  out.update(extra or {})
-  return out
 
 
 # --- tensor mapping -------------------------------------------------------------

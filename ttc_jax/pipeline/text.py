@@ -65,11 +65,11 @@ _HF_POLICY = (
 
 
 def data_sections(cfg) -> dict:
-  from ttc_jax.data import text_tfds  # tfds is only needed here
+  from ttc_jax.data import text_files
 
   task = cfg.task.name
-  spec = text_tfds.TextDataSpec(
-      task, os.path.abspath(cfg.data.manual_dir), text_tfds.PROMPT_TEMPLATES[task]
+  spec = text_files.TextDataSpec(
+      task, os.path.abspath(cfg.data.manual_dir), text_files.PROMPT_TEMPLATES[task]
   )
   return dict(task=cfg.task.to_dict(), data=spec.config_name())
 

@@ -17,6 +17,7 @@ import ml_collections
 from ttc_jax import grading, io_utils, parallel
 from ttc_jax.models import external_prm, hf
 from ttc_jax.models.config import ModelConfig
+from ttc_jax.models.hf_config import config_from_hf
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.prm import train as prm_train
 from ttc_jax.tokenizers.hf import HFTokenizer, chat_prompt, few_shot_prompt
@@ -64,7 +65,7 @@ def _dtypes(cfg) -> dict:
 
 def hf_config(cfg, path: str) -> ModelConfig:
   """The ModelConfig of the HF checkpoint at `path`, with the run's dtypes and max_len."""
-  return hf.config_from_hf(io_utils.read_json(os.path.join(path, "config.json")), **_dtypes(cfg))
+  return config_from_hf(io_utils.read_json(os.path.join(path, "config.json")), **_dtypes(cfg))
 
 
 def load_hf_model(cfg, mesh, path: str):

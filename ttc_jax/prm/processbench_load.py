@@ -183,7 +183,7 @@ def load_prm(
 
 def _value_model(path, tokenizer, prm_base, delimiter, template, max_len, param_dtype, mesh):
   from ttc_jax import io_utils
-  from ttc_jax.models import hf
+  from ttc_jax.models import hf_config
   from ttc_jax.prm import train as prm_train
 
   if not prm_base or not tokenizer:
@@ -195,7 +195,9 @@ def _value_model(path, tokenizer, prm_base, delimiter, template, max_len, param_
   base_conf = os.path.join(prm_base, "config.json")
   if not os.path.isfile(base_conf):
     raise PRMLoadError(f"--prm-base {prm_base} has no config.json")
-  cfg = hf.config_from_hf(io_utils.read_json(base_conf), max_len=max_len, param_dtype=param_dtype)
+  cfg = hf_config.config_from_hf(
+      io_utils.read_json(base_conf), max_len=max_len, param_dtype=param_dtype
+  )
   tok = _hf_tokenizer(tokenizer, delimiter)
   model_dir = os.path.join(path, "model") if os.path.isdir(os.path.join(path, "model")) else path
   try:
