@@ -1,6 +1,6 @@
 """RL step throughput of the revision policy's learner: rollout and update, side by side.
 
-One RL step of `ttc_jax.revision.rl` is a jitted rollout (`RolloutSource.batch_for`:
+One RL step of `ttc_jax.revision.rl` is a jitted rollout (`rl_rollout.RolloutSource.batch_for`:
 sample G attempts for each of B contexts, grade them on the device, group
 advantages, assemble the sequences, reference log-probs) and an update
 (`Trainer.train_step` on `rl.rl_loss`). This times both, step by step, for
@@ -61,7 +61,7 @@ from ttc_jax.config import settings as config_settings
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.transformer import create_model
 from ttc_jax.revision import format as fmt
-from ttc_jax.revision import rl
+from ttc_jax.revision import rl, rl_rollout
 from ttc_jax.tasks import arith
 from ttc_jax.tasks.arith import device as arith_device
 from ttc_jax.tokenizers import CharTokenizer
@@ -141,7 +141,7 @@ class Setting:
     loss_fn = functools.partial(rl.rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
     tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
     self.trainer = Trainer(_copy(model), tx, loss_fn=loss_fn)
-    self.source = rl.RolloutSource(
+    self.source = rl_rollout.RolloutSource(
         self.trainer,
         _copy(model),
         tok,
@@ -271,7 +271,7 @@ def run(
   keep = [i for i, n in enumerate(plens) if n <= cap]
   dropped = len(contexts) - len(keep)
   contexts, plens = [contexts[i] for i in keep], [plens[i] for i in keep]
-  buckets = rl.length_buckets(plens, 32, cap=cap)
+  buckets = rl_rollout.length_buckets(plens, 32, cap=cap)
   widths = tuple(widths or (_median_bucket(plens, 32, cap),))
   g0 = int(rl_cfg.group_size) if int(rl_cfg.group_size) in group_sizes else group_sizes[0]
   # Settings: every group size at the first width, then the config's group size at the others.

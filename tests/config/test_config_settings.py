@@ -6,7 +6,7 @@ import pytest
 
 from ttc_jax import config as config_lib
 from ttc_jax.config import settings as config_settings
-from ttc_jax.revision.rl import RLSettings
+from ttc_jax.revision.rl_settings import RLSettings
 from ttc_jax.search import beam
 from ttc_jax.train.loop import FitSettings
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 from ttc_jax.config import settings as config_settings
 from ttc_jax.models.transformer import create_model
-from ttc_jax.revision import rl
+from ttc_jax.revision import rl, rl_rollout
 from ttc_jax.tasks.arith import device as arith_device
 from ttc_jax.tokenizers import CharTokenizer
 
@@ -95,7 +95,7 @@ def test_rollout_batch_masks_generated_tokens_and_grades_on_device():
 
   s = _settings(group_size=4, max_new_tokens=6)
   trainer = Trainer(model, optim.make_optimizer(1e-3, 10, 0, 0.0, 1.0, 0.9, 0.95, 1.0))
-  src = rl.RolloutSource(
+  src = rl_rollout.RolloutSource(
       trainer,
       create_model(cfg, 1),
       TOK,

@@ -4,8 +4,8 @@ checks by section (`arith`, `text`, `revision`, `compute_optimal`, shared ones i
 
 Library code (train, search, prm, revision, compute_optimal) does not import this package; it
 takes typed frozen settings (`train.loop.FitSettings`, `prm.train.ValueTrainSettings`,
-`revision.sft.SFTSettings`, `revision.rl.RLSettings`, `search.sweep.SearchSettings`, ...) that
-the pipeline builds from a section where it calls the library (`ttc_jax.config.settings`,
+`revision.sft.SFTSettings`, `revision.rl_settings.RLSettings`, `search.sweep.SearchSettings`,
+...) that the pipeline builds from a section where it calls the library (`ttc_jax.config.settings`,
 imported on its own so that loading a config needs neither jax nor flax).
 """
 

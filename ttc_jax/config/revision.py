@@ -129,7 +129,7 @@ def validate_revision(cfg, error=ValueError) -> None:
         f"config.revision.rl.advantage {r.rl.advantage!r} is not registered; "
         f"known: {sorted(algo.ADVANTAGES)}"
     )
-  from ttc_jax.revision.rl import RL_CONTEXTS
+  from ttc_jax.revision.rl_settings import RL_CONTEXTS
 
   if r.rl.contexts not in RL_CONTEXTS:
     raise error(

@@ -2,7 +2,7 @@
 
 Library code (train, prm, revision, search) takes frozen dataclasses with documented fields and
 their defaults (`prm.labels.LabelSettings`, `train.loop.FitSettings`, `train.optim.OptimSettings`,
-`prm.train.ValueTrainSettings`, `revision.sft.SFTSettings`, `revision.rl.RLSettings`,
+`prm.train.ValueTrainSettings`, `revision.sft.SFTSettings`, `revision.rl_settings.RLSettings`,
 `search.sweep.SearchSettings`) and never reads a ConfigDict; the builders here read a section
 into one. A section is flat: a dataclass-typed field (`fit`, `optim`) is filled from the same
 section's fields. A field missing from the section takes the dataclass default (none: a
@@ -26,7 +26,7 @@ import ml_collections
 from ttc_jax.config.errors import ConfigError
 from ttc_jax.prm.labels import LabelSettings
 from ttc_jax.prm.train import ValueTrainSettings
-from ttc_jax.revision.rl import RLSettings
+from ttc_jax.revision.rl_settings import RLSettings
 from ttc_jax.revision.sft import SFTSettings
 from ttc_jax.search.sweep import SearchSettings
 from ttc_jax.train.loop import FitSettings
@@ -132,7 +132,7 @@ def sft_settings(section: Any, where: str = "revision.sft") -> SFTSettings:
 
 
 def rl_settings(section: Any, where: str = "revision.rl") -> RLSettings:
-  """`revision.rl.RLSettings` from a `revision.rl` section."""
+  """`revision.rl_settings.RLSettings` from a `revision.rl` section."""
   return from_section(RLSettings, section, where, extra=RL_PIPELINE_FIELDS)
 
 

@@ -8,7 +8,7 @@
   <workdir>/prm/, <workdir>/orm/     stages `prm`, `orm`: checkpoints/, best/, model/, metrics.jsonl
   <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
   <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
-  <workdir>/revision_*/              revision stages (ttc_jax/pipeline/revision.py)
+  <workdir>/revision_*/              revision stages (ttc_jax/pipeline/revision*.py)
   <workdir>/large_*/, compute_optimal/  the compute-optimal study (pipeline/compute_optimal.py)
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
   <workdir>/report.json, report.md, plots/*.png
@@ -30,7 +30,7 @@ import ml_collections
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils, parallel, report
 from ttc_jax.models.config import ModelConfig
-from ttc_jax.pipeline import compute_optimal, policy, revision, verifiers
+from ttc_jax.pipeline import compute_optimal, policy, revision, revision_data, verifiers
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.stage import Stage, StagedRun, by_name
 from ttc_jax.tasks import arith
@@ -107,9 +107,13 @@ STAGES: tuple[Stage, ...] = (
         ("eval_verifiers",),
         ("search",),
     ),
-    Stage("revision_data", _rev(), revision.revision_data, ("policy",), ("revision_data",)),
+    Stage("revision_data", _rev(), revision_data.revision_data, ("policy",), ("revision_data",)),
     Stage(
-        "revision_sft", _rev("sft"), revision.revision_sft, ("revision_data",), ("revision_sft",)
+        "revision_sft",
+        _rev("sft"),
+        revision_data.revision_sft,
+        ("revision_data",),
+        ("revision_sft",),
     ),
     Stage(
         "revision_chains",
@@ -338,10 +342,10 @@ class Pipeline(StagedRun):
     return compute_optimal.large_cfg(self.cfg)
 
   def _sft_replay(self, num_trajectories: int, trajectories: list[dict] = ()) -> list[dict]:
-    return revision.sft_replay(self.ctx, num_trajectories, trajectories)
+    return revision_data.sft_replay(self.ctx, num_trajectories, trajectories)
 
   def _trajectories(self) -> list[dict]:
-    return revision.read_trajectories(self.ctx)
+    return revision_data.read_trajectories(self.ctx)
 
   def compute_optimal_policy(self, measure: str = "predicted", family: str = "search"):
     """A ComputeOptimalPolicy from this run's models and analysis (after the stages);
