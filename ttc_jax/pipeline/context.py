@@ -1,6 +1,6 @@
 """The run context: everything a stage's run function may use, passed explicitly.
 
-`arith.make_context` (the embedded task: models trained by the pipeline) and
+`arith_context.make_context` (the embedded task: models trained by the pipeline) and
 `text.make_context` (a local Hugging Face policy + PRM on GSM8K / MATH) build
 one; a stage reads only these fields, so the stages shared by both pipelines
 (`policy.eval_policy`, `policy.eval_large`, `verifiers.eval_search`,
