@@ -7,8 +7,12 @@ logical names to mesh axes (`data`, `fsdp`, `tensor`); GSPMD partitions the
 jitted computations from there. The same code runs on 1 CPU (no mesh: every
 helper is the identity), 8 fake CPU devices, a GPU or a TPU pod slice.
 
-A mesh axis is only used for a dimension it divides: e.g. two KV heads on a
-`tensor` axis of 8 stay replicated (logged once) rather than failing.
+A mesh axis is only used for a dimension it divides (e.g. a vocabulary that a
+`tensor` axis does not divide stays replicated, logged), except for attention heads:
+a `heads`, `kv_heads` or `act_heads` dimension that a `tensor` axis > 1 does not
+divide is a ValueError naming the head count and the axis size (silently
+replicating them would make tensor parallelism a no-op for attention);
+`check_heads` says the same for a model's head counts before it is built.
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("cache_batch", ("data", "fsdp")),
     ("cache_length", None),
 )
+
+# Logical axes that must be split evenly by a tensor axis (see the module docstring).
+HEAD_AXES = ("heads", "kv_heads", "act_heads")
 
 _log = logging.getLogger(__name__)
 _CURRENT: list[tuple[Mesh | None, tuple]] = [(None, DEFAULT_RULES)]
@@ -113,7 +120,8 @@ def logical_to_spec(
   """Maps logical axis names to a PartitionSpec under `rules`.
 
   A mesh axis is used at most once per spec, and (when `shape` and `mesh` are
-  given) only for dimensions it divides; size-1 mesh axes are dropped.
+  given) only for dimensions it divides; size-1 mesh axes are dropped. A `HEAD_AXES`
+  dimension that a `tensor` axis > 1 does not divide raises ValueError instead.
   """
   rules = dict(current_rules() if rules is None else rules)
   used: set[str] = set()
@@ -126,6 +134,8 @@ def logical_to_spec(
       if mesh is not None:
         axes = tuple(a for a in axes if mesh.shape[a] > 1)
         if shape is not None and axes and shape[i] % _axis_size(mesh, axes):
+          if name in HEAD_AXES and "tensor" in axes:
+            raise ValueError(_heads_message(name, shape[i], mesh.shape["tensor"]))
           _log.info(
               "dim %d (%s, size %d) not divisible by mesh axes %s: replicated",
               i,
@@ -138,6 +148,31 @@ def logical_to_spec(
       axes = axes[0] if len(axes) == 1 else (axes or None)
     out.append(axes)
   return P(*out)
+
+
+def _heads_message(name: str, size: int, tensor: int) -> str:
+  what = "KV heads" if name == "kv_heads" else "attention heads"
+  return (
+      f"the model has {size} {what} ({name}), which a tensor axis of {tensor} does not "
+      f"divide; choose a mesh whose tensor size divides the head counts (e.g. tensor=1 "
+      f"and the devices on data/fsdp)"
+  )
+
+
+def check_heads(num_heads: int, num_kv_heads: int, mesh: Mesh | None, what: str = "") -> None:
+  """ValueError naming both head counts (and `what`, e.g. a checkpoint path) when `mesh`'s
+  `tensor` axis (> 1) does not divide them (the rule `logical_to_spec` applies to each head
+  dimension)."""
+  if mesh is None or "tensor" not in mesh.shape:
+    return
+  n = int(mesh.shape["tensor"])
+  if n > 1 and (num_heads % n or num_kv_heads % n):
+    raise ValueError(
+        f"the model{' ' + what if what else ''} has {num_heads} attention heads and "
+        f"{num_kv_heads} KV heads; a "
+        f"tensor axis of {n} must divide both (mesh {dict(mesh.shape)}); choose a mesh "
+        f"whose tensor size divides the head counts, e.g. tensor=1 and the devices on data/fsdp"
+    )
 
 
 def constrain(x: jax.Array, logical_axes: Sequence[str | None]) -> jax.Array:

@@ -183,9 +183,18 @@ def test_bfloat16_import_and_export(saved, tmp_path):
   np.testing.assert_array_equal(w.detach().float().numpy(), ref_q)
 
 
-@pytest.mark.parametrize("shape", [(1, 2, 4), (2, 2, 2)])
-def test_load_onto_mesh(saved, shape):
-  model, path = saved["qwen2_bias_untied"]
+# The Qwen2 case with biases has 1 KV head, which no tensor axis > 1 divides: it loads onto
+# data/fsdp meshes (tensor=1); tensor axes of 4 and 2 use the 4-KV-head and 2-KV-head cases.
+@pytest.mark.parametrize(
+    "name,shape",
+    [
+        ("qwen2_bias_untied", (2, 4, 1)),
+        ("llama_mha_linear", (1, 2, 4)),
+        ("qwen2_bias_tied", (2, 2, 2)),
+    ],
+)
+def test_load_onto_mesh(saved, name, shape):
+  model, path = saved[name]
   mesh = parallel.make_mesh(shape)
   ours = hf.load_model(path, mesh=mesh, max_len=64)
   emb = ours.embed[...]
@@ -197,6 +206,16 @@ def test_load_onto_mesh(saved, shape):
   with parallel.use_mesh(mesh):
     got = jax_logits(ours, TOKENS[:2])
   np.testing.assert_allclose(got, hf_logits(model, TOKENS[:2]), atol=1e-4, rtol=0)
+
+
+def test_heads_the_tensor_axis_does_not_divide_are_an_error(saved):
+  """4 heads / 1 KV head on a tensor axis of 4: a ValueError naming both counts and the
+  checkpoint, not a silently replicated attention."""
+  path = saved["qwen2_bias_untied"][1]
+  with pytest.raises(
+      ValueError, match=r"at .* has 4 attention heads and 1 KV heads; a tensor axis of 4"
+  ):
+    hf.load_model(path, mesh=parallel.make_mesh((1, 2, 4)), max_len=64)
 
 
 def test_sharded_hf_checkpoint(tmp_path):

@@ -57,12 +57,32 @@ def test_logical_to_spec_rules_and_divisibility():
   mesh = parallel.make_mesh((2, 2, 2))
   assert parallel.logical_to_spec(("embed", "mlp"), (64, 128), mesh) == P("fsdp", "tensor")
   assert parallel.logical_to_spec(("batch", None), (8, 3), mesh) == P(("data", "fsdp"), None)
-  # 3 kv heads do not divide the tensor axis of 2: replicated, not an error
-  assert parallel.logical_to_spec(("embed", "kv_heads", "head_dim"), (64, 3, 8), mesh) == P(
-      "fsdp", None, None
-  )
+  # other dimensions a mesh axis does not divide stay replicated (e.g. an odd vocabulary)
+  assert parallel.logical_to_spec(("vocab", "embed"), (33, 64), mesh) == P(None, "fsdp")
   single = parallel.make_mesh((1, 1, 1), devices=jax.devices()[:1])
   assert parallel.logical_to_spec(("embed", "mlp"), (64, 128), single) == P(None, None)
+
+
+@pytest.mark.parametrize("name", ["heads", "kv_heads", "act_heads"])
+def test_heads_that_the_tensor_axis_does_not_divide_are_an_error(name):
+  """Attention heads are not silently replicated: 3 (KV) heads on a tensor axis of 2 raise,
+  naming the count and the axis size; a tensor axis of 1 or a dividing one is fine."""
+  mesh = parallel.make_mesh((2, 2, 2))
+  axes = ("embed", name, "head_dim") if name != "act_heads" else ("batch", None, name, None)
+  bad = (64, 3, 8) if name != "act_heads" else (8, 5, 3, 8)
+  with pytest.raises(ValueError, match=r"has 3 (KV|attention) heads .* tensor axis of 2"):
+    parallel.logical_to_spec(axes, bad, mesh)
+  good = tuple(4 if d == 3 else d for d in bad)
+  assert "tensor" in parallel.logical_to_spec(axes, good, mesh)
+  assert "tensor" not in parallel.logical_to_spec(axes, bad, parallel.make_mesh((4, 2, 1)))
+  with pytest.raises(ValueError, match="has 8 attention heads and 2 KV heads; a tensor axis of 4"):
+    parallel.check_heads(8, 2, parallel.make_mesh((1, 2, 4)))
+  parallel.check_heads(8, 2, parallel.make_mesh((2, 2, 2)))
+  parallel.check_heads(3, 1, None)
+  wide = parallel.make_mesh((1, 1, 8))  # the tiny model's 4 heads / 2 KV heads on tensor=8
+  with pytest.raises(ValueError, match=r"has [24] (KV|attention) heads .*tensor axis of 8"):
+    with parallel.use_mesh(wide):
+      create_model(tiny_config(), 0, wide)
 
 
 def test_make_mesh_errors_name_the_problem():

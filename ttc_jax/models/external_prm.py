@@ -285,6 +285,7 @@ def load_classifier_prm(
     raise ValueError(
         f"step_token_id={step_token_id} is outside the vocabulary " f"(size {cfg.vocab_size})"
     )
+  parallel.check_heads(cfg.num_heads, cfg.num_kv_heads, mesh, f"at {path}")
   layers = _head_layers(reader.keys())
   dims = [tuple(reversed(reader.shape(f"{n}.weight"))) for n in layers]
   with parallel.use_mesh(mesh):

@@ -190,7 +190,8 @@ def load_model(
   Args:
     path: local directory with config.json and *.safetensors.
     mesh: optional `parallel.make_mesh` mesh; parameters are placed on their
-      logical-axis shardings as they are read.
+      logical-axis shardings as they are read. A `tensor` axis must divide the
+      model's head and KV-head counts (ValueError naming them, `parallel.check_heads`).
     param_dtype: "float32" or "bfloat16" storage dtype (checkpoint tensors are
       cast); dtype: compute dtype (default: param_dtype).
     max_len: longest sequence the model will be used on (default: the
@@ -198,6 +199,7 @@ def load_model(
   """
   hf_cfg, reader = open_checkpoint(path)
   cfg = config_from_hf(hf_cfg, max_len=max_len, param_dtype=param_dtype, dtype=dtype)
+  parallel.check_heads(cfg.num_heads, cfg.num_kv_heads, mesh, f"at {path}")
   with parallel.use_mesh(mesh):
     abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   optional = ("lm_head.weight",) if cfg.tie_embeddings else ()
