@@ -9,6 +9,11 @@ import jax.numpy as jnp
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
+# Attention implementations (ttc_jax.models.attention): "auto" picks one per platform at trace
+# time (`resolve_attention`). An execution choice, like a kernel backend: every one computes
+# the same attention, so it is not part of what a checkpoint or a stage hash depends on.
+ATTENTION_IMPLEMENTATIONS = ("auto", "reference", "xla", "cudnn", "splash")
+
 
 def to_dtype(name: str | Any):
   """Maps a dtype name ('float32', 'bfloat16', ...) to a jnp dtype."""
@@ -77,6 +82,13 @@ class ModelConfig:
       accepted and normalised (so the config stays hashable). Supported
       `rope_type`s: "linear" (factor) and "llama3" (factor, low_freq_factor,
       high_freq_factor, original_max_position_embeddings), as in Hugging Face.
+    attention: attention implementation, one of `ATTENTION_IMPLEMENTATIONS`:
+      "reference" (einsums with a hand-written VJP, the XLA:CPU path), "xla" /
+      "cudnn" (`jax.nn.dot_product_attention`), "splash" (Pallas TPU kernel), or
+      "auto" (reference on CPU, cudnn on GPU, splash on TPU; see
+      `ttc_jax.models.attention.resolve_attention`). Same results up to float
+      rounding, so configs hash without it (its default is never written to
+      the config sections that stage hashes read).
   """
 
   vocab_size: int = 32
@@ -94,6 +106,7 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   rope_scaling: Any = ()
+  attention: str = "auto"
 
   def __post_init__(self):
     for f in (
@@ -118,6 +131,10 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even (RoPE)")
     to_dtype(self.param_dtype)
     to_dtype(self.dtype)
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ValueError(
+          f"ModelConfig.attention={self.attention!r} is not one of {list(ATTENTION_IMPLEMENTATIONS)}"
+      )
     object.__setattr__(self, "rope_scaling", normalize_rope_scaling(self.rope_scaling))
 
   @classmethod

@@ -28,9 +28,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ttc_jax import parallel
+from ttc_jax.models import attention
 from ttc_jax.models.config import ModelConfig, to_dtype
-from ttc_jax.models.ops import NEG_INF as _NEG_INF
-from ttc_jax.models.ops import attention_core, dense, write_rows
+from ttc_jax.models.ops import dense, write_rows
 
 Cache = dict[str, Any]
 
@@ -129,8 +129,11 @@ class Attention(nnx.Module):
     self.cfg = cfg
 
   def __call__(self, x, rot, mask, layer_cache, write_index):
-    """x: [B,T,d]; rot: `rope_tables` of the positions; mask: [B,T,S] bool;
-    layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None."""
+    """x: [B,T,d]; rot: `rope_tables` of the positions; mask: `attention.AttentionMask`
+    ([B,T,S] visibility); layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None.
+
+    `cfg.attention` picks the implementation (`ttc_jax.models.attention`); decoding reads
+    the cache in place in every one of them."""
     cfg, dt = self.cfg, to_dtype(self.cfg.dtype)
     q = dense(x, self.q[...].astype(dt))
     k = dense(x, self.k[...].astype(dt))
@@ -158,33 +161,7 @@ class Attention(nnx.Module):
       )
       layer_cache = {"k": k_all, "v": v_all}
       k, v = k_all.astype(dt), v_all.astype(dt)  # [B,Kh,D,S], [B,Kh,S,D]
-    b, t, h, hd = q.shape
-    kvh = cfg.num_kv_heads
-    g = h // kvh
-    qg = q.reshape(b, t, kvh, g, hd)
-    if layer_cache is None:
-      # Training / cacheless forward: head-major layout (the query heads of one
-      # KV head folded into the rows) and a hand-written VJP; ~1.1x per train
-      # step on the quick model. Decoding keeps reading the cache in place.
-      qh = qg.transpose(0, 2, 3, 1, 4).reshape(b, kvh, g * t, hd)
-      out = attention_core(qh, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask, g)
-      out = out.reshape(b, kvh, g, t, hd).transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
-    elif t == 1:
-      # One-token decode: broadcast multiply-reduces in the cache's stored
-      # layouts, vectorised along contiguous slots (keys) and head dims
-      # (values). On XLA:CPU this is ~4.7x faster per layer than the same
-      # reduction over a [B,S,Kh,D] cache, and einsums make it transpose the
-      # whole cache or run 2*B*Kh tiny matmuls per step.
-      logits = jnp.sum(qg[:, 0, :, :, :, None] * k[:, :, None], 3)  # [B,Kh,G,S]
-      logits = logits.astype(jnp.float32) * hd**-0.5
-      logits = jnp.where(mask[:, 0, None, None, :], logits, _NEG_INF)
-      probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-      out = jnp.sum(probs[..., None] * v[:, :, None], 3).reshape(b, 1, h, hd)
-    else:
-      logits = jnp.einsum("btkgd,bkds->bkgts", qg, k).astype(jnp.float32) * hd**-0.5
-      logits = jnp.where(mask[:, None, None], logits, _NEG_INF)
-      probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-      out = jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, hd)
+    out = attention.attend(q, k, v, mask, impl=cfg.attention, cached=layer_cache is not None)
     out = dense(out, self.o[...].astype(dt), 2)
     return out, layer_cache
 
@@ -226,8 +203,9 @@ class Block(nnx.Module):
     return parallel.constrain(x, ("batch", "length", "act_embed")), layer_cache
 
 
-def _training_mask(tokens, attention_mask, segment_ids):
-  """[B,T,T] causal mask, optionally restricted to same segment / real keys."""
+def _training_mask(tokens, attention_mask, segment_ids) -> attention.AttentionMask:
+  """[B,T,T] causal mask, optionally restricted to same segment / real keys (with the
+  segment ids and attention mask it came from, for the kernels that take them)."""
   t = tokens.shape[1]
   mask = jnp.tril(jnp.ones((t, t), bool))[None]
   if segment_ids is not None:
@@ -235,7 +213,7 @@ def _training_mask(tokens, attention_mask, segment_ids):
     mask = mask & same & (segment_ids[:, None, :] > 0)
   if attention_mask is not None:
     mask = mask & attention_mask[:, None, :].astype(bool)
-  return mask
+  return attention.AttentionMask(mask, segment_ids, attention_mask)
 
 
 class Transformer(nnx.Module):
@@ -279,7 +257,7 @@ class Transformer(nnx.Module):
       index = cache["index"]
       s = cache["layers"][0]["k"].shape[-1]
       q_pos = index[:, None] + jnp.arange(tokens.shape[1])[None]  # [B,T]
-      mask = jnp.arange(s)[None, None, :] <= q_pos[:, :, None]  # [B,T,S]
+      mask = attention.AttentionMask(jnp.arange(s)[None, None, :] <= q_pos[:, :, None])
     rot = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     new_layers = []
     for i, block in enumerate(self.blocks):
