@@ -25,6 +25,7 @@ from typing import Sequence
 
 import chex
 import flax
+import numpy as np
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -165,6 +166,14 @@ def gather_state(state, idx: jax.Array):
   """Reorders/selects sequences (beams) with int32 idx[B'] over the batch axis of every
   leaf (a `DecodeState`, a KV cache or any pytree of [B, ...] arrays)."""
   return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), state)
+
+
+def token_ids(ids: int | Sequence[int]) -> tuple[int, ...]:
+  """One token id or a sequence of them as a tuple of ints (a hashable, static argument):
+  a step delimiter or EOS may be several ids (e.g. every token containing "\\n\\n")."""
+  if isinstance(ids, (int, np.integer)) or getattr(ids, "ndim", None) == 0:
+    return (int(ids),)
+  return tuple(int(i) for i in ids)
 
 
 def _at(x: jax.Array, idx: jax.Array) -> jax.Array:

@@ -1,8 +1,10 @@
 """PRM beam search (Snell et al. 2024, §5.2) as one jit-compiled kernel.
 
 With N beams and beam width M, per question:
-  1. every active beam samples one step: `sampling.decode` until the step
-     delimiter (newline) or EOS, at most `max_step_tokens` tokens;
+  1. every active beam samples one step: `sampling.decode` until a step
+     delimiter or EOS, at most `max_step_tokens` tokens (`delimiter_id` is one id
+     or a tuple of them: with a BPE vocabulary, every token whose text contains
+     the delimiter, `HFTokenizer.delimiter_ids`);
   2. the PRM scores the new step incrementally (`ValueModel.extend` on the
      step's tokens, its own KV cache holding exactly the tokens scored so
      far), reading the value at the step's last token;
@@ -45,6 +47,7 @@ compilation; N, M, lengths and the models' structure are static.
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -76,7 +79,7 @@ def run_search(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     evaluate: Evaluate | None = None,
     compact_levels: int = 0,
 ) -> SearchResult:
@@ -194,7 +197,7 @@ def search(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | Sequence[int],
     params: SamplingParams | None = None,
     lookahead: int = 0,
     evaluate: Evaluate | None = None,
@@ -247,7 +250,7 @@ def search(
       max_step_tokens=max_step_tokens,
       max_new_tokens=max_new_tokens,
       eos_id=int(eos_id),
-      delimiter_id=int(delimiter_id),
+      delimiter_id=sampling.token_ids(delimiter_id),
       evaluate=evaluate,
       compact_levels=int(compact_levels),
   )
@@ -266,7 +269,7 @@ def beam_search(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | Sequence[int],
     params: SamplingParams | None = None,
     compact_levels: int = COMPACT_LEVELS,
 ) -> SearchResult:

@@ -95,7 +95,7 @@ def sample_and_score(
     *,
     max_step_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     compact_levels: int = 0,
 ) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
   """Reorders beams by `parents` [B, W], then one step for every active row, PRM-scored.
@@ -123,7 +123,7 @@ def sample_and_score(
         params,
         max_new_tokens=max_step_tokens,
         eos_id=eos_id,
-        stop_ids=(delimiter_id,),
+        stop_ids=sampling.token_ids(delimiter_id),
         rows=rows,
         total_rows=r,
     )
@@ -195,7 +195,7 @@ def search_round(
     keep: int,
     max_step_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     evaluate: Evaluate | None = None,
     compact_levels: int = 0,
 ) -> SearchState:

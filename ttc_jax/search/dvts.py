@@ -31,7 +31,7 @@ def dvts(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
 ) -> SearchResult:

@@ -38,7 +38,7 @@ def rollout_values(
     *,
     max_step_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
 ) -> tuple[jax.Array, DecodeState, dict, Budget]:
   """`beam_round.Evaluate` hook: PRM values float32[B*W] after up to k greedy steps.
 
@@ -62,7 +62,7 @@ def rollout_values(
         greedy,
         max_new_tokens=max_step_tokens,
         eos_id=eos_id,
-        stop_ids=(delimiter_id,),
+        stop_ids=sampling.token_ids(delimiter_id),
     )
     n = nxt.length - roll.length
     v, cache = beam_round.extend_prm(prm, cache, nxt.tokens, roll.length, n, max_step_tokens)
@@ -89,7 +89,7 @@ def lookahead_search(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
 ) -> SearchResult:

@@ -54,7 +54,7 @@ def _sample_step(
       params,
       max_new_tokens=max_step_tokens,
       eos_id=eos_id,
-      stop_ids=(delimiter_id,),
+      stop_ids=delimiter_id,
   )
   return dec.tokens, dec.length
 
@@ -100,7 +100,7 @@ def reference_search(
     max_step_tokens: int,
     max_new_tokens: int,
     eos_id: int,
-    delimiter_id: int,
+    delimiter_id: int | tuple[int, ...],
     params: sampling.SamplingParams,
     lookahead: int = 0,
 ) -> dict[str, np.ndarray]:
@@ -113,6 +113,7 @@ def reference_search(
   prm_tokens, rounds) plus policy_context and prm_context.
   """
   prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
+  delimiters = sampling.token_ids(delimiter_id)
   b, p = prompts.shape
   buf = p + max_new_tokens
   g_pol, s_pol = nnx.split(policy)
@@ -137,7 +138,7 @@ def reference_search(
             knobs,
             max_step_tokens=max_step_tokens,
             eos_id=eos_id,
-            delimiter_id=delimiter_id,
+            delimiter_id=delimiters,
         )
     )
     out = []
@@ -177,7 +178,7 @@ def reference_search(
     for r, s in enumerate(seqs):
       if stepped[r]:
         finished[r] = s[-1] == eos_id
-        done[r] = finished[r] or s[-1] != delimiter_id or len(s) >= buf
+        done[r] = finished[r] or s[-1] not in delimiters or len(s) >= buf
     values = last_values(seqs)
     rank = list(values)
     roll, roll_done = seqs, list(done)

@@ -83,7 +83,9 @@ def kernel_args(
     compact_levels: int = beam.COMPACT_LEVELS,
 ) -> tuple[int, dict]:
   """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
-  longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len."""
+  longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len.
+  Steps end at any of the tokenizer's `delimiter_ids` (every token containing the step
+  delimiter; the character tokenizer's newline alone)."""
   enc = max(len(tokenizer.encode(p)) + 1 for p in prompts)
   plen = int(math.ceil(enc / 8) * 8)
   params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
@@ -92,7 +94,7 @@ def kernel_args(
       max_step_tokens=max_step_tokens,
       max_new_tokens=min(max_new_tokens, policy.cfg.max_len - plen),
       eos_id=tokenizer.EOS,
-      delimiter_id=tokenizer.newline_id,
+      delimiter_id=getattr(tokenizer, "delimiter_ids", (tokenizer.newline_id,)),
       params=params,
       compact_levels=compact_levels,
   )

@@ -59,6 +59,11 @@ class CharTokenizer(BatchCodec):
     """Id of ``"\\n"``, the step delimiter."""
     return self.id_of("\n")
 
+  @property
+  def delimiter_ids(self) -> tuple[int, ...]:
+    """The ids a step ends with: ``(newline_id,)`` (one character per token)."""
+    return (self.newline_id,)
+
   # -- encode / decode -------------------------------------------------------------------
   def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
     """Ids of ``text``; ValueError naming the first character outside the alphabet."""

@@ -5,7 +5,11 @@ sampler, search and PRM code use from `char.CharTokenizer`: `PAD`,
 `BOS`, `EOS` ids, `encode`, `encode_batch(texts, max_len, add_bos) ->
 (tokens int32[B, max_len], lengths int32[B])`, `decode`, `decode_batch`,
 `vocab_size`, `newline_id` (the id of the step delimiter, "\\n" or "\\n\\n" or
-any string that is one token) and `fingerprint()`. Nothing is downloaded.
+any string that is one token), `delimiter_ids` (every id whose text contains the
+delimiter: byte-level BPE vocabularies such as Qwen2's and Llama-3's merge
+punctuation with the newlines after it, so ".\\n\\n" and "$\\n\\n" are single tokens
+that end a step too; the sampler and the search kernels stop on all of them) and
+`fingerprint()`. Nothing is downloaded.
 
 Prompt templates: `few_shot_prompt` (question/answer pairs in a configurable
 format) and `chat_prompt` (ChatML or Llama-3 turn markup, no jinja).
@@ -13,6 +17,7 @@ format) and `chat_prompt` (ChatML or Llama-3 turn markup, no jinja).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -42,7 +47,7 @@ class HFTokenizer(BatchCodec):
     PAD, BOS, EOS: int ids of the padding, begin and end tokens (PAD falls
       back to EOS when the vocabulary has no padding token).
     step_delimiter: the string that ends a reasoning step; `newline_id` is
-      its id.
+      its id, `delimiter_ids` every id whose text contains it.
   """
 
   def __init__(
@@ -114,6 +119,24 @@ class HFTokenizer(BatchCodec):
   def newline_id(self) -> int:
     """Id of the step delimiter."""
     return self._newline_id
+
+  @functools.cached_property
+  def delimiter_ids(self) -> tuple[int, ...]:
+    """Every id whose text contains `step_delimiter` (`newline_id` first, then by id):
+    the tokens a step can end with. Special tokens (PAD/BOS/EOS and added specials)
+    are never delimiters. Computed once from the vocabulary."""
+    return (self._newline_id,) + tuple(
+        i for i in self.ids_containing(self.step_delimiter) if i != self._newline_id
+    )
+
+  def ids_containing(self, text: str) -> tuple[int, ...]:
+    """Ids (ascending) of the non-special tokens whose decoded text contains `text`."""
+    special = {self.PAD, self.BOS, self.EOS} | {
+        i for i, t in self._tok.get_added_tokens_decoder().items() if t.special
+    }
+    n = self.vocab_size
+    texts = self._tok.decode_batch([[i] for i in range(n)], skip_special_tokens=False)
+    return tuple(i for i, t in enumerate(texts) if text in t and i not in special)
 
   def id_of(self, token: str) -> int:
     """Id of a single-token string; ValueError otherwise."""

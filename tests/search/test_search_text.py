@@ -1,0 +1,101 @@
+"""The search kernels on text tokenised like a real checkpoint's: a byte-level BPE built
+with Qwen2's split rules (`hf_toys.qwen2_like_tokenizer`), where punctuation merges with the
+newlines after it, and a scripted policy that writes a known solution."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+pytest.importorskip("tokenizers")
+
+from conftest import tiny_config  # noqa: E402
+from hf_toys import qwen2_like_tokenizer  # noqa: E402
+from ttc_jax.models.reward import create_value_model  # noqa: E402
+from ttc_jax.sampling import SamplingParams  # noqa: E402
+from ttc_jax.search import beam, sweep  # noqa: E402
+from ttc_jax.tokenizers.hf import HFTokenizer  # noqa: E402
+
+PROMPT = "Tom has 3 apples and buys 4. How many?\n"
+SOLUTION = "Tom has 3 apples.\n\nHe buys $4$\n\nSo $3+4=7$.\n\nThe answer is 7."
+CORPUS = [PROMPT + SOLUTION, "Step one.\n\nStep two\n\nDone.\n", "x\n\ny\nz.\n"] * 30
+NEG = -1e9
+
+
+class ScriptedLM(nnx.Module):
+  """Writes `ids` (after their first token) whatever it is fed: logits = table[position]."""
+
+  def __init__(self, ids, vocab: int, max_len: int = 64):
+    self.cfg = tiny_config(vocab_size=vocab, num_layers=1, max_len=max_len)
+    table = np.full((max_len, vocab), NEG, np.float32)
+    for t in range(max_len):
+      table[t, ids[t + 1] if t + 1 < len(ids) else ids[-1]] = 0.0
+    self.table = nnx.Variable(jnp.asarray(table))
+
+  def __call__(self, tokens, positions, cache=None, attention_mask=None, segment_ids=None):
+    logits = jnp.take(self.table[...], positions, axis=0)
+    if cache is not None:
+      n = tokens.shape[1] if attention_mask is None else attention_mask.astype(jnp.int32).sum(-1)
+      cache = dict(cache, index=cache["index"] + n)
+    return logits, cache
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return HFTokenizer(qwen2_like_tokenizer(CORPUS), step_delimiter="\n\n")
+
+
+@pytest.fixture(scope="module")
+def setup(tok):
+  vocab = -(-tok.vocab_size // 8) * 8
+  prompt = [tok.BOS] + tok.encode(PROMPT)
+  policy = ScriptedLM(prompt + tok.encode(SOLUTION) + [tok.EOS], vocab)
+  prm = create_value_model(tiny_config(vocab_size=vocab, num_layers=1, max_len=64), 2)
+  return policy, prm, prompt
+
+
+def test_merged_punctuation_newline_tokens_end_steps(tok):
+  """Qwen2/Llama-3 BPE merges "." and "$" with the newlines after them."""
+  one = lambda s: tok.encode(s)  # noqa: E731
+  assert len(one(".\n\n")) == len(one("$\n\n")) == len(one("\n\n")) == 1
+  ends = [one(s)[0] for s in (".\n\n", "$\n\n")]
+  assert tok.newline_id == one("\n\n")[0] and tok.delimiter_ids[0] == tok.newline_id
+  assert set(ends) <= set(tok.delimiter_ids)
+  assert one(".\n")[0] not in tok.delimiter_ids  # one newline does not end a paragraph
+  assert all("\n\n" in tok.decode([i]) for i in tok.delimiter_ids)
+  line = HFTokenizer(tok._tok, step_delimiter="\n")  # "\n" steps: every newline token
+  assert {one(".\n")[0], one(".\n\n")[0], tok.newline_id} <= set(line.delimiter_ids)
+  assert tok.EOS not in line.delimiter_ids and tok.PAD not in line.delimiter_ids
+  # the solution's steps end with merged tokens: the exact delimiter id never occurs
+  ids = one(SOLUTION)
+  assert tok.newline_id not in ids and sum(i in tok.delimiter_ids for i in ids) == 3
+
+
+def test_search_steps_end_at_every_token_containing_the_delimiter(tok, setup):
+  """With the tokenizer's delimiter ids (sweep.kernel_args) the search takes the solution's
+  four steps, and the PRM's step scores are read at the tokens that end them; with the
+  exact delimiter id alone the first step runs into max_step_tokens and is cut off."""
+  policy, prm, prompt = setup
+  toks, lens = tok.encode_batch([PROMPT], 16, add_bos=True)
+  assert toks[0, : lens[0]].tolist() == prompt
+  _, kw = sweep.kernel_args(
+      policy, tok, [PROMPT], max_rounds=6, max_step_tokens=10, max_new_tokens=40, temperature=1.0
+  )
+  assert kw["delimiter_id"] == tok.delimiter_ids
+  kw.update(max_new_tokens=40, params=SamplingParams.make(1.0))
+  res = beam.beam_search(policy, prm, toks, lens, jax.random.key(0), n=2, m=2, **kw)
+  gen = np.asarray(res.tokens[0, 0, : int(res.lengths[0, 0])])
+  assert tok.decode(gen) == SOLUTION and bool(res.finished.all())
+  assert (np.asarray(res.num_steps) == 4).all() and int(res.rounds) == 4
+  ends = [i for i, t in enumerate(gen.tolist()) if t in tok.delimiter_ids] + [len(gen) - 1]
+  row = jnp.asarray(np.concatenate([toks[0, : lens[0]], gen])[None])
+  values = np.asarray(prm.score(row, jnp.asarray([row.shape[1]])))[0]
+  np.testing.assert_allclose(res.step_scores[0, 0, :4], values[lens[0] + np.array(ends)], atol=1e-5)
+  old = beam.beam_search(
+      policy, prm, toks, lens, jax.random.key(0), n=2, m=2, **dict(kw, delimiter_id=tok.newline_id)
+  )
+  assert (np.asarray(old.num_steps) == 1).all() and not bool(old.finished.any())
+  assert (np.asarray(old.lengths) == 10).all()
