@@ -24,7 +24,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.hf = dict(
       policy="",  # HF causal LM dir (Llama/Qwen2/Mistral): config.json + *.safetensors
       tokenizer="",  # tokenizer.json (or its dir); empty: the policy dir's
-      eos_token="",  # end-of-answer token; empty: tokenizer_config.json's eos_token
+      # end-of-answer token; empty: tokenizer_config.json's eos_token. Every eos_token_id of
+      # the policy's generation_config.json also ends answers; no BOS is added where
+      # tokenizer_config.json has none (Qwen2: "bos_token": null).
+      eos_token="",
       step_delimiter="\n",  # ends a reasoning step; one token of the tokenizer
       param_dtype="bfloat16",
       dtype="",  # storage / compute dtype ("" = param_dtype)

@@ -9,9 +9,10 @@ its leading axis.
 
 The decode loop runs while (a) fewer than `max_new_tokens` steps were taken
 in this call, and (b) some sequence is active. A sequence stops being active
-when it samples EOS (`done`, final), fills its buffer (`done`, truncated), or
-samples a token in `stop_ids` such as the step delimiter (`paused`: a later
-call resumes it). Inactive sequences do not advance; their cache index stays.
+when it samples EOS (`done`, final; `eos_id` is one id or a tuple of them, e.g.
+every EOS of a checkpoint's generation_config.json), fills its buffer (`done`,
+truncated), or samples a token in `stop_ids` such as the step delimiter (`paused`: a
+later call resumes it). Inactive sequences do not advance; their cache index stays.
 
 Sampling knobs (temperature, top-k, top-p) are traced arrays: sweeping them
 never recompiles. Temperature <= 0 means greedy.
@@ -176,6 +177,12 @@ def token_ids(ids: int | Sequence[int]) -> tuple[int, ...]:
   return tuple(int(i) for i in ids)
 
 
+def is_eos(stopped: jax.Array, eos_id: int | Sequence[int]) -> jax.Array:
+  """bool[...]: `stopped` (decode's stop tokens, -1 for none) is one of the EOS ids."""
+  eos = jnp.asarray(token_ids(eos_id), jnp.int32)
+  return (stopped >= 0) & jnp.any(stopped[..., None] == eos, axis=-1)
+
+
 def _at(x: jax.Array, idx: jax.Array) -> jax.Array:
   """x[b, idx[b]] for x[B, L], idx int32[B] (a gather batched over rows, so each
   device of a data-sharded mesh reads its own rows without collectives)."""
@@ -189,7 +196,7 @@ def decode(
     params: SamplingParams,
     *,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | Sequence[int],
     stop_ids: Sequence[int] = (),
     rows: jax.Array | None = None,
     total_rows: int | None = None,
@@ -203,6 +210,7 @@ def decode(
   """
   b, buf = state.tokens.shape
   stop_arr = jnp.asarray(tuple(stop_ids) or (-1,), jnp.int32)
+  eos_arr = jnp.asarray(token_ids(eos_id), jnp.int32)
 
   def cond(carry):
     i, st, paused, _ = carry
@@ -223,7 +231,7 @@ def decode(
         st.logprobs, write, jnp.where(active, lp, _at(st.logprobs, write))[:, None], 1
     )
     length = st.length + active.astype(jnp.int32)
-    is_eos = active & (nxt == eos_id)
+    is_eos = active & jnp.any(nxt[:, None] == eos_arr[None], axis=-1)
     is_stop = active & jnp.any(nxt[:, None] == stop_arr[None], axis=-1)
     full = active & (length >= buf)
     done = st.done | is_eos | full
@@ -285,7 +293,7 @@ def _generate(
       tokens=take(state.tokens).reshape(shape),
       lengths=gen_len.reshape(b, num_samples),
       logprobs=take(state.logprobs).reshape(shape),
-      finished=((stopped == eos_id) & (stopped >= 0)).reshape(b, num_samples),
+      finished=is_eos(stopped, eos_id).reshape(b, num_samples),
   )
 
 
@@ -313,7 +321,7 @@ def generate(
     *,
     num_samples: int = 1,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | Sequence[int],
     stop_ids: Sequence[int] = (),
     temperature: float = 1.0,
     top_k: int = 0,
@@ -343,6 +351,6 @@ def generate(
       params,
       num_samples=num_samples,
       max_new_tokens=max_new_tokens,
-      eos_id=eos_id,
+      eos_id=token_ids(eos_id),
       stop_ids=tuple(int(s) for s in stop_ids),
   )

@@ -222,3 +222,39 @@ def test_decode_on_a_data_mesh_needs_no_collectives_but_the_stop_test():
       temperature=0.7,
   )
   np.testing.assert_array_equal(np.asarray(out.tokens), np.asarray(one.tokens))
+
+
+def test_generate_stops_at_any_of_several_eos_ids():
+  """eos_id may be a tuple (every EOS of a generation_config.json): a row ends at whichever
+  it samples first and is `finished`."""
+  model = create_model(tiny_config(vocab_size=16, num_layers=1), 0)
+  prompts = jnp.asarray([[1, 5, 6, 7]] * 2, jnp.int32)
+  lens = jnp.asarray([4, 4], jnp.int32)
+  free = sampling.generate(
+      model,
+      prompts,
+      lens,
+      jax.random.key(0),
+      num_samples=8,
+      max_new_tokens=12,
+      eos_id=15,
+      temperature=1.0,
+  )
+  seen = {int(t) for t in np.asarray(free.tokens).ravel()}
+  a, b = sorted(seen - {0, 15})[:2]  # two ids the model samples
+  out = sampling.generate(
+      model,
+      prompts,
+      lens,
+      jax.random.key(0),
+      num_samples=8,
+      max_new_tokens=12,
+      eos_id=(a, b),
+      temperature=1.0,
+  )
+  toks, n, fin = (np.asarray(x) for x in (out.tokens, out.lengths, out.finished))
+  for r in zip(*np.nonzero(fin)):
+    assert toks[r][n[r] - 1] in (a, b) and not set(toks[r][: n[r] - 1].tolist()) & {a, b}
+  assert fin.sum() > 0 and (fin == ((toks == a) | (toks == b)).any(-1)).all()
+  assert sampling.token_ids(3) == (3,) and sampling.token_ids(np.int32(3)) == (3,)
+  assert sampling.token_ids([3, 4]) == (3, 4)

@@ -99,3 +99,33 @@ def test_search_steps_end_at_every_token_containing_the_delimiter(tok, setup):
   )
   assert (np.asarray(old.num_steps) == 1).all() and not bool(old.finished.any())
   assert (np.asarray(old.lengths) == 10).all()
+
+
+def test_search_ends_at_every_eos_of_the_generation_config(tok):
+  """A policy that ends its answer with <|endoftext|>, generation_config.json's second EOS
+  (the tokenizer's EOS is <|im_end|>): the candidates finish there; with the tokenizer's EOS
+  alone they would run on to max_new_tokens."""
+  eot = tok._tok.token_to_id("<|endoftext|>")
+  both = HFTokenizer(tok._tok, step_delimiter="\n\n", eos_token="<|im_end|>", eos_ids=(eot,))
+  assert both.EOS != eot and both.eos_ids == (both.EOS, eot)
+  vocab = -(-both.vocab_size // 8) * 8
+  prompt = [both.BOS] + both.encode(PROMPT)
+  solution = both.encode(SOLUTION)
+  # after <|endoftext|> the script goes on with text (its last token, repeated)
+  policy = ScriptedLM(prompt + solution + [eot] + both.encode(" more"), vocab)
+  prm = create_value_model(tiny_config(vocab_size=vocab, num_layers=1, max_len=64), 2)
+  toks, lens = both.encode_batch([PROMPT], 16, add_bos=True)
+  _, kw = sweep.kernel_args(
+      policy, both, [PROMPT], max_rounds=8, max_step_tokens=10, max_new_tokens=40, temperature=1.0
+  )
+  assert kw["eos_id"] == both.eos_ids
+  kw.update(max_new_tokens=40, params=SamplingParams.make(1.0))
+  res = beam.beam_search(policy, prm, toks, lens, jax.random.key(0), n=2, m=2, **kw)
+  assert bool(res.finished.all()) and (np.asarray(res.lengths) == len(solution) + 1).all()
+  assert (np.asarray(res.num_steps) == 4).all()
+  assert both.decode_batch(np.asarray(res.tokens[0]), res.lengths[0]) == [SOLUTION] * 2
+  one = beam.beam_search(
+      policy, prm, toks, lens, jax.random.key(0), n=2, m=2, **dict(kw, eos_id=both.EOS)
+  )
+  assert bool(res.finished.all()) and not bool(one.finished.any())
+  assert (np.asarray(one.lengths) > len(solution) + 1).all()

@@ -134,3 +134,46 @@ def test_chat_prompt():
   with pytest.raises(ValueError, match="message 0 needs role"):
     chat_prompt([{"role": "bot", "content": "x"}])
   assert set(hf_tokenizer.CHAT_STYLES) == {"chatml", "llama3"}
+
+
+def test_qwen2_style_checkpoint_no_bos_and_every_generation_eos(tmp_path):
+  """Qwen2 has no BOS ("bos_token": null) and ends answers with any eos_token_id of
+  generation_config.json (<|im_end|> and <|endoftext|> for Qwen2.5-Instruct)."""
+  from hf_toys import qwen2_like_tokenizer
+
+  raw = qwen2_like_tokenizer(CORPUS)
+  raw.save(str(tmp_path / "tokenizer.json"))
+  im_end, endoftext = raw.token_to_id("<|im_end|>"), raw.token_to_id("<|endoftext|>")
+  conf = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+  json.dump(conf, open(tmp_path / "tokenizer_config.json", "w"))
+  json.dump({"eos_token_id": [im_end, endoftext]}, open(tmp_path / "generation_config.json", "w"))
+  t = HFTokenizer.from_file(str(tmp_path))
+  assert not t.add_bos and t.EOS == im_end and t.eos_ids == (im_end, endoftext)
+  assert t.encode("Answer: 19", add_bos=True) == t.encode("Answer: 19")
+  toks, lens = t.encode_batch(["Answer: 19"], 8, add_bos=True)
+  assert toks[0, : lens[0]].tolist() == t.encode("Answer: 19")
+  # decoding stops at either EOS (or drops both)
+  ids = t.encode("Answer: 19")
+  assert t.decode(ids + [endoftext] + ids) == t.decode(ids + [im_end] + ids) == "Answer: 19"
+  assert t.decode(ids + [endoftext] + ids, stop_at_eos=False) == "Answer: 19Answer: 19"
+  assert endoftext not in t.delimiter_ids and im_end not in t.delimiter_ids
+  # a generation_config given elsewhere (the policy's dir), an int, or config.json's
+  other = tmp_path / "policy"
+  other.mkdir()
+  json.dump({"eos_token_id": endoftext}, open(other / "config.json", "w"))
+  assert HFTokenizer.from_file(str(tmp_path), generation_config=str(other)).eos_ids == (
+      im_end,
+      endoftext,
+  )
+  assert hf_tokenizer.generation_eos_ids(str(tmp_path / "missing")) == ()
+  # "add_bos_token" decides when present; Llama-3 style (a BOS string, no flag) adds it
+  json.dump(dict(conf, bos_token="<|endoftext|>"), open(tmp_path / "tokenizer_config.json", "w"))
+  assert HFTokenizer.from_file(str(tmp_path)).add_bos
+  json.dump(
+      dict(conf, add_bos_token=False, bos_token="<|endoftext|>"),
+      open(tmp_path / "tokenizer_config.json", "w"),
+  )
+  with_flag = HFTokenizer.from_file(str(tmp_path))
+  assert not with_flag.add_bos and with_flag.encode("a", add_bos=True) == with_flag.encode("a")
+  with pytest.raises(ValueError, match="eos ids \\[9999\\] are outside the vocabulary"):
+    HFTokenizer(raw, eos_token="<|im_end|>", bos_token="<|endoftext|>", eos_ids=(9999,))

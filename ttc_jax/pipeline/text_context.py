@@ -158,6 +158,7 @@ def make_context(cfg: ml_collections.ConfigDict, workdir: str, progress: bool) -
   grader = grading.get_grader(task)
   tokenizer = HFTokenizer.from_file(
       h.tokenizer or h.policy,
+      generation_config=h.policy,  # every EOS id of the policy's generation_config.json
       step_delimiter=h.step_delimiter,
       **({"eos_token": h.eos_token} if h.eos_token else {}),
   )

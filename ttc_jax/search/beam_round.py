@@ -94,7 +94,7 @@ def sample_and_score(
     params: SamplingParams,
     *,
     max_step_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
     compact_levels: int = 0,
 ) -> tuple[DecodeState, jax.Array, jax.Array, dict]:
@@ -194,7 +194,7 @@ def search_round(
     groups: int,
     keep: int,
     max_step_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
     evaluate: Evaluate | None = None,
     compact_levels: int = 0,
@@ -251,7 +251,7 @@ def search_round(
       score=jnp.where(stepped, rank_values.reshape(b, w), st.score),
       step_scores=jnp.where(slot, values.reshape(b, w)[..., None], st.step_scores),
       num_steps=st.num_steps + stepped,
-      finished=st.finished | (stepped & ((stopped == eos_id) & (stopped >= 0)).reshape(b, w)),
+      finished=st.finished | (stepped & sampling.is_eos(stopped, eos_id).reshape(b, w)),
       round=st.round + 1,
       budget=budget,
   )

@@ -30,7 +30,7 @@ def dvts(
     max_rounds: int = 40,
     max_step_tokens: int,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,

@@ -37,7 +37,7 @@ def rollout_values(
     k: jax.Array,
     *,
     max_step_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
 ) -> tuple[jax.Array, DecodeState, dict, Budget]:
   """`beam_round.Evaluate` hook: PRM values float32[B*W] after up to k greedy steps.
@@ -88,7 +88,7 @@ def lookahead_search(
     max_rounds: int = 40,
     max_step_tokens: int,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,

@@ -99,7 +99,7 @@ def reference_search(
     max_rounds: int,
     max_step_tokens: int,
     max_new_tokens: int,
-    eos_id: int,
+    eos_id: int | tuple[int, ...],
     delimiter_id: int | tuple[int, ...],
     params: sampling.SamplingParams,
     lookahead: int = 0,
@@ -113,7 +113,7 @@ def reference_search(
   prm_tokens, rounds) plus policy_context and prm_context.
   """
   prompts, prompt_lengths = np.asarray(prompts), np.asarray(prompt_lengths)
-  delimiters = sampling.token_ids(delimiter_id)
+  delimiters, eos_ids = sampling.token_ids(delimiter_id), sampling.token_ids(eos_id)
   b, p = prompts.shape
   buf = p + max_new_tokens
   g_pol, s_pol = nnx.split(policy)
@@ -137,7 +137,7 @@ def reference_search(
             key,
             knobs,
             max_step_tokens=max_step_tokens,
-            eos_id=eos_id,
+            eos_id=eos_ids,
             delimiter_id=delimiters,
         )
     )
@@ -177,7 +177,7 @@ def reference_search(
     seqs, stepped = advance(seqs, done, jax.random.fold_in(rng, rounds), params)
     for r, s in enumerate(seqs):
       if stepped[r]:
-        finished[r] = s[-1] == eos_id
+        finished[r] = s[-1] in eos_ids
         done[r] = finished[r] or s[-1] not in delimiters or len(s) >= buf
     values = last_values(seqs)
     rank = list(values)
@@ -190,7 +190,7 @@ def reference_search(
       for r, s in enumerate(roll):
         if rolled[r]:
           rank[r] = roll_values[r]
-          roll_done[r] = s[-1] == eos_id or len(s) >= buf
+          roll_done[r] = s[-1] in eos_ids or len(s) >= buf
     for r in range(b * n):
       if stepped[r]:
         score[r] = rank[r]

@@ -85,7 +85,7 @@ def kernel_args(
   """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
   longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len.
   Steps end at any of the tokenizer's `delimiter_ids` (every token containing the step
-  delimiter; the character tokenizer's newline alone)."""
+  delimiter; the character tokenizer's newline alone), solutions at any of its `eos_ids`."""
   enc = max(len(tokenizer.encode(p)) + 1 for p in prompts)
   plen = int(math.ceil(enc / 8) * 8)
   params = SamplingParams.make(temperature, top_k, top_p, vocab_limit=tokenizer.vocab_size)
@@ -93,7 +93,7 @@ def kernel_args(
       max_rounds=max_rounds,
       max_step_tokens=max_step_tokens,
       max_new_tokens=min(max_new_tokens, policy.cfg.max_len - plen),
-      eos_id=tokenizer.EOS,
+      eos_id=getattr(tokenizer, "eos_ids", (tokenizer.EOS,)),
       delimiter_id=getattr(tokenizer, "delimiter_ids", (tokenizer.newline_id,)),
       params=params,
       compact_levels=compact_levels,

@@ -60,6 +60,11 @@ class CharTokenizer(BatchCodec):
     return self.id_of("\n")
 
   @property
+  def eos_ids(self) -> tuple[int, ...]:
+    """The ids that end a generation: ``(EOS,)``."""
+    return (self.EOS,)
+
+  @property
   def delimiter_ids(self) -> tuple[int, ...]:
     """The ids a step ends with: ``(newline_id,)`` (one character per token)."""
     return (self.newline_id,)

@@ -2,7 +2,9 @@
 
 `HFTokenizer` wraps a local `tokenizers.Tokenizer` with the interface the
 sampler, search and PRM code use from `char.CharTokenizer`: `PAD`,
-`BOS`, `EOS` ids, `encode`, `encode_batch(texts, max_len, add_bos) ->
+`BOS`, `EOS` ids, `eos_ids` (EOS and every other id that ends a generation, from the
+checkpoint's generation_config.json), `add_bos` (False for models without a BOS,
+e.g. Qwen2), `encode`, `encode_batch(texts, max_len, add_bos) ->
 (tokens int32[B, max_len], lengths int32[B])`, `decode`, `decode_batch`,
 `vocab_size`, `newline_id` (the id of the step delimiter, "\\n" or "\\n\\n" or
 any string that is one token), `delimiter_ids` (every id whose text contains the
@@ -40,6 +42,21 @@ def _special_from_config(value) -> str | None:
   return value if isinstance(value, str) else None
 
 
+def generation_eos_ids(path: str) -> tuple[int, ...]:
+  """The `eos_token_id` (an int or a list) of generation_config.json at `path` (a file or
+  a checkpoint directory), else of config.json there; () when neither says."""
+  d = os.path.dirname(path) if os.path.isfile(path) else path
+  names = [path] if os.path.isfile(path) else []
+  names += [os.path.join(d, "generation_config.json"), os.path.join(d, "config.json")]
+  for name in names:
+    if os.path.isfile(name):
+      with open(name) as fh:
+        eos = json.load(fh).get("eos_token_id")
+      if eos is not None:
+        return tuple(int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]))
+  return ()
+
+
 class HFTokenizer(BatchCodec):
   """A `tokenizers.Tokenizer` with CharTokenizer's interface.
 
@@ -58,16 +75,25 @@ class HFTokenizer(BatchCodec):
       eos_token: str | None = None,
       pad_token: str | None = None,
       step_delimiter: str = "\n",
+      eos_ids: Sequence[int] = (),
+      add_bos: bool = True,
   ):
     """`tokenizer`: a `tokenizers.Tokenizer`. Specials given as token strings;
-    unset ones are looked up among common names (ValueError when none exist)."""
+    unset ones are looked up among common names (ValueError when none exist).
+
+    `eos_ids`: more ids that end a generation (a checkpoint's generation_config.json
+    may list several, e.g. Qwen2.5-Instruct's <|im_end|> and <|endoftext|>); `eos_ids`
+    holds EOS first, then these. `add_bos=False` for models without a BOS (Qwen2):
+    `encode(..., add_bos=True)` then adds none, and BOS (kept as an id for code that
+    needs one) falls back to EOS when no BOS-like token exists."""
     self._tok = tokenizer
+    self.add_bos = bool(add_bos)
     found = {}
-    for kind, given in (("bos", bos_token), ("eos", eos_token), ("pad", pad_token)):
+    for kind, given in (("eos", eos_token), ("bos", bos_token), ("pad", pad_token)):
       names = (given,) if given is not None else _DEFAULT_SPECIALS[kind]
       ids = [tokenizer.token_to_id(n) for n in names]
       hit = next(((n, i) for n, i in zip(names, ids) if i is not None), None)
-      if hit is None and kind == "pad" and given is None:
+      if hit is None and given is None and (kind == "pad" or (kind == "bos" and not add_bos)):
         hit = found["eos"]
       if hit is None:
         raise ValueError(
@@ -75,8 +101,13 @@ class HFTokenizer(BatchCodec):
             f"pass {kind}_token= explicitly"
         )
       found[kind] = hit
-    self.specials = {k: v[0] for k, v in found.items()}
+    self.specials = {k: found[k][0] for k in ("bos", "eos", "pad")}
     self.BOS, self.EOS, self.PAD = found["bos"][1], found["eos"][1], found["pad"][1]
+    n = tokenizer.get_vocab_size(with_added_tokens=True)
+    bad = [int(i) for i in eos_ids if not 0 <= int(i) < n]
+    if bad:
+      raise ValueError(f"eos ids {bad} are outside the vocabulary (size {n})")
+    self.eos_ids = tuple(dict.fromkeys([self.EOS] + [int(i) for i in eos_ids]))
     ids = self._tok.encode(step_delimiter, add_special_tokens=False).ids
     if len(ids) != 1:
       raise ValueError(
@@ -87,11 +118,16 @@ class HFTokenizer(BatchCodec):
     self._newline_id = ids[0]
 
   @classmethod
-  def from_file(cls, path: str, **kw) -> "HFTokenizer":
+  def from_file(cls, path: str, generation_config: str | None = None, **kw) -> "HFTokenizer":
     """Loads `path` (a tokenizer.json, or a directory holding one).
 
     Specials not passed in `kw` are read from a `tokenizer_config.json` next
-    to it (bos_token/eos_token/pad_token) when present.
+    to it (bos_token/eos_token/pad_token) when present; there, `"bos_token": null`
+    or `"add_bos_token": false` means the model has no BOS (`add_bos=False`, e.g.
+    Qwen2). Every EOS id of the checkpoint's generation_config.json (`eos_token_id`,
+    an int or a list; without that file, config.json's) joins `eos_ids`: the file is
+    `generation_config` (a checkpoint directory or the file), by default the one next to
+    the tokenizer.
     """
     from tokenizers import Tokenizer
 
@@ -108,6 +144,12 @@ class HFTokenizer(BatchCodec):
         value = _special_from_config(conf.get(f"{kind}_token"))
         if value is not None:
           kw.setdefault(f"{kind}_token", value)
+      if "add_bos_token" in conf:
+        kw.setdefault("add_bos", bool(conf["add_bos_token"]))
+      elif "bos_token" in conf and conf["bos_token"] is None:
+        kw.setdefault("add_bos", False)
+    extra = generation_eos_ids(generation_config or os.path.dirname(file))
+    kw["eos_ids"] = tuple(kw.get("eos_ids", ())) + extra
     return cls(Tokenizer.from_file(file), **kw)
 
   # -- vocabulary ------------------------------------------------------------------
@@ -131,7 +173,7 @@ class HFTokenizer(BatchCodec):
 
   def ids_containing(self, text: str) -> tuple[int, ...]:
     """Ids (ascending) of the non-special tokens whose decoded text contains `text`."""
-    special = {self.PAD, self.BOS, self.EOS} | {
+    special = {self.PAD, self.BOS, *self.eos_ids} | {
         i for i, t in self._tok.get_added_tokens_decoder().items() if t.special
     }
     n = self.vocab_size
@@ -147,20 +189,24 @@ class HFTokenizer(BatchCodec):
 
   # -- encode / decode -------------------------------------------------------------
   def encode(self, text: str, add_bos: bool = False, add_eos: bool = False) -> list[int]:
-    """Ids of `text` (the tokenizer's own post-processor specials are not added)."""
+    """Ids of `text` (the tokenizer's own post-processor specials are not added); BOS
+    first when asked and the model has one (`add_bos`)."""
     ids = self._tok.encode(text, add_special_tokens=False).ids
-    return ([self.BOS] if add_bos else []) + list(ids) + ([self.EOS] if add_eos else [])
+    bos = [self.BOS] if add_bos and self.add_bos else []
+    return bos + list(ids) + ([self.EOS] if add_eos else [])
 
   def decode(self, ids, stop_at_eos: bool = True) -> str:
-    """Text of a 1-D id sequence: PAD/BOS dropped, cut at EOS if asked (else EOS dropped).
+    """Text of a 1-D id sequence: PAD/BOS dropped, cut at the first of `eos_ids` if asked
+    (else they are dropped).
 
     Ids outside the vocabulary (a padded embedding table) are dropped.
     """
     keep = []
+    drop = {self.PAD, self.BOS, *self.eos_ids}
     for t in ids_1d(ids).tolist():
-      if t == self.EOS and stop_at_eos:
+      if stop_at_eos and t in self.eos_ids:
         break
-      if t not in (self.PAD, self.BOS, self.EOS) and 0 <= t < self.vocab_size:
+      if t not in drop and 0 <= t < self.vocab_size:
         keep.append(int(t))
     return self._tok.decode(keep, skip_special_tokens=False)
 
@@ -180,6 +226,7 @@ class HFTokenizer(BatchCodec):
   def __repr__(self) -> str:
     return (
         f"HFTokenizer(vocab_size={self.vocab_size}, specials={self.specials}, "
+        f"eos_ids={self.eos_ids}, add_bos={self.add_bos}, "
         f"step_delimiter={self.step_delimiter!r})"
     )
 
