@@ -16,6 +16,10 @@ REPO_ROOT = os.path.dirname(TESTS_DIR)
 CHEAP_COMPILES = "--xla_backend_optimization_level=0"  # also for the tests' subprocesses
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {CHEAP_COMPILES}")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# TPU ahead-of-time compiles (tests/aot, splash attention) from several test workers at once:
+# libtpu's one-process lock would fail all but one, and its host probing is not needed.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -189,6 +189,10 @@ def _phase(
   return jax.lax.fori_loop(start, start + num_steps, body, (history, h_lengths))
 
 
+# The jitted phase, for callers holding the model as (graphdef, state) (ttc_jax.aot lowers it).
+phase_split = _phase
+
+
 def chain_lengths(budgets: Sequence[int], min_chains: int = 0, min_steps: int = 0) -> list[int]:
   """Per-chain lengths (non-increasing) covering every split C x L = N of each budget
   into powers of two, plus `min_chains` chains of at least `min_steps` steps."""

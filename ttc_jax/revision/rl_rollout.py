@@ -124,6 +124,10 @@ def _rollout(
   )
 
 
+# The jitted rollout, for callers holding models as (graphdef, state) (ttc_jax.aot lowers it).
+rollout_split = _rollout
+
+
 def length_buckets(
     lengths: Sequence[int], width: int = 32, cap: int | None = None
 ) -> dict[int, list[int]]:

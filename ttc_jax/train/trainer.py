@@ -96,6 +96,34 @@ def accumulated_grads(
   return (acc["loss"] / total, aux), grads
 
 
+def train_step(
+    graphdef,
+    state,
+    batch: Batch,
+    *,
+    loss_fn: LossFn = lm_loss,
+    microbatches: int = 1,
+    skip_nonfinite: bool = False,
+) -> tuple[Any, dict]:
+  """One optimisation step on `state` = `nnx.split((model, optimizer))[1]` -> (state, metrics).
+
+  The pure step `Trainer` jits (state donated); `ttc_jax.aot` lowers the same function with
+  abstract states for a device topology. See `Trainer.__init__` for the arguments.
+  """
+  old = jax.tree.leaves(state)  # arrays: merge/update below mutate the Variables
+  model, optimizer = nnx.merge(graphdef, state)
+  (loss, aux), grads = accumulated_grads(loss_fn, model, batch, microbatches)
+  grad_norm = optax.tree.norm(grads)
+  optimizer.update(model, grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  new_state = nnx.state((model, optimizer))
+  if skip_nonfinite:
+    leaves, treedef = jax.tree.flatten(new_state)
+    new_state = jax.tree.unflatten(treedef, [jnp.where(finite, n, o) for n, o in zip(leaves, old)])
+  metrics = dict(aux, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.float32))
+  return new_state, metrics
+
+
 class Trainer:
   """Holds model + optimiser state and runs jitted train/eval steps.
 
@@ -140,20 +168,14 @@ class Trainer:
   # --- pure steps -----------------------------------------------------------
 
   def _train_step(self, state, batch):
-    old = jax.tree.leaves(state)  # arrays: merge/update below mutate the Variables
-    model, optimizer = nnx.merge(self.graphdef, state)
-    (loss, aux), grads = accumulated_grads(self.loss_fn, model, batch, self.microbatches)
-    grad_norm = optax.tree.norm(grads)
-    optimizer.update(model, grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    new_state = nnx.state((model, optimizer))
-    if self.skip_nonfinite:
-      leaves, treedef = jax.tree.flatten(new_state)
-      new_state = jax.tree.unflatten(
-          treedef, [jnp.where(finite, n, o) for n, o in zip(leaves, old)]
-      )
-    metrics = dict(aux, loss=loss, grad_norm=grad_norm, nonfinite=(~finite).astype(jnp.float32))
-    return new_state, metrics
+    return train_step(
+        self.graphdef,
+        state,
+        batch,
+        loss_fn=self.loss_fn,
+        microbatches=self.microbatches,
+        skip_nonfinite=self.skip_nonfinite,
+    )
 
   def _eval_step(self, state, batch):
     model, _ = nnx.merge(self.graphdef, state)

@@ -1,0 +1,154 @@
+"""`python -m ttc_jax.aot`: topology names, the figures read from compiled programs, the fitting
+search of --find-max, bad input, and a tiny config compiled for a TPU topology (skipped when
+libtpu is absent: it is in the test extras)."""
+
+import json
+
+import pytest
+
+from ttc_jax.aot import analysis, chips, cli
+from ttc_jax.aot.chips import AotInputError, resolve_topology
+
+SMOKE = "configs/arith_smoke.py"
+
+
+def test_cloud_slice_names_resolve_to_libtpu_grids():
+  assert resolve_topology("v5e-8") == "v5e:2x4"
+  assert resolve_topology("v5litepod-4") == "v5e:2x2"
+  assert resolve_topology("v6e-8") == "v6e:2x4"
+  assert resolve_topology("v4-8") == "v4:2x2x1"  # 8 TensorCores = 4 chips
+  assert resolve_topology("v5p-8") == "v5p:2x2x1"
+  assert resolve_topology("v5p-16") == "v5p:2x2x2"
+  assert resolve_topology("v5e:2x2") == "v5e:2x2"  # libtpu's own names pass through
+  with pytest.raises(AotInputError, match="no known chip grid"):
+    resolve_topology("v5e-7")
+
+
+def test_chip_figures_are_per_device():
+  v4 = chips.CHIPS["TPU v4"]
+  assert v4.hbm_bytes_per_device == 16 * chips.GiB  # one device per TensorCore
+  assert v4.peak_flops_per_device == pytest.approx(137.5e12)
+  assert chips.CHIPS["TPU v5 lite"].hbm_bytes_per_device == 16 * chips.GiB
+
+
+def test_collectives_are_counted_once_per_op():
+  hlo = """
+  %ag = f32[8,4]{1,0} all-gather(f32[1,4]{1,0} %p), dimensions={0}
+  %ars = f32[4]{0} all-reduce-start(f32[4]{0} %x), to_apply=%add
+  %ard = f32[4]{0} all-reduce-done(f32[4]{0} %ars)
+  %rs = f32[1]{0} reduce-scatter(f32[8]{0} %y), dimensions={0}
+  %cp = f32[4]{0} collective-permute(f32[4]{0} %z), source_target_pairs={{0,1}}
+  """
+  assert analysis.count_collectives(hlo) == {
+      "all-gather": 1,
+      "all-reduce": 1,
+      "reduce-scatter": 1,
+      "all-to-all": 0,
+      "collective-permute": 1,
+  }
+
+
+def test_out_of_memory_message_gives_figures():
+  msg = (
+      "RESOURCE_EXHAUSTED: Ran out of memory on HBM, the total memory required for HLO "
+      "temporaries (18.00G) exceeds available HBM (15.75G)."
+  )
+  got = analysis.oom_figures(msg)
+  assert got == dict(
+      required_bytes=18 * 2**30, available_bytes=int(15.75 * 2**30), what="HLO temporaries"
+  )
+  assert analysis.oom_figures("INVALID_ARGUMENT: something else") is None
+
+
+def test_roofline_is_the_slower_of_compute_and_memory():
+  chip = chips.CHIPS["TPU v5 lite"]
+  assert analysis.roofline_seconds(197e12, 0.0, chip) == pytest.approx(1.0)
+  assert analysis.roofline_seconds(0.0, 819e9 * 2, chip) == pytest.approx(2.0)
+
+
+def test_find_max_bisects_to_the_largest_fitting_value(monkeypatch):
+  from ttc_jax import config as config_lib
+
+  cfg = config_lib.load_config(SMOKE)
+  seen = []
+
+  def fake_check(c, topology, globs, prompt_len):
+    v = c.search.budgets[0]
+    seen.append(v)
+    return dict(fits=v <= 37, programs={}, hbm_bytes_per_device=1)
+
+  monkeypatch.setattr(cli, "check", fake_check)
+  cfg.search.budgets = (4,)
+  out = cli.find_max(cfg, "search.budgets", "v5e:2x2", "*", None)
+  assert 37 - 37 // 8 <= out["max_fitting"] <= 37 and out["report"]["fits"]
+  assert max(seen) == 64  # doubled past the limit, then bisected
+  cfg.search.budgets = (256,)  # starts above: halves until it fits
+  assert cli.find_max(cfg, "search.budgets", "v5e:2x2", "*", None)["max_fitting"] <= 37
+  with pytest.raises(AotInputError, match="no field"):
+    cli.find_max(cfg, "search.nope", "v5e:2x2", "*", None)
+
+
+def test_bad_input_exits_2(capsys):
+  assert cli.main(["--config", "configs/does_not_exist.py", "--topology", "v5e:2x2"]) == 2
+  assert "error" in capsys.readouterr().err
+
+
+def test_unknown_topology_exits_2(capsys):
+  pytest.importorskip("libtpu")
+  assert cli.main(["--config", SMOKE, "--topology", "v9z-8x8"]) == 2
+  assert "unknown TPU topology 'v9z-8x8'" in capsys.readouterr().err
+
+
+def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
+  pytest.importorskip("libtpu")
+  out = tmp_path / "aot.json"
+  rc = cli.main(
+      [
+          "--config",
+          SMOKE,
+          "--topology",
+          "v5e:2x2",
+          "--programs",
+          "policy_train,search.beam_m4.*",
+          "--out",
+          str(out),
+      ]
+  )
+  assert rc == 0
+  rep = json.loads(out.read_text())
+  assert rep["devices"] == 4 and rep["device_kind"] == "TPU v5 lite"
+  assert rep["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1, "devices": 4}
+  assert sorted(rep["programs"]) == ["policy_train", "search.beam_m4.4"]
+  train = rep["programs"]["policy_train"]
+  for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes_per_device", "flops"):
+    assert train[key] > 0, key
+  assert train["fits"] and train["collectives"]["all-reduce"] >= 1  # data-parallel gradients
+  search = rep["programs"]["search.beam_m4.4"]
+  loops = search["loops"]
+  decode = loops["search.beam_m4.4.policy_decode_step"]
+  assert decode["iterations"] == 4 * 16  # max_rounds x max_step_tokens (arith_smoke)
+  extra = sum((b["iterations"] - 1) * b["flops"] for b in loops.values())
+  assert search["totals"]["flops"] == pytest.approx(search["flops"] + extra)
+  assert 0 < search["totals"]["flop_fraction"] <= 1
+  assert json.loads(capsys.readouterr().out) == rep
+
+
+def test_a_program_over_hbm_exits_1(capsys):
+  pytest.importorskip("libtpu")
+  rc = cli.main(
+      [
+          "--config",
+          SMOKE,
+          "--topology",
+          "v5e:2x2",
+          "--programs",
+          "prm_score",
+          "--config.verify.score_batch=4000000",
+      ]
+  )
+  captured = capsys.readouterr()
+  assert rc == 1
+  rep = json.loads(captured.out)
+  prog = rep["programs"]["prm_score"]
+  assert not prog["fits"] and prog["total_bytes_per_device"] > rep["hbm_bytes_per_device"]
+  assert "does not fit: prm_score needs" in captured.err
