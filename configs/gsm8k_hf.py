@@ -88,6 +88,9 @@ def get_config() -> ml_collections.ConfigDict:
       top_p=1.0,
       max_beams=256,
       seed=0,
+      # beams still unfinished after max_rounds (or cut off at max_step_tokens) get one
+      # completion to EOS before answers are read (search-and-learn's last iteration)
+      final_completion=True,
   )
   # Compute-optimal analysis (paper §3.2, §7) without revisions: difficulty bins of the
   # searched questions, 2-fold CV of the per-bin strategy; pretrain_tokens: the checkpoints'

@@ -200,8 +200,12 @@ def decode(
     stop_ids: Sequence[int] = (),
     rows: jax.Array | None = None,
     total_rows: int | None = None,
+    max_length: jax.Array | None = None,
 ) -> tuple[DecodeState, jax.Array]:
   """Runs up to `max_new_tokens` decode steps; see the module docstring.
+
+  `max_length` (int32[B], optional): a sequence whose length reaches it is done
+  (truncated) as if its buffer ended there.
 
   `rows`/`total_rows`: the state holds rows `rows` of a larger batch; each
   samples with that row's noise (`sample_token`). Returns the new state and
@@ -233,7 +237,7 @@ def decode(
     length = st.length + active.astype(jnp.int32)
     is_eos = active & jnp.any(nxt[:, None] == eos_arr[None], axis=-1)
     is_stop = active & jnp.any(nxt[:, None] == stop_arr[None], axis=-1)
-    full = active & (length >= buf)
+    full = active & (length >= (buf if max_length is None else jnp.minimum(max_length, buf)))
     done = st.done | is_eos | full
     stopped = jnp.where(is_eos | is_stop, nxt, stopped)
     st = DecodeState(tokens=tokens, length=length, logprobs=logprobs, done=done, cache=cache)

@@ -129,3 +129,29 @@ def test_search_ends_at_every_eos_of_the_generation_config(tok):
   )
   assert bool(res.finished.all()) and not bool(one.finished.any())
   assert (np.asarray(one.lengths) > len(solution) + 1).all()
+
+
+def test_final_completion_finishes_what_max_rounds_cut_short(tok, setup):
+  """Two rounds for a four-step solution: without the final completion the candidates stop
+  after two steps with no answer; with it they are decoded to EOS (no step stops) and the
+  PRM's value at the last token is their score."""
+  policy, prm, prompt = setup
+  toks, lens = tok.encode_batch([PROMPT], 16, add_bos=True)
+  _, kw = sweep.kernel_args(
+      policy, tok, [PROMPT], max_rounds=2, max_step_tokens=10, max_new_tokens=40, temperature=1.0
+  )
+  kw.update(max_new_tokens=40, params=SamplingParams.make(1.0))
+  assert kw["final_completion"] is False  # the sweep's default; the text configs set it
+  run = lambda on: beam.beam_search(  # noqa: E731
+      policy, prm, toks, lens, jax.random.key(0), n=2, m=2, **dict(kw, final_completion=on)
+  )
+  cut, done = run(False), run(True)
+  assert not bool(cut.finished.any()) and (np.asarray(cut.num_steps) == 2).all()
+  assert "answer" not in tok.decode(np.asarray(cut.tokens[0, 0, : int(cut.lengths[0, 0])]))
+  gen = np.asarray(done.tokens[0, 0, : int(done.lengths[0, 0])])
+  assert tok.decode(gen) == SOLUTION and bool(done.finished.all())
+  assert (np.asarray(done.num_steps) == 3).all() and int(done.rounds) == 2
+  row = jnp.asarray(np.concatenate([toks[0, : lens[0]], gen])[None])
+  values = np.asarray(prm.score(row, jnp.asarray([row.shape[1]])))[0]
+  np.testing.assert_allclose(done.scores[0], values[-1], atol=1e-5)
+  np.testing.assert_allclose(done.step_scores[0, 0, :2], cut.step_scores[0, 0], atol=1e-6)

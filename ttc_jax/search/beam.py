@@ -34,6 +34,10 @@ Documented choices:
     children.
   * Ties in score go to the lower slot index (`lax.top_k`).
   * `SearchResult.scores` is the PRM value of each candidate's last step.
+  * Optional final completion (`final_completion`, on for the text pipeline, off
+    for the embedded task): after the last round, beams that did not finish are
+    decoded to EOS (no step stops) and scored, so a search stopped by max_rounds
+    still returns complete solutions, as search-and-learn's last iteration does.
 
 The round (`select_parents`, `sample_and_score`, `search_round`) is in
 `beam_round.py`; this module holds the kernel over rounds and its entry points.
@@ -56,7 +60,7 @@ from flax import nnx
 from ttc_jax import sampling
 from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import state as search_state
-from ttc_jax.search.beam_round import Evaluate, init_state, search_round
+from ttc_jax.search.beam_round import Evaluate, completion_round, init_state, search_round
 from ttc_jax.search.state import SearchResult
 
 # Default `compact_levels` of the kernels: rounds run on R, R/2 or R/4 rows.
@@ -82,8 +86,10 @@ def run_search(
     delimiter_id: int | tuple[int, ...],
     evaluate: Evaluate | None = None,
     compact_levels: int = 0,
+    final_completion: bool = False,
 ) -> SearchResult:
-  """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring)."""
+  """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring),
+  then, with `final_completion`, `beam_round.completion_round`."""
   st = init_state(
       policy,
       prm,
@@ -92,7 +98,7 @@ def run_search(
       width=n,
       max_new_tokens=max_new_tokens,
       max_step_tokens=max_step_tokens,
-      max_rounds=max_rounds,
+      max_rounds=max_rounds + int(final_completion),
   )
   round_fn = functools.partial(
       search_round,
@@ -113,6 +119,20 @@ def run_search(
   st = jax.lax.while_loop(
       lambda s: (s.round < max_rounds) & jnp.any(~s.policy.done), lambda s: round_fn(st=s), st
   )
+  if final_completion:
+    st = completion_round(
+        policy,
+        prm,
+        st,
+        rng,
+        params,
+        prompt_lengths,
+        groups=groups,
+        keep=keep,
+        max_step_tokens=max_step_tokens,
+        max_new_tokens=max_new_tokens,
+        eos_id=eos_id,
+    )
   b = prompts.shape[0]
   generations = jnp.full((b,), n, jnp.int32) * (1 + jnp.asarray(lookahead, jnp.int32))
   return search_state.result_from_state(
@@ -139,6 +159,7 @@ def run_search(
         "delimiter_id",
         "evaluate",
         "compact_levels",
+        "final_completion",
     ),
 )
 def _search(
@@ -160,6 +181,7 @@ def _search(
     delimiter_id,
     evaluate,
     compact_levels=0,
+    final_completion=False,
 ):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   return run_search(
@@ -180,6 +202,7 @@ def _search(
       delimiter_id=delimiter_id,
       evaluate=evaluate,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )
 
 
@@ -202,6 +225,7 @@ def search(
     lookahead: int = 0,
     evaluate: Evaluate | None = None,
     compact_levels: int = COMPACT_LEVELS,
+    final_completion: bool = False,
 ) -> SearchResult:
   """Validates arguments and runs the jitted kernel (shared by beam, lookahead, DVTS).
 
@@ -211,6 +235,9 @@ def search(
   questions and their beams are split over the batch mesh axes; beam gathers
   stay within a question's shard. `compact_levels`: see `sample_and_score`
   (the default halves the batch up to twice as beams finish; 0 = off).
+  `final_completion`: beams not finished after the rounds (at max_rounds, or cut off) get
+  one completion to EOS or max_new_tokens, PRM-scored, before the candidates are returned
+  (`beam_round.completion_round`; `step_scores` then has max_rounds + 1 slots).
   """
   prompts = jnp.asarray(prompts, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
@@ -253,6 +280,7 @@ def search(
       delimiter_id=sampling.token_ids(delimiter_id),
       evaluate=evaluate,
       compact_levels=int(compact_levels),
+      final_completion=bool(final_completion),
   )
 
 
@@ -272,6 +300,7 @@ def beam_search(
     delimiter_id: int | Sequence[int],
     params: SamplingParams | None = None,
     compact_levels: int = COMPACT_LEVELS,
+    final_completion: bool = False,
 ) -> SearchResult:
   """PRM beam search with N beams and beam width M (M divides N); see the module docstring.
 
@@ -296,4 +325,5 @@ def beam_search(
       delimiter_id=delimiter_id,
       params=params,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )

@@ -5,7 +5,8 @@ copied into the free slots), `sample_and_score` reorders the beams and both KV
 caches by those parents and samples one step per active row (compacted to R/2
 or R/4 rows as beams finish), and the PRM scores the new step incrementally
 (`extend_prm`). `search_round` is the whole round, the body of the kernel's
-`lax.while_loop`; `init_state` prefills the prompts before the first round.
+`lax.while_loop`; `init_state` prefills the prompts before the first round;
+`completion_round` is the optional final completion after the last one.
 The choices these encode (finished beams stay, duplicates allowed, ties to
 the lower slot) are documented in `beam`.
 """
@@ -44,6 +45,25 @@ def extend_prm(
   values, _, cache = prm.extend(cache, run_tokens(tokens, start, width), n)
   chex.assert_shape(values, start.shape)
   return values, cache
+
+
+def extend_run(
+    prm, cache: dict, tokens: jax.Array, start: jax.Array, n: jax.Array, width: int
+) -> tuple[jax.Array, dict]:
+  """`extend_prm` for runs longer than `width` (a final completion): the first n - 1 tokens
+  in chunks of `width` as plain text (`prm.extend_prompt` where the PRM has one: no
+  step-end handling), then the last token, whose value is returned."""
+  plain = getattr(prm, "extend_prompt", prm.extend)
+  body = jnp.maximum(n - 1, 0)
+
+  def step(carry):
+    j, cache = carry
+    m = jnp.clip(body - j * width, 0, width)
+    _, _, cache = plain(cache, run_tokens(tokens, start + j * width, width), m)
+    return j + 1, cache
+
+  _, cache = jax.lax.while_loop(lambda c: c[0] * width < jnp.max(body), step, (jnp.int32(0), cache))
+  return extend_prm(prm, cache, tokens, start + body, (n > 0).astype(jnp.int32), 1)
 
 
 def init_state(
@@ -253,5 +273,64 @@ def search_round(
       num_steps=st.num_steps + stepped,
       finished=st.finished | (stepped & sampling.is_eos(stopped, eos_id).reshape(b, w)),
       round=st.round + 1,
+      budget=budget,
+  )
+
+
+def completion_round(
+    policy,
+    prm,
+    st: SearchState,
+    rng: jax.Array,
+    params: SamplingParams,
+    prompt_lengths: jax.Array,
+    *,
+    groups: int,
+    keep: int,
+    max_step_tokens: int,
+    max_new_tokens: int,
+    eos_id: int | tuple[int, ...],
+) -> SearchState:
+  """The final completion after the last step round (`beam.search(final_completion=True)`).
+
+  Parents are selected as in every round; then each beam that has not finished (still
+  running at max_rounds, or cut off at max_step_tokens) and has room left decodes to EOS
+  or max_new_tokens generated tokens (prompt_lengths[B] + max_new_tokens), with no step stops, and the PRM scores the completion as the
+  beam's last step (its value at the last token: the candidate's score). As in Hugging
+  Face's search-and-learn, whose last iteration samples to EOS; here it is one round more,
+  so `step_scores` needs max_rounds + 1 slots and `round` does not count it.
+  """
+  b, w = st.score.shape
+  st = search_state.constrain_state(st)
+  parents = select_parents(st.score, st.done, groups=groups, keep=keep)
+  score, step_scores, num_steps, finished = search_state.take_beams(
+      (st.score, st.step_scores, st.num_steps, st.finished), parents, flat=False
+  )
+  dec, prm_cache = search_state.take_beams((st.policy, st.prm_cache), parents)
+  before, prm_before = dec.length, prm_cache["index"]
+  limit = jnp.repeat(prompt_lengths.astype(jnp.int32), w) + max_new_tokens
+  dec = dec.replace(done=finished.reshape(b * w) | (before >= limit))
+  dec, stopped = sampling.decode(
+      policy,
+      dec,
+      jax.random.fold_in(rng, st.round),
+      params,
+      max_new_tokens=max_new_tokens,
+      eos_id=eos_id,
+      max_length=limit,
+  )
+  new = dec.length - before
+  values, prm_cache = extend_run(prm, prm_cache, dec.tokens, before, new, max_step_tokens)
+  budget = st.budget.add_decode(before, dec.length)
+  budget = budget.add_prm(prm_before, prm_cache["index"] - prm_before)
+  stepped = (new > 0).reshape(b, w)
+  slot = jax.nn.one_hot(num_steps, step_scores.shape[-1], dtype=bool) & stepped[..., None]
+  return st.replace(
+      policy=dec,
+      prm_cache=prm_cache,
+      score=jnp.where(stepped, values.reshape(b, w), score),
+      step_scores=jnp.where(slot, values.reshape(b, w)[..., None], step_scores),
+      num_steps=num_steps + stepped,
+      finished=finished | (stepped & sampling.is_eos(stopped, eos_id).reshape(b, w)),
       budget=budget,
   )

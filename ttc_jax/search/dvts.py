@@ -34,6 +34,7 @@ def dvts(
     delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
+    final_completion: bool = False,
 ) -> SearchResult:
   """DVTS with N beams in N/M subtrees of M beams (M divides N)."""
   if m < 1 or n % m:
@@ -54,4 +55,5 @@ def dvts(
       delimiter_id=delimiter_id,
       params=params,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )

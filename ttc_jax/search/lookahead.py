@@ -92,6 +92,7 @@ def lookahead_search(
     delimiter_id: int | tuple[int, ...],
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
+    final_completion: bool = False,
 ) -> SearchResult:
   """Beam search (N beams, width M) ranking each step by the PRM after k greedy steps."""
   if m < 1 or n % m:
@@ -114,4 +115,5 @@ def lookahead_search(
       lookahead=k,
       evaluate=rollout_values,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )

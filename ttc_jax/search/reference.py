@@ -103,11 +103,15 @@ def reference_search(
     delimiter_id: int | tuple[int, ...],
     params: sampling.SamplingParams,
     lookahead: int = 0,
+    final_completion: bool = False,
 ) -> dict[str, np.ndarray]:
   """Beam search (groups=1, keep=N/M), DVTS (groups=N/M, keep=1) or lookahead, host loop.
 
   With lookahead k > 0 each new step is ranked by the PRM value after up to
-  k greedy steps (prefilled from scratch too), which are then dropped.
+  k greedy steps (prefilled from scratch too), which are then dropped. With
+  `final_completion`, after the rounds, parents are selected once more and every
+  beam not finished with room left decodes to EOS or its buffer's end (no step
+  stops), scored as its last step.
   Returns numpy arrays named like `SearchResult` fields (tokens, lengths,
   scores, step_scores, num_steps, finished, generated_tokens, policy_tokens,
   prm_tokens, rounds) plus policy_context and prm_context.
@@ -124,8 +128,9 @@ def reference_search(
       for k in ("generated_tokens", "policy_tokens", "policy_context", "prm_tokens", "prm_context")
   }
 
-  def advance(seqs, done, key, knobs):
-    """One step for every row not done: the new rows and whether each one stepped."""
+  def advance(seqs, done, key, knobs, width=max_step_tokens, stops=delimiters, limit=None):
+    """One step (at most `width` tokens, up to a `stops` id, rows cut at `limit[r]` tokens)
+    for every row not done: the new rows and whether each one stepped."""
     toks, lens = _padded(seqs, buf)
     new_toks, new_lens = jax.device_get(
         _sample_step(
@@ -136,14 +141,16 @@ def reference_search(
             np.asarray(done),
             key,
             knobs,
-            max_step_tokens=max_step_tokens,
+            max_step_tokens=width,
             eos_id=eos_ids,
-            delimiter_id=delimiters,
+            delimiter_id=stops,
         )
     )
-    out = []
+    new_lens, out = np.array(new_lens), []
     for r, s in enumerate(seqs):
       q = r // n
+      if limit is not None:
+        new_lens[r] = min(int(new_lens[r]), max(limit[r], len(s)))
       for pos in range(len(s), int(new_lens[r])):  # fed token pos - 1, attends pos keys
         count["generated_tokens"][q] += 1
         count["policy_tokens"][q] += 1
@@ -166,14 +173,18 @@ def reference_search(
     count["policy_context"][q] += sum(pos + 1 for pos in range(plen - 1))
     count["prm_tokens"][q] += plen
     count["prm_context"][q] += sum(pos + 1 for pos in range(plen))
-  rounds = 0
-  while rounds < max_rounds and not all(done):
+
+  def select(seqs, steps, done, finished, score):
     rows = []
     for q in range(b):
       sl = slice(q * n, (q + 1) * n)
       rows += [q * n + i for i in _select(score[sl], done[sl], groups, keep)]
-    seqs, steps = [list(seqs[i]) for i in rows], [list(steps[i]) for i in rows]
-    done, finished, score = ([x[i] for i in rows] for x in (done, finished, score))
+    out = [list(seqs[i]) for i in rows], [list(steps[i]) for i in rows]
+    return out + tuple([x[i] for i in rows] for x in (done, finished, score))
+
+  rounds = 0
+  while rounds < max_rounds and not all(done):
+    seqs, steps, done, finished, score = select(seqs, steps, done, finished, score)
     seqs, stepped = advance(seqs, done, jax.random.fold_in(rng, rounds), params)
     for r, s in enumerate(seqs):
       if stepped[r]:
@@ -196,9 +207,21 @@ def reference_search(
         score[r] = rank[r]
         steps[r].append(values[r])
     rounds += 1
+  if final_completion:
+    seqs, steps, done, finished, score = select(seqs, steps, done, finished, score)
+    limit = [int(prompt_lengths[r // n]) + max_new_tokens for r in range(b * n)]
+    todo = [f or len(s) >= lim for f, s, lim in zip(finished, seqs, limit)]
+    key = jax.random.fold_in(rng, rounds)
+    seqs, stepped = advance(seqs, todo, key, params, max_new_tokens, (), limit)
+    values = last_values(seqs)
+    for r, s in enumerate(seqs):
+      if stepped[r]:
+        finished[r] = s[-1] in eos_ids
+        score[r] = values[r]
+        steps[r].append(values[r])
   out_toks = np.zeros((b, n, max_new_tokens), np.int32)
   lengths = np.zeros((b, n), np.int32)
-  step_scores = np.zeros((b, n, max_rounds), np.float32)
+  step_scores = np.zeros((b, n, max_rounds + int(final_completion)), np.float32)
   for r, s in enumerate(seqs):
     q, w = divmod(r, n)
     gen = s[int(prompt_lengths[q]) :]

@@ -43,7 +43,9 @@ class SearchSettings:
   max_step_tokens tokens, max_new_tokens in all (capped by what the model's max_len leaves
   after the prompt), sampled at temperature / top_k (0: off) / top_p (1: off); max_beams:
   rows (questions x N beams) per kernel call; compact_levels: the kernels' cache compaction
-  levels (speed only, `beam.COMPACT_LEVELS`).
+  levels (speed only, `beam.COMPACT_LEVELS`); final_completion: beams not finished after
+  the rounds get one completion to EOS before answers are read (`beam.search`; on in the
+  text configs, off by default and for the embedded task).
   """
 
   methods: tuple[str, ...]
@@ -57,6 +59,7 @@ class SearchSettings:
   top_p: float
   max_beams: int
   compact_levels: int = beam.COMPACT_LEVELS
+  final_completion: bool = False
 
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
@@ -81,6 +84,7 @@ def kernel_args(
     top_k: int = 0,
     top_p: float = 1.0,
     compact_levels: int = beam.COMPACT_LEVELS,
+    final_completion: bool = False,
 ) -> tuple[int, dict]:
   """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
   longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len.
@@ -97,6 +101,7 @@ def kernel_args(
       delimiter_id=getattr(tokenizer, "delimiter_ids", (tokenizer.newline_id,)),
       params=params,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )
 
 
@@ -119,6 +124,7 @@ def run_method(
     top_p: float = 1.0,
     max_beams: int = 2048,
     compact_levels: int = beam.COMPACT_LEVELS,
+    final_completion: bool = False,
     mesh=None,
 ) -> tuple[list[dict], dict] | None:
   """Searches every problem (dicts with prompt, answer) with `method` at `budget`.
@@ -146,6 +152,7 @@ def run_method(
       top_k=top_k,
       top_p=top_p,
       compact_levels=compact_levels,
+      final_completion=final_completion,
   )
   records: list[dict] = []
   t0 = time.perf_counter()
@@ -262,6 +269,7 @@ def evaluate_search(
           top_p=sc.top_p,
           max_beams=sc.max_beams,
           compact_levels=sc.compact_levels,
+          final_completion=sc.final_completion,
           mesh=mesh,
       )
       if out is None:
