@@ -21,7 +21,10 @@ EXTRAS = {
     "test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4", "hypothesis>=6.100,<7",
              "sympy>=1.12,<2", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8",
              # tests/project/test_architecture.py (.importlinter); the formatter (pyproject.toml)
-             "import-linter>=2.1,<3", "pyink>=24,<27"],
+             "import-linter>=2.1,<3", "pyink>=24,<27",
+             # TPU ahead-of-time compiles on CPU (tests/models/test_attention_backends.py): the
+             # libtpu jax[tpu]==0.10.2 pins; Linux-only wheels, the test skips without it
+             "libtpu==0.0.42.1; platform_system == 'Linux'"],
     # Hugging Face interop (checkpoint import, tokenizers, the sampler benchmark's baseline)
     "hf": ["torch>=2.4,<2.14", "transformers>=5.0,<6", "safetensors>=0.4,<1",
            "tokenizers>=0.20,<1"],

@@ -8,6 +8,9 @@ ShapeDtypeStructs, lowered and compiled (nothing runs; no TPU needed):
   PYTHONPATH=. python benchmarks/attention_aot.py [--impls reference,xla,splash]
       [--topology v5e:2x2 --mesh 1,-1,1 --batch 8 --seq 2048 --heads 16 --kv-heads 2
        --head-dim 128 --embed 2048 --mlp 5632 --layers 2 --dtype bfloat16]
+      [--cache-len 8192 [--new-tokens 1]]   (instead: a step writing --new-tokens tokens
+                                             into a cache of that many slots; 1: decode,
+                                             more: prefill)
 
 Prints one JSON object: the shapes, and per implementation `compile_s`, the compiled
 program's memory per device (`temp_bytes`: XLA's scratch, the activations a step keeps
@@ -36,7 +39,7 @@ from flax import nnx  # noqa: E402
 from benchmarks import common  # noqa: E402
 from ttc_jax import parallel  # noqa: E402
 from ttc_jax.models.config import ModelConfig  # noqa: E402
-from ttc_jax.models.transformer import Transformer  # noqa: E402
+from ttc_jax.models.transformer import Transformer, cache_shardings, init_cache  # noqa: E402
 
 
 def topology_mesh(topology: str, shape):
@@ -77,6 +80,29 @@ def compile_train_step(cfg: ModelConfig, mesh, batch: int, seq: int, packed: boo
   return compiled, time.perf_counter() - t0
 
 
+def compile_cached_step(cfg: ModelConfig, mesh, batch: int, cache_len: int, new_tokens: int = 1):
+  """Compiled (logits, updated cache) of `new_tokens` tokens per sequence through a
+  `cache_len`-slot cache: one-token decode, or prefill for new_tokens > 1."""
+  abstract = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  graphdef, abs_state = nnx.split(abstract)
+  shardings = parallel.state_shardings(abs_state, mesh)
+  sds = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+  params = jax.tree.map(sds, abs_state, shardings)
+  cache = jax.eval_shape(lambda: init_cache(cfg, batch, cache_len))
+  cache = jax.tree.map(sds, cache, cache_shardings(cache, mesh))
+  rows = parallel.data_sharding(mesh, 2)
+  ints = jax.ShapeDtypeStruct((batch, new_tokens), jnp.int32, sharding=rows)
+
+  def step(params, tokens, cache):
+    pos = cache["index"][:, None] + jnp.arange(new_tokens)[None]
+    return nnx.merge(graphdef, params)(tokens, pos, cache)
+
+  with parallel.use_mesh(mesh):
+    t0 = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=2).lower(params, ints, cache).compile()
+  return compiled, time.perf_counter() - t0
+
+
 def describe(compiled, compile_s: float) -> dict:
   mem = compiled.memory_analysis()
   out = {
@@ -113,6 +139,14 @@ def main(argv=None) -> dict:
   p.add_argument("--vocab", type=int, default=32768)
   p.add_argument("--dtype", default="bfloat16")
   p.add_argument("--no-packed", dest="packed", action="store_false")
+  p.add_argument(
+      "--cache-len",
+      type=int,
+      default=0,
+      help="compile a step through a cache of this many slots (--batch sequences) "
+      "instead of the training step",
+  )
+  p.add_argument("--new-tokens", type=int, default=1, help="tokens per cached step")
   p.add_argument("--out", default=None)
   a = p.parse_args(argv)
   mesh = topology_mesh(a.topology, [int(x) for x in a.mesh.split(",")])
@@ -124,7 +158,7 @@ def main(argv=None) -> dict:
       num_kv_heads=a.kv_heads,
       head_dim=a.head_dim,
       mlp_dim=a.mlp,
-      max_len=a.seq,
+      max_len=a.cache_len or a.seq,
       param_dtype="float32",
       dtype=a.dtype,
   )
@@ -145,14 +179,18 @@ def main(argv=None) -> dict:
           vocab=a.vocab,
           dtype=a.dtype,
           packed=a.packed,
+          cache_len=a.cache_len,
+          new_tokens=a.new_tokens,
       ),
       "impls": {},
   }
   for impl in a.impls.split(","):
     common.log(f"compiling {impl} ...")
-    compiled, secs = compile_train_step(
-        base.replace(attention=impl), mesh, a.batch, a.seq, a.packed
-    )
+    cfg = base.replace(attention=impl)
+    if a.cache_len:
+      compiled, secs = compile_cached_step(cfg, mesh, a.batch, a.cache_len, a.new_tokens)
+    else:
+      compiled, secs = compile_train_step(cfg, mesh, a.batch, a.seq, a.packed)
     out["impls"][impl] = describe(compiled, secs)
   common.emit(out, a.out)
   return out

@@ -112,7 +112,9 @@ def test_names_resolve_and_invalid_ones_are_rejected():
   assert attention.resolve_attention("auto", mesh_of("cpu")) == "reference"
   assert attention.resolve_attention("auto", mesh_of("gpu"), jnp.bfloat16) == "cudnn"
   assert attention.resolve_attention("auto", mesh_of("gpu"), jnp.float32) == "xla"
-  assert attention.resolve_attention("cudnn", mesh_of("gpu")) == "cudnn"
+  assert attention.resolve_attention("cudnn", mesh_of("gpu"), jnp.float16) == "cudnn"
+  with pytest.raises(ValueError, match="bfloat16/float16"):
+    attention.resolve_attention("cudnn", mesh_of("gpu"), jnp.float32)
   with pytest.raises(ValueError, match="'auto', 'reference', 'xla', 'cudnn', 'splash'"):
     ModelConfig(attention="flash")
   with pytest.raises(ValueError, match="not one of"):
@@ -202,7 +204,7 @@ def test_prefill_and_decode_through_a_cache_equal_reference(impl, monkeypatch):
   _close(_generate(tiny_config(attention=impl), prompts, am, 5), want, 5e-5)
 
 
-@pytest.mark.parametrize("kvh", [2, 1])  # KV heads on `tensor`; one KV head repeated to 2
+@pytest.mark.parametrize("kvh", [2, 1])  # heads split over `tensor`; replicated
 def test_splash_under_a_mesh_equals_reference(kvh):
   b = 4
   seg, _ = _masking("segments", b=b)

@@ -69,24 +69,30 @@ def resolve_attention(name: str, mesh=None, dtype=None) -> str:
 
   "auto": "reference" on CPU, "splash" on TPU, "cudnn" on GPU for bf16/fp16 compute (cuDNN
   has no float32 kernel; "xla" for float32 or unknown `dtype`). Explicit names are returned
-  as given, after a check: "cudnn" anywhere but a GPU raises ValueError (there is no
-  fallback: jax's own error comes at compile time and names no cure); "splash" off TPU runs
-  the Pallas interpreter (slow; meant for tests). Raises ValueError for unknown names.
+  as given, after a check: "cudnn" anywhere but a GPU, or with a float32 `dtype`, raises
+  ValueError (no silent fallback; jax's own errors come later and name no cure); "splash"
+  off TPU runs the Pallas interpreter (slow; meant for tests). Raises ValueError for
+  unknown names.
   """
   if name not in ATTENTION_IMPLEMENTATIONS:
     raise ValueError(f"attention={name!r} is not one of {list(ATTENTION_IMPLEMENTATIONS)}")
   plat = platform(mesh)
+  half = dtype is not None and jnp.dtype(dtype) in [jnp.dtype(d) for d in _HALF]
   if name == "auto":
     if plat == "tpu":
       return "splash"
     if plat == "gpu":
-      half = dtype is not None and jnp.dtype(dtype) in [jnp.dtype(d) for d in _HALF]
       return "cudnn" if half else "xla"
     return "reference"
   if name == "cudnn" and plat != "gpu":
     raise ValueError(
         f"attention='cudnn' needs a GPU, but the platform is {plat!r}; "
         "use 'auto', 'xla' or 'reference'"
+    )
+  if name == "cudnn" and dtype is not None and not half:
+    raise ValueError(
+        f"attention='cudnn' needs a bfloat16/float16 compute dtype, got {jnp.dtype(dtype)}; "
+        "use 'auto' (xla for float32) or 'xla'"
     )
   return name
 
@@ -262,19 +268,18 @@ def _splash_kernel(heads: int, length: int, block: int, interpret: bool):
 
 
 def _splash_heads(mesh, h: int, kvh: int):
-  """(mesh axis for heads or None, K/V repeat factor) under `mesh`'s `act_heads` rule."""
+  """The mesh axis that splits splash's heads (`act_heads`' rule), None to replicate them:
+  query and K/V heads go together, so it must divide both (as `parallel.logical_to_spec`
+  requires of a model's head dimensions anyway)."""
   if mesh is None:
-    return None, 1
+    return None
   axis = dict(parallel.current_rules()).get("act_heads")
   if not isinstance(axis, str) or mesh.shape.get(axis, 1) == 1:
-    return None, 1
-  n = mesh.shape[axis]
-  if h % n == 0 and kvh % n == 0:
-    return axis, 1
-  if h % n == 0 and n % kvh == 0:  # each shard's query heads share one K/V head
-    return axis, n // kvh
-  _log.info("splash: %d heads / %d KV heads not shardable over %s=%d: replicated", h, kvh, axis, n)
-  return None, 1
+    return None
+  if h % mesh.shape[axis] or kvh % mesh.shape[axis]:
+    _log.info("splash: %d heads / %d KV heads not split over %s: replicated", h, kvh, axis)
+    return None
+  return axis
 
 
 def _splash(q, k, v, mask: AttentionMask, interpret: bool):
@@ -290,9 +295,7 @@ def _splash(q, k, v, mask: AttentionMask, interpret: bool):
     qh, kh, vh = pad(qh), pad(kh), pad(vh)
     ids = None if ids is None else jnp.pad(ids, ((0, 0), (0, tp - t)), constant_values=-1)
   mesh = parallel.current_mesh()
-  head_axis, rep = _splash_heads(mesh, h, kvh)
-  if rep > 1:
-    kh, vh = jnp.repeat(kh, rep, axis=1), jnp.repeat(vh, rep, axis=1)
+  head_axis = _splash_heads(mesh, h, kvh)
 
   def run(qh, kh, vh, *seg):
     kernel, segment_ids = _splash_kernel(qh.shape[1], tp, block, interpret)

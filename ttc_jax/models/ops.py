@@ -3,7 +3,8 @@
 `dense` (a tensordot whose weight gradient is one contraction over the leading
 axes), `attention_core` (head-major softmax attention with the textbook
 backward) and `write_rows` (per-row window writes into a KV cache as one
-batched scatter). `ttc_jax.models.transformer` builds its layers from them;
+batched scatter). `ttc_jax.models.transformer` builds its layers from them (attention_core
+through `ttc_jax.models.attention`, as its "reference" implementation);
 `docs/benchmarks.md` records what each custom rule was worth.
 """
 
