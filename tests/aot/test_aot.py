@@ -123,6 +123,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes_per_device", "flops"):
     assert train[key] > 0, key
   assert train["fits"] and train["collectives"]["all-reduce"] >= 1  # data-parallel gradients
+  assert train["pallas_kernels"] >= 2  # attention "auto" is splash on TPU: forward + backward
   search = rep["programs"]["search.beam_m4.4"]
   loops = search["loops"]
   decode = loops["search.beam_m4.4.policy_decode_step"]

@@ -49,6 +49,7 @@ def analyze(compiled, chip: Chip) -> dict[str, Any]:
   code = int(m.generated_code_size_in_bytes)
   total = arg + out - alias + temp + code
   cost = _cost(compiled)
+  hlo = compiled.as_text()
   flops, nbytes = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
   return dict(
       argument_bytes=arg,
@@ -60,7 +61,8 @@ def analyze(compiled, chip: Chip) -> dict[str, Any]:
       fits=total <= chip.hbm_bytes_per_device,
       flops=flops,
       bytes_accessed=nbytes,
-      collectives=count_collectives(compiled.as_text()),
+      collectives=count_collectives(hlo),
+      pallas_kernels=hlo.count('custom_call_target="tpu_custom_call"'),
       roofline_seconds=roofline_seconds(flops, nbytes, chip),
   )
 

@@ -132,7 +132,13 @@ def check(cfg, topology: str, globs: str = "*", prompt_len=None) -> dict:
       programs={},
   )
   for prog in progs:
-    report["programs"][prog.name] = compile_program(prog, chip)
+    rec = report["programs"][prog.name] = compile_program(prog, chip)
+    print(
+        f"{prog.name}: {rec['total_bytes_per_device'] / 2**30:.2f} GiB per device "
+        f"({'fits' if rec['fits'] else 'does not fit'}), compiled in {rec['compile_seconds']:.0f} s",
+        file=sys.stderr,
+        flush=True,
+    )
   report["fits"] = all(p["fits"] for p in report["programs"].values())
   return report
 

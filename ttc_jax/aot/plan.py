@@ -222,7 +222,7 @@ def rl_programs(cfg, rev_cfg: ModelConfig, revision: tuple, tok, mesh) -> list[P
   }
   loss = functools.partial(rl.rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
-  step = train_program("rl_train", _lm(rev_cfg), tx, loss, batch, mesh)
+  step = train_program("rl_train", _lm(rev_cfg), tx, loss, batch, mesh, s.microbatches)
   return [rollout, step]
 
 

@@ -89,7 +89,8 @@ def rl_loss(model, batch, *, loss: str, clip_eps: float, kl_coef: float):
       reward=batch["rewards"].mean(),
       correct=batch["correct"].mean(),
       gen_tokens=gen.mean(),
-      loss_tokens=jnp.float32(batch["mask"].shape[0]),
+      # the loss's denominator (sequences with a generated token): microbatch weights
+      loss_tokens=(gen > 0).sum().astype(jnp.float32),
   )
   return value, metrics
 
@@ -120,7 +121,14 @@ def train_rl(
   s = settings
   loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
   tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
-  trainer = Trainer(model, tx, loss_fn=loss_fn, mesh=mesh, skip_nonfinite=s.skip_nonfinite)
+  trainer = Trainer(
+      model,
+      tx,
+      loss_fn=loss_fn,
+      mesh=mesh,
+      skip_nonfinite=s.skip_nonfinite,
+      microbatches=s.microbatches,
+  )
   source = RolloutSource(
       trainer, ref_model, tokenizer, contexts, s, reward_fn, encode_targets, seed=seed
   )

@@ -21,7 +21,10 @@ class RLSettings:
   decay to lr over `steps`, global-norm clip clip_norm. updates_per_batch: optimiser steps
   on each rollout batch (PPO-style epochs; steps counts updates). log_every, eval_every,
   checkpoint_every: in steps (eval_every 0: no eval). skip_nonfinite: skip a step with a
-  non-finite loss or gradient norm instead of raising.
+  non-finite loss or gradient norm instead of raising. microbatches: the update's rows in this
+  many groups whose gradients are accumulated (`train.trainer.accumulated_grads`): the same
+  update with a fraction of the activation memory (the losses are per-sequence means, and the
+  groups are weighted by their sequences with a generated token, so it is exact).
   """
 
   steps: int
@@ -43,3 +46,4 @@ class RLSettings:
   top_k: int = 0
   top_p: float = 1.0
   skip_nonfinite: bool = False
+  microbatches: int = 1
