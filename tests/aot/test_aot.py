@@ -153,3 +153,34 @@ def test_a_program_over_hbm_exits_1(capsys):
   prog = rep["programs"]["prm_score"]
   assert not prog["fits"] and prog["total_bytes_per_device"] > rep["hbm_bytes_per_device"]
   assert "does not fit: prm_score needs" in captured.err
+
+
+def test_hf_configs_need_only_config_json_for_aot():
+  from ttc_jax import config as config_lib
+
+  over = [
+      "--config.hf.policy=configs/hf_shapes/Qwen2.5-Math-1.5B-Instruct",
+      "--config.hf.prm=configs/hf_shapes/Qwen2.5-Math-PRM-7B",
+  ]
+  cfg = config_lib.load_config("configs/math_hf.py", over, shapes_only=True)
+  assert cfg.hf.prm.endswith("Qwen2.5-Math-PRM-7B")
+  with pytest.raises(config_lib.ConfigError, match="data.manual_dir"):
+    config_lib.load_config("configs/math_hf.py", over)  # a run needs its data
+  with pytest.raises(config_lib.ConfigError, match="hf.policy"):
+    config_lib.load_config("configs/math_hf.py", over[1:], shapes_only=True)
+
+
+def test_hf_shapes_give_the_published_parameter_counts():
+  from ttc_jax import io_utils
+  from ttc_jax.models.hf_config import config_from_hf
+
+  expect = {  # billions, from the model cards
+      "Qwen2.5-Math-1.5B-Instruct": 1.54,
+      "Qwen2.5-Math-7B-Instruct": 7.62,
+      "Qwen2.5-Math-PRM-7B": 7.62,  # backbone and its (unused) LM head
+      "Llama-3.2-1B-Instruct": 1.24,
+      "Llama-3.1-8B-Instruct": 8.03,
+  }
+  for name, billions in expect.items():
+    cfg = config_from_hf(io_utils.read_json(f"configs/hf_shapes/{name}/config.json"))
+    assert cfg.num_params / 1e9 == pytest.approx(billions, abs=0.01), name

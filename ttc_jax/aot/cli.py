@@ -215,7 +215,7 @@ def main(argv=None) -> int:
   from ttc_jax import config as config_lib
 
   try:
-    cfg = config_lib.load_config(args.config, overrides)
+    cfg = config_lib.load_config(args.config, overrides, shapes_only=True)
     if args.find_max:
       out = find_max(cfg, args.find_max, args.topology, args.programs, args.prompt_len)
       rep = out["report"] or {}

@@ -99,7 +99,11 @@ def apply_overrides(
   return cfg
 
 
-def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def load_config(
+    path: str, overrides: Sequence[str] = (), shapes_only: bool = False
+) -> ml_collections.ConfigDict:
+  """The config of `path` with `--config.<field>=<value>` overrides, validated (`validate`;
+  shapes_only: for compiling its programs without data or weights)."""
   cfg = apply_overrides(load_config_file(path), overrides)
-  validate(cfg)
+  validate(cfg, shapes_only=shapes_only)
   return cfg

@@ -50,21 +50,26 @@ def _require_dir(value: str, field: str, error, what: str, needs: str | None = N
     raise error(f"config.{field}={value!r} has no {needs} ({what})")
 
 
-def validate_text(cfg, error=ValueError) -> None:
-  """Raises `error` naming the first missing section, empty/missing path or bad field."""
+def validate_text(cfg, error=ValueError, shapes_only: bool = False) -> None:
+  """Raises `error` naming the first missing section, empty/missing path or bad field.
+
+  shapes_only: the checks of a run that only needs model shapes (`ttc_jax.aot`): no data
+  directory, and checkpoint directories need their config.json alone (no tokenizer.json).
+  """
   for k in SECTIONS:
     if k not in cfg:
       raise error(f"config has no {k!r} section/field (required: {SECTIONS})")
   h, p, e, s, co = cfg.hf, cfg.prompt, cfg.eval, cfg.search, cfg.compute_optimal
   if cfg.task.get("split", "test") not in ("test", "test500"):
     raise error(f"config.task.split must be 'test' or 'test500', got {cfg.task.split!r}")
-  _require_dir(
-      cfg.data.manual_dir,
-      "data.manual_dir",
-      error,
-      f"the directory holding the {cfg.task.name} train.jsonl / test.jsonl",
-      needs="test.jsonl",
-  )
+  if not shapes_only:
+    _require_dir(
+        cfg.data.manual_dir,
+        "data.manual_dir",
+        error,
+        f"the directory holding the {cfg.task.name} train.jsonl / test.jsonl",
+        needs="test.jsonl",
+    )
   _require_dir(
       h.policy,
       "hf.policy",
@@ -73,7 +78,9 @@ def validate_text(cfg, error=ValueError) -> None:
       needs="config.json",
   )
   tok = h.tokenizer or h.policy
-  if not os.path.exists(tok if tok.endswith(".json") else os.path.join(tok, "tokenizer.json")):
+  if not shapes_only and not os.path.exists(
+      tok if tok.endswith(".json") else os.path.join(tok, "tokenizer.json")
+  ):
     raise error(
         f"no tokenizer.json at config.hf.tokenizer (or, when empty, config.hf.policy) " f"= {tok!r}"
     )
