@@ -31,6 +31,9 @@ def get_config() -> ml_collections.ConfigDict:
       tie_embeddings=True,
       param_dtype="float32",
       dtype="float32",
+      # reference | xla | cudnn | splash; auto: reference on CPU, splash on TPU, cudnn on GPU
+      # (ttc_jax/models/attention.py). Not hashed: every one computes the same attention.
+      attention="auto",
   )
   c.mesh = dict(shape=(-1, 1, 1))  # (data, fsdp, tensor); -1 = all devices
   c.train = dict(
@@ -193,12 +196,13 @@ def get_config() -> ml_collections.ConfigDict:
           advantage="group_normalized",
           loss="clipped_pg",
           updates_per_batch=1,
+          microbatches=1,  # row groups per update (activation memory; not hashed)
           log_every=10,
           eval_every=15,
           checkpoint_every=15,
           heldout_fraction=0.1,
           eval_contexts=64,
-          # contexts only from questions whose SFT chains were mixed (rl.RL_CONTEXTS): with
+          # contexts only from questions whose SFT chains were mixed (rl_settings.RL_CONTEXTS): with
           # "all", most groups were all right or all wrong and RL lost 8.6 points at 16
           contexts="mixed",
       ),

@@ -227,6 +227,24 @@ def test_speed_only_train_fields_leave_stage_hashes_alone():
   assert config_lib.train_section(changed.train) != config_lib.train_section(base.train)
 
 
+def test_speed_only_model_and_rl_fields_leave_stage_hashes_alone():
+  from ttc_jax.pipeline import policy, revision
+
+  base = config_lib.load_config(QUICK, [])
+  assert base.model.attention == "auto"
+  other = config_lib.load_config(
+      QUICK, ["--config.model.attention=xla", "--config.revision.rl.microbatches=4"]
+  )
+  for sections in (policy.policy_sections, revision.revision_sections("sft", "chains", "rl")):
+    assert config_lib.config_hash(sections(other)) == config_lib.config_hash(sections(base))
+  assert config_lib.config_hash(config_lib.revision_section(other.revision)) == (
+      config_lib.config_hash(config_lib.revision_section(base.revision))
+  )
+  changed = config_lib.load_config(QUICK, ["--config.revision.rl.kl_coef=0.5"])
+  rl = revision.revision_sections("rl")
+  assert config_lib.config_hash(rl(changed)) != config_lib.config_hash(rl(base))
+
+
 def test_main_job_host_devices_flag(capsys):
   from ttc_jax import run
 

@@ -14,12 +14,16 @@ from ttc_jax.config.common import VALUE_TRAIN_FIELDS, validate_mesh, validate_se
 from ttc_jax.config.compute_optimal import validate_compute_optimal
 from ttc_jax.config.errors import ConfigError
 from ttc_jax.config.hashing import (
+    MODEL_SPEED_FIELDS,
     REVISION_SFT_OPTIONAL_FIELDS,
+    RL_SPEED_FIELDS,
     SEARCH_SPEED_FIELDS,
     TRAIN_SPEED_FIELDS,
     config_hash,
+    model_section,
     revision_section,
     revision_sft_section,
+    rl_section,
     search_section,
     train_section,
 )
@@ -29,8 +33,10 @@ from ttc_jax.config.text import validate_text
 from ttc_jax.config.validation import TEXT_TASKS, validate
 
 __all__ = [
+    "MODEL_SPEED_FIELDS",
     "REQUIRED",
     "REVISION_SFT_OPTIONAL_FIELDS",
+    "RL_SPEED_FIELDS",
     "SEARCH_SPEED_FIELDS",
     "TEXT_TASKS",
     "TRAIN_SPEED_FIELDS",
@@ -40,8 +46,10 @@ __all__ = [
     "config_hash",
     "load_config",
     "load_config_file",
+    "model_section",
     "revision_section",
     "revision_sft_section",
+    "rl_section",
     "search_section",
     "train_section",
     "validate",

@@ -17,6 +17,13 @@ SEARCH_SPEED_FIELDS = ("compact_levels",)
 # Fields of config.train that change speed, not results (up to float summation order).
 TRAIN_SPEED_FIELDS = ("microbatches",)
 
+# config.model: the attention implementation (models/attention.py; every one computes the
+# reference's attention, up to float rounding).
+MODEL_SPEED_FIELDS = ("attention",)
+
+# config.revision.rl: row groups of an update (exact up to float summation order).
+RL_SPEED_FIELDS = ("microbatches",)
+
 
 def _as_dict(section: Any) -> dict:
   return section.to_dict() if isinstance(section, ml_collections.ConfigDict) else dict(section)
@@ -34,6 +41,16 @@ def search_section(search: Any) -> dict:
 def train_section(train: Any) -> dict:
   """`config.train` as a dict for stage hashes: without `TRAIN_SPEED_FIELDS`."""
   return _hashed(train, TRAIN_SPEED_FIELDS)
+
+
+def model_section(model: Any) -> dict:
+  """`config.model` as a dict for stage hashes: without `MODEL_SPEED_FIELDS`."""
+  return _hashed(model, MODEL_SPEED_FIELDS)
+
+
+def rl_section(rl: Any) -> dict:
+  """`config.revision.rl` as a dict for stage hashes: without `RL_SPEED_FIELDS`."""
+  return _hashed(rl, RL_SPEED_FIELDS)
 
 
 # Options of config.revision.sft added after runs were made without them: unset and 0 hash
@@ -55,6 +72,8 @@ def revision_section(revision: Any) -> dict:
   d = _as_dict(revision)
   if "sft" in d:
     d["sft"] = revision_sft_section(d["sft"])
+  if "rl" in d:
+    d["rl"] = rl_section(d["rl"])
   return d
 
 

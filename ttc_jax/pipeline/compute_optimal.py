@@ -34,7 +34,7 @@ def large_cfg(cfg) -> ModelConfig:
 def large_sections(cfg) -> dict:
   return dict(
       policy_sections(cfg),
-      model=dict(cfg.model.to_dict(), **cfg.compute_optimal.large_model.to_dict()),
+      model=dict(config_lib.model_section(cfg.model), **cfg.compute_optimal.large_model.to_dict()),
   )
 
 

@@ -32,7 +32,7 @@ def policy_sections(cfg) -> dict:
   """What the arith policy depends on (and every stage after it)."""
   return dict(
       task=cfg.task.to_dict(),
-      model=cfg.model.to_dict(),
+      model=config_lib.model_section(cfg.model),
       train=config_lib.train_section(cfg.train),
       seed=cfg.seed,
   )

@@ -52,10 +52,9 @@ def revision_sections(*parts: str):
     if question_position(cfg) != "first":  # hashed only when set: older runs stay reusable
       common["question_position"] = question_position(cfg)
     out = dict(policy_sections(cfg), revision_data=r.data.to_dict(), revision_common=common)
+    hashed = {"sft": config_lib.revision_sft_section, "rl": config_lib.rl_section}
     for p in parts:
-      out[f"revision_{p}"] = (
-          config_lib.revision_sft_section(r.sft) if p == "sft" else r[p].to_dict()
-      )
+      out[f"revision_{p}"] = hashed[p](r[p]) if p in hashed else r[p].to_dict()
     return out
 
   return sections
