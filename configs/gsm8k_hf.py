@@ -7,9 +7,13 @@
 
 Sized for one 80 GB GPU with a 0.5B-1.5B policy in bfloat16 and a PRM of up to 7B
 (stages and outputs: ttc_jax/pipeline/text.py). Every path is a config field, empty by
-default (the run stops naming an empty or missing one); nothing is downloaded. Tokens
-the PRM reads (step tag, good/bad) are strings of the *policy's* tokenizer, which the
-PRM must share (checked when the PRM directory has a tokenizer.json).
+default (the run stops naming an empty or missing one); nothing is downloaded. An
+external PRM reads the question and the steps in its model-card format with its *own*
+tokenizer (the PRM directory's tokenizer.json, else the policy's), where its step tag and
+good/bad tokens are looked up: Qwen2.5-Math-PRM a system/user chat turn, then the steps
+each followed by <extra_0>; Math-Shepherd "{question} " then "step ки" lines. When its
+vocabulary holds the policy's, the search kernels feed it the policy's tokens (step ends
+rewritten); otherwise steps are decoded and re-encoded on the host (search/bridge.py).
 """
 
 import ml_collections

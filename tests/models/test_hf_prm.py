@@ -191,3 +191,32 @@ def test_errors(token_cls, shepherd, tmp_path):
     external_prm.load_classifier_prm(shepherd[1], step_token_id=STEP)
   with pytest.raises(ValueError, match="bad_token_id=64 is outside the vocabulary"):
     external_prm.load_token_prm(shepherd[1], step_token_id=STEP, good_token_id=GOOD, bad_token_id=V)
+
+
+def test_remap_reads_generated_positions_only(qwen_prm):
+  """A prompt's own delimiter / turn-end ids stay what they are; only generated ones (from
+  prompt_lengths on, or what `extend` appends) become step tags; `extend_prompt` reads text
+  as it is."""
+  reference, path = qwen_prm
+  prm = external_prm.load_classifier_prm(path, step_token_id=STEP, delimiter_ids=(DELIM,))
+  toks = tokens_with_tags(4)
+  ours = np.where(toks == STEP, DELIM, toks)
+  ours[:, 1] = DELIM  # a delimiter inside each prompt (the first 3 tokens)
+  prompt_len = jnp.full((3,), 3)
+  want = toks.copy()
+  want[:, 1] = DELIM  # the PRM must read the prompt's own token there, not a tag
+  got = np.asarray(
+      jax.jit(lambda m, x, n, p: m.score(x, n, p))(
+          prm, jnp.asarray(ours), jnp.full((3,), 16), prompt_len
+      )
+  )
+  np.testing.assert_allclose(got, reference(want), atol=1e-5)
+  mask = np.asarray(prm.step_mask(jnp.asarray(ours), jnp.full((3,), 16), prompt_len))
+  assert not mask[:, 1].any() and mask.sum() == 9
+  # incremental: the prompt through extend_prompt, the rest through extend
+  cache = prm.init_cache(3, 24)
+  _, _, cache = jax.jit(lambda m, c, x, n: m.extend_prompt(c, x, n))(
+      prm, cache, jnp.asarray(ours[:, :3]), prompt_len
+  )
+  v, _, cache = jextend(prm, cache, jnp.asarray(ours[:, 3:]), jnp.full((3,), 13))
+  np.testing.assert_allclose(v, reference(want)[:, -1], atol=1e-5)

@@ -8,12 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 pytest.importorskip("tokenizers")
 
 from conftest import tiny_config  # noqa: E402
-from hf_toys import qwen2_like_tokenizer  # noqa: E402
+from hf_toys import ScriptedLM, qwen2_like_tokenizer  # noqa: E402
 from ttc_jax.models.reward import create_value_model  # noqa: E402
 from ttc_jax.sampling import SamplingParams  # noqa: E402
 from ttc_jax.search import beam, sweep  # noqa: E402
@@ -22,25 +21,6 @@ from ttc_jax.tokenizers.hf import HFTokenizer  # noqa: E402
 PROMPT = "Tom has 3 apples and buys 4. How many?\n"
 SOLUTION = "Tom has 3 apples.\n\nHe buys $4$\n\nSo $3+4=7$.\n\nThe answer is 7."
 CORPUS = [PROMPT + SOLUTION, "Step one.\n\nStep two\n\nDone.\n", "x\n\ny\nz.\n"] * 30
-NEG = -1e9
-
-
-class ScriptedLM(nnx.Module):
-  """Writes `ids` (after their first token) whatever it is fed: logits = table[position]."""
-
-  def __init__(self, ids, vocab: int, max_len: int = 64):
-    self.cfg = tiny_config(vocab_size=vocab, num_layers=1, max_len=max_len)
-    table = np.full((max_len, vocab), NEG, np.float32)
-    for t in range(max_len):
-      table[t, ids[t + 1] if t + 1 < len(ids) else ids[-1]] = 0.0
-    self.table = nnx.Variable(jnp.asarray(table))
-
-  def __call__(self, tokens, positions, cache=None, attention_mask=None, segment_ids=None):
-    logits = jnp.take(self.table[...], positions, axis=0)
-    if cache is not None:
-      n = tokens.shape[1] if attention_mask is None else attention_mask.astype(jnp.int32).sum(-1)
-      cache = dict(cache, index=cache["index"] + n)
-    return logits, cache
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,19 @@ Both follow `reward.ValueModel`'s interface (docs/design.md §4), so
       -> (values float32[B,T], cache)
   prm.score(tokens[B,T], lengths[B]) -> values float32[B,T] (0 past lengths)
   prm.extend(cache, tokens[B,T], lengths[B]) -> (values[B], logits[B], cache)
+  prm.extend_prompt(cache, tokens, lengths, read=None): the same without the remap
   prm.init_cache(batch, max_len, dtype); prm.cfg (the backbone's ModelConfig)
 
 Values are defined at every position (the probability the head gives there);
 they mean a step score only at tag positions (`step_mask`, `step_scores`).
-`extend` uses the backbone's real KV cache (no re-scoring). Because the
-repo's data layer ends steps with the tokenizer's `newline_id` and the last
-one with EOS, `delimiter_ids` (e.g. (newline_id, EOS)) are replaced by the
-step tag before the backbone sees them, so a PRM trained on
-"step<tag>step<tag>" text reads our "step\\nstep<eos>" rows as intended.
+`extend` uses the backbone's real KV cache (no re-scoring). With
+`delimiter_ids` (e.g. (newline_id, EOS)), those ids are replaced by the step tag
+in generated text before the backbone sees them (`extend`; `score` and
+`step_mask` from `prompt_lengths` on), never in a prompt (`extend_prompt` reads
+text as it is), so a PRM trained on "step<tag>step<tag>" reads "step\\nstep<eos>"
+rows as intended. The search kernels instead rewrite each step's end into the
+PRM's own format (`search.prm_steps.StepTagPRM`), and the text pipeline scores
+whole solutions written with `format_steps` by the PRM's own tokenizer.
 `logits` are log-odds: sigmoid(logit) == value.
 
 `format_steps(tokenizer, prompt, steps)` writes a solution the way the PRM was
@@ -115,11 +119,16 @@ class _StepPRM(nnx.Module):
     """Empty KV cache (see `transformer.init_cache`)."""
     return transformer.init_cache(self.cfg, batch, max_len, dtype)
 
-  def remap(self, tokens: jax.Array) -> jax.Array:
-    """tokens[B,T] with every `delimiter_ids` token replaced by the step tag."""
-    for d in self.delimiter_ids:
-      tokens = jnp.where(tokens == d, self.step_token_id, tokens)
-    return tokens
+  def remap(self, tokens: jax.Array, start: jax.Array | None = None) -> jax.Array:
+    """tokens[B,T] with every `delimiter_ids` token at t >= start[b] (all t when None)
+    replaced by the step tag: generated positions only, so a prompt's own newlines or
+    chat turn ends never become tags."""
+    if not self.delimiter_ids:
+      return tokens
+    hit = jnp.any(tokens[..., None] == jnp.asarray(self.delimiter_ids)[None, None], axis=-1)
+    if start is not None:
+      hit &= jnp.arange(tokens.shape[1])[None] >= start[:, None]
+    return jnp.where(hit, self.step_token_id, tokens)
 
   def step_logits(self, h: jax.Array) -> jax.Array:
     raise NotImplementedError
@@ -135,34 +144,48 @@ class _StepPRM(nnx.Module):
     return jax.nn.sigmoid(logits), cache
 
   def _logits(self, tokens, positions, cache, attention_mask):
-    h, cache = self.backbone.hidden(self.remap(tokens), positions, cache, attention_mask)
+    h, cache = self.backbone.hidden(tokens, positions, cache, attention_mask)
     return self.step_logits(h), cache
 
   def extend(
       self, cache: Cache, tokens: jax.Array, lengths: jax.Array
   ) -> tuple[jax.Array, jax.Array, Cache]:
-    """Appends tokens[b, :lengths[b]] at the cache's index; values/logits float32[B]
-    at each row's last appended token (meaningless when lengths[b] == 0)."""
+    """Appends generated tokens[b, :lengths[b]] (remapped) at the cache's index;
+    values/logits float32[B] at each row's last appended token (meaningless when
+    lengths[b] == 0)."""
+    return self.extend_prompt(cache, self.remap(tokens), lengths)
+
+  def extend_prompt(
+      self, cache: Cache, tokens: jax.Array, lengths: jax.Array, read: jax.Array | None = None
+  ) -> tuple[jax.Array, jax.Array, Cache]:
+    """`extend` of text as it is (a prompt: no remap); values/logits at t = read[b]
+    (default lengths[b] - 1)."""
     b, t = tokens.shape
     steps = jnp.arange(t, dtype=jnp.int32)[None]
     positions = cache["index"][:, None] + steps
     logits, cache = self._logits(tokens, positions, cache, steps < lengths[:, None])
-    last = jnp.maximum(lengths - 1, 0).astype(jnp.int32)
-    logits = jnp.take_along_axis(logits, last[:, None], axis=1)[:, 0]
+    last = jnp.maximum(lengths - 1, 0) if read is None else read
+    logits = jnp.take_along_axis(logits, last.astype(jnp.int32)[:, None], axis=1)[:, 0]
     return jax.nn.sigmoid(logits), logits, cache
 
-  def score(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
-    """Cacheless values float32[B,T] of right-padded tokens[B,T]; 0 at t >= lengths[b]."""
+  def score(
+      self, tokens: jax.Array, lengths: jax.Array, prompt_lengths: jax.Array | None = None
+  ) -> jax.Array:
+    """Cacheless values float32[B,T] of right-padded tokens[B,T]; 0 at t >= lengths[b].
+    The remap applies from prompt_lengths[b] on (everywhere when None)."""
     b, t = tokens.shape
     steps = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32)[None], (b, t))
     mask = steps < lengths[:, None]
-    logits, _ = self._logits(tokens, steps, None, mask)
+    logits, _ = self._logits(self.remap(tokens, prompt_lengths), steps, None, mask)
     return jnp.where(mask, jax.nn.sigmoid(logits), 0.0)
 
-  def step_mask(self, tokens: jax.Array, lengths: jax.Array) -> jax.Array:
+  def step_mask(
+      self, tokens: jax.Array, lengths: jax.Array, prompt_lengths: jax.Array | None = None
+  ) -> jax.Array:
     """bool[B,T]: positions holding a step tag (after `remap`) within each row."""
     t = tokens.shape[1]
-    return (self.remap(tokens) == self.step_token_id) & (jnp.arange(t)[None] < lengths[:, None])
+    tags = self.remap(tokens, prompt_lengths) == self.step_token_id
+    return tags & (jnp.arange(t)[None] < lengths[:, None])
 
 
 class ClassifierPRM(_StepPRM):

@@ -21,7 +21,12 @@ compute_optimal are the arith pipeline's run functions over the text context.
 Prompts come from `cfg.prompt` (`text_context.build_prompt`); the model's text
 is cut at `prompt.stop_strings` before grading and scoring. A step ends at
 `hf.step_delimiter` ("\\n" for GSM8K, "\\n\\n" for MATH: one token of the
-policy's tokenizer), for the PRM's step scores and the search kernels alike.
+policy's tokenizer), or any token holding it, for the PRM's step scores and the
+search kernels alike. An external PRM reads the question and the steps in its own
+model-card format with its own tokenizer (`text_context.load_external_prm`): in
+score_samples and processbench on the host, in the search through
+`text_context.search_prm` (the kernels when the vocabularies agree, else
+`search.bridge`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.stage import Stage, StagedRun, by_name
 from ttc_jax.pipeline.text_context import (
     build_prompt,
+    load_external_prm,
     load_hf_model,
     load_prm,
     make_context,
@@ -120,14 +126,27 @@ def score_samples(ctx: RunContext) -> dict:
   e, v = ctx.cfg.eval, ctx.cfg.verify
   records = io_utils.read_jsonl(ctx.path("eval", "samples.jsonl"))
   t0 = time.perf_counter()
-  flat = evaluate.score_solutions(
-      ctx.load_prm(),
-      ctx.tokenizer,
-      [r["prompt"] for r in records for _ in r["samples"]],
-      [trim(ctx.cfg, t) for r in records for t in r["samples"]],
-      batch_size=v.score_batch,
-      mesh=ctx.mesh,
-  )
+  if ctx.cfg.hf.prm_type == "value_model":
+    flat = evaluate.score_solutions(
+        ctx.load_prm(),
+        ctx.tokenizer,
+        [r["prompt"] for r in records for _ in r["samples"]],
+        [trim(ctx.cfg, t) for r in records for t in r["samples"]],
+        batch_size=v.score_batch,
+        mesh=ctx.mesh,
+    )
+  else:  # an external PRM reads each solution in its own format, with its own tokenizer
+    delim = ctx.cfg.hf.step_delimiter
+    items = [
+        dict(
+            problem=r["question"],
+            steps=[s for s in evaluate.text_steps(trim(ctx.cfg, t), delim) if s.strip()],
+        )
+        for r in records
+        for t in r["samples"]
+    ]
+    prm = load_external_prm(ctx.cfg, ctx.mesh)
+    flat, _ = processbench_load.score_items(prm, items, batch_size=int(v.score_batch))
   dt = time.perf_counter() - t0
   starts = np.cumsum([0] + [len(r["samples"]) for r in records])
   per_q = [flat[s : s + len(r["samples"])] for r, s in zip(records, starts)]
@@ -165,13 +184,15 @@ def run_processbench(ctx: RunContext) -> dict:
   or (when negative) the best one on the other split."""
   c, pb = ctx.cfg, ctx.cfg.processbench
   pc, task = c.prompt, c.task.name
-  prm = processbench_load.LoadedPRM(
-      load_prm(c, ctx.tokenizer, ctx.model_cfg, ctx.mesh, remap=False),
-      ctx.tokenizer,
-      c.hf.prm_type,
-      lambda problem: build_prompt(pc, task, problem),
-      c.hf.prm_step_tag or None,
-  )
+  if c.hf.prm_type == "value_model":  # the run's prompt, read at our delimiters
+    prm = processbench_load.LoadedPRM(
+        load_prm(c, ctx.tokenizer, ctx.model_cfg, ctx.mesh),
+        ctx.tokenizer,
+        c.hf.prm_type,
+        lambda problem: build_prompt(pc, task, problem),
+    )
+  else:  # its own tokenizer and model-card format
+    prm = load_external_prm(c, ctx.mesh)
   threshold = float(pb.get("threshold", -1.0))
   out = processbench.run(
       prm,

@@ -4,6 +4,8 @@
 policy's tokenizer, `cfg.mesh`, the TFDS dataset in <workdir>/tfds, questions
 with their `cfg.prompt` prompts, the task's grader applied after
 `prompt.stop_strings`, and loaders for the policy, the PRM and hf.large_policy.
+An external PRM reads solutions in its own format with its own tokenizer
+(`load_external_prm`); the search gets it through `search_prm`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from ttc_jax.models import external_prm, hf
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.models.hf_config import config_from_hf
 from ttc_jax.pipeline.context import RunContext
+from ttc_jax.prm import processbench_load
 from ttc_jax.prm import train as prm_train
+from ttc_jax.search import bridge, prm_steps
 from ttc_jax.tokenizers.hf import HFTokenizer, chat_prompt, few_shot_prompt
 
 
@@ -74,46 +78,77 @@ def load_hf_model(cfg, mesh, path: str):
 
 
 def load_prm(cfg, tokenizer, model_cfg: ModelConfig, mesh, remap: bool = True):
-  """The PRM named by cfg.hf: a ttc_jax `ValueModel` or an external adapter (with
-  `remap`, reading at our step delimiters; without, at its own tags only)."""
-  h, tok = cfg.hf, tokenizer
+  """The PRM named by cfg.hf for the search kernels: a ttc_jax `ValueModel`, or an external
+  adapter reading the policy's steps in its own format (`search_prm`). Without `remap`, the
+  bare adapter (it reads its own tags only: `format_steps`)."""
+  h = cfg.hf
   if h.prm_type == "value_model":
     d = os.path.join(h.prm, "model") if os.path.isdir(os.path.join(h.prm, "model")) else h.prm
     base = hf_config(cfg, h.prm_base) if h.prm_base else model_cfg
-    return prm_train.load_value_model(d, base, tok, kind="prm", seed=cfg.seed, mesh=mesh)
-  _check_prm_vocabulary(cfg)
+    return prm_train.load_value_model(d, base, tokenizer, kind="prm", seed=cfg.seed, mesh=mesh)
+  loaded = load_external_prm(cfg, mesh)
+  return search_prm(loaded, tokenizer) if remap else loaded.model
+
+
+def prm_tokenizer(cfg) -> HFTokenizer:
+  """The external PRM's own tokenizer: the PRM directory's tokenizer.json, else the
+  policy's. (Its step delimiter is unused; the step tag, one token by definition, stands in.)"""
+  h = cfg.hf
+  own = os.path.isfile(os.path.join(h.prm, "tokenizer.json"))
+  path = h.prm if own else (h.tokenizer or h.policy)
+  try:
+    return HFTokenizer.from_file(path, step_delimiter=h.prm_step_tag)
+  except ValueError as e:
+    raise ValueError(f"the PRM's tokenizer {path}: {e}") from e
+
+
+def load_external_prm(cfg, mesh) -> processbench_load.LoadedPRM:
+  """The external PRM of cfg.hf with its model-card input format: its own tokenizer
+  (`prm_tokenizer`), its step tag and good/bad tokens looked up there, and its prompt:
+  Qwen2.5-Math-PRM's system/user chat turn (classifier) or "{question} " (Math-Shepherd,
+  token_prob); steps are joined with the tag by `format_steps`."""
+  h = cfg.hf
+  tok = prm_tokenizer(cfg)
+
+  def token(text: str, what: str) -> int:
+    try:
+      return tok.id_of(text)
+    except ValueError as e:
+      raise ValueError(f"config.hf.{what}={text!r} in the PRM's tokenizer: {e}") from e
+
   kw = dict(
-      step_token_id=tok.id_of(h.prm_step_tag),
-      delimiter_ids=(tok.newline_id, tok.EOS) if remap else (),
+      step_token_id=token(h.prm_step_tag, "prm_step_tag"),
+      delimiter_ids=(),
       mesh=mesh,
       **_dtypes(cfg),
   )
   if h.prm_type == "token_prob":
-    return external_prm.load_token_prm(
+    model = external_prm.load_token_prm(
         h.prm,
-        good_token_id=tok.id_of(h.prm_good_token),
-        bad_token_id=tok.id_of(h.prm_bad_token),
+        good_token_id=token(h.prm_good_token, "prm_good_token"),
+        bad_token_id=token(h.prm_bad_token, "prm_bad_token"),
         **kw,
     )
-  return external_prm.load_classifier_prm(h.prm, positive_class=int(h.prm_positive_class), **kw)
+    prompt = processbench_load.plain_prompt("{problem} ")
+  else:
+    model = external_prm.load_classifier_prm(h.prm, positive_class=int(h.prm_positive_class), **kw)
+    prompt = processbench_load.chat_prompt("chatml")
+  return processbench_load.LoadedPRM(model, tok, h.prm_type, prompt, h.prm_step_tag)
 
 
-def _check_prm_vocabulary(cfg) -> None:
-  """The search feeds the policy's token ids to the PRM: their vocabularies must agree."""
-  from tokenizers import Tokenizer  # the HF tokenizers library, only for external PRMs
-
-  mine = cfg.hf.tokenizer or cfg.hf.policy
-  mine = mine if mine.endswith(".json") else os.path.join(mine, "tokenizer.json")
-  theirs = os.path.join(cfg.hf.prm, "tokenizer.json")
-  if (
-      os.path.isfile(theirs)
-      and os.path.isfile(mine)
-      and (Tokenizer.from_file(theirs).get_vocab() != Tokenizer.from_file(mine).get_vocab())
-  ):
-    raise ValueError(
-        f"the PRM's tokenizer ({theirs}) differs from the policy's ({mine}); "
-        "PRM search needs one shared vocabulary"
-    )
+def search_prm(loaded: processbench_load.LoadedPRM, policy_tokenizer):
+  """`loaded` as the search kernels read it: when the PRM's vocabulary holds the policy's,
+  a `prm_steps.StepTagPRM` (the policy's tokens, step ends rewritten to the PRM's tags, its
+  own prompt); otherwise a `bridge.BridgedPRM` (steps decoded with the policy's tokenizer and
+  re-encoded with the PRM's, on the host)."""
+  if not prm_steps.shares_vocabulary(policy_tokenizer, loaded.tokenizer):
+    return bridge.BridgedPRM(loaded, policy_tokenizer)
+  rewrites = prm_steps.step_rewrites(
+      policy_tokenizer, loaded.tokenizer, loaded.model, loaded.tag_text
+  )
+  return prm_steps.StepTagPRM(
+      loaded.model, rewrites, prompt_ids=lambda question: loaded.encode(question, [])[0]
+  )
 
 
 def build_dataset(cfg, workdir: str):

@@ -87,9 +87,13 @@ def run_search(
     evaluate: Evaluate | None = None,
     compact_levels: int = 0,
     final_completion: bool = False,
+    prm_prompts: jax.Array | None = None,
+    prm_prompt_lengths: jax.Array | None = None,
+    prm_cache_len: int | None = None,
 ) -> SearchResult:
   """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring),
-  then, with `final_completion`, `beam_round.completion_round`."""
+  then, with `final_completion`, `beam_round.completion_round`. The PRM reads
+  `prm_prompts` (default: the policy's prompts) into a cache of `prm_cache_len` slots."""
   st = init_state(
       policy,
       prm,
@@ -99,6 +103,9 @@ def run_search(
       max_new_tokens=max_new_tokens,
       max_step_tokens=max_step_tokens,
       max_rounds=max_rounds + int(final_completion),
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
+      prm_cache_len=prm_cache_len,
   )
   round_fn = functools.partial(
       search_round,
@@ -160,6 +167,7 @@ def run_search(
         "evaluate",
         "compact_levels",
         "final_completion",
+        "prm_cache_len",
     ),
 )
 def _search(
@@ -182,6 +190,9 @@ def _search(
     evaluate,
     compact_levels=0,
     final_completion=False,
+    prm_prompts=None,
+    prm_prompt_lengths=None,
+    prm_cache_len=None,
 ):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   return run_search(
@@ -203,6 +214,9 @@ def _search(
       evaluate=evaluate,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
+      prm_cache_len=prm_cache_len,
   )
 
 
@@ -226,6 +240,8 @@ def search(
     evaluate: Evaluate | None = None,
     compact_levels: int = COMPACT_LEVELS,
     final_completion: bool = False,
+    prm_prompts=None,
+    prm_prompt_lengths=None,
 ) -> SearchResult:
   """Validates arguments and runs the jitted kernel (shared by beam, lookahead, DVTS).
 
@@ -238,6 +254,10 @@ def search(
   `final_completion`: beams not finished after the rounds (at max_rounds, or cut off) get
   one completion to EOS or max_new_tokens, PRM-scored, before the candidates are returned
   (`beam_round.completion_round`; `step_scores` then has max_rounds + 1 slots).
+  `prm_prompts` int32[B, P'] / `prm_prompt_lengths` int32[B]: what the PRM reads before
+  the first step, in its own format (an external PRM, `prm_steps.StepTagPRM`); default the
+  policy's prompts. The PRM cache is sized for the PRM's longer steps (`extend_width`,
+  `extra_per_step` of a StepTagPRM).
   """
   prompts = jnp.asarray(prompts, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
@@ -261,6 +281,16 @@ def search(
   if compact_levels < 0:
     raise ValueError(f"compact_levels must be >= 0, got {compact_levels}")
   params = SamplingParams.make() if params is None else params
+  p_prm = prompts.shape[1]
+  if prm_prompts is not None:
+    prm_prompts = jnp.asarray(prm_prompts, jnp.int32)
+    prm_prompt_lengths = jnp.asarray(prm_prompt_lengths, jnp.int32)
+    if prm_prompts.ndim != 2 or prm_prompts.shape[0] != prompts.shape[0]:
+      raise ValueError(f"prm_prompts {prm_prompts.shape} must be [B={prompts.shape[0]}, P']")
+    p_prm = prm_prompts.shape[1]
+  steps = max_rounds + int(lookahead) + int(final_completion)  # a path's steps, at most
+  extra = int(getattr(prm, "extra_per_step", 0)) * min(steps, max_new_tokens)
+  width = getattr(prm, "extend_width", lambda t: t)(max_step_tokens)
   (g_pol, s_pol), (g_prm, s_prm) = nnx.split(policy), nnx.split(prm)
   return _search(
       (g_pol, g_prm),
@@ -281,6 +311,9 @@ def search(
       evaluate=evaluate,
       compact_levels=int(compact_levels),
       final_completion=bool(final_completion),
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
+      prm_cache_len=p_prm + max_new_tokens + width + extra,
   )
 
 
@@ -301,6 +334,8 @@ def beam_search(
     params: SamplingParams | None = None,
     compact_levels: int = COMPACT_LEVELS,
     final_completion: bool = False,
+    prm_prompts=None,
+    prm_prompt_lengths=None,
 ) -> SearchResult:
   """PRM beam search with N beams and beam width M (M divides N); see the module docstring.
 
@@ -326,4 +361,6 @@ def beam_search(
       params=params,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
   )

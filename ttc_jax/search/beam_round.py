@@ -76,18 +76,29 @@ def init_state(
     max_new_tokens: int,
     max_step_tokens: int,
     max_rounds: int,
+    prm_prompts: jax.Array | None = None,
+    prm_prompt_lengths: jax.Array | None = None,
+    prm_cache_len: int | None = None,
 ) -> SearchState:
-  """Prefills each prompt once (policy and PRM), then copies it into `width` slots."""
+  """Prefills each prompt once (policy and PRM), then copies it into `width` slots.
+
+  The PRM reads `prm_prompts` [B, P'] (its own prompt format; default: the policy's
+  prompts) as plain text (`prm.extend_prompt` where it has one) into a cache of
+  `prm_cache_len` slots (default P + max_new_tokens + max_step_tokens)."""
   b, p = prompts.shape
   chex.assert_shape(prompt_lengths, (b,))
   buf = p + max_new_tokens
   dec = sampling.prefill(policy, prompts, prompt_lengths, buf)
-  prm_cache = prm.init_cache(b, buf + max_step_tokens)
-  _, _, prm_cache = prm.extend(prm_cache, prompts, prompt_lengths)
+  if prm_prompts is None:
+    prm_prompts, prm_prompt_lengths = prompts, prompt_lengths
+  prm_cache = prm.init_cache(b, prm_cache_len or buf + max_step_tokens)
+  _, _, prm_cache = getattr(prm, "extend_prompt", prm.extend)(
+      prm_cache, prm_prompts, prm_prompt_lengths
+  )
   budget = Budget.zeros(b).add_decode(
       jnp.ones_like(prompt_lengths), prompt_lengths, generated=False
   )
-  budget = budget.add_prm(jnp.zeros_like(prompt_lengths), prompt_lengths)
+  budget = budget.add_prm(jnp.zeros_like(prm_prompt_lengths), prm_prompt_lengths)
   return SearchState(
       policy=sampling.repeat_state(dec, width),
       prm_cache=jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), prm_cache),
@@ -224,13 +235,20 @@ def search_round(
   st = search_state.constrain_state(st)
   parents = select_parents(st.score, st.done, groups=groups, keep=keep)
   # per-beam scalars are reordered here, the policy state and both caches by sample_and_score
-  score, step_scores, num_steps, finished, before_len = search_state.take_beams(
-      (st.score, st.step_scores, st.num_steps, st.finished, st.policy.length.reshape(b, w)),
+  score, step_scores, num_steps, finished, before_len, prm_before = search_state.take_beams(
+      (
+          st.score,
+          st.step_scores,
+          st.num_steps,
+          st.finished,
+          st.policy.length.reshape(b, w),
+          st.prm_cache["index"].reshape(b, w),
+      ),
       parents,
       flat=False,
   )
   st = st.replace(score=score, step_scores=step_scores, num_steps=num_steps, finished=finished)
-  before_len = before_len.reshape(b * w)
+  before_len, prm_before = before_len.reshape(b * w), prm_before.reshape(b * w)
   dec, stopped, values, prm_cache = sample_and_score(
       policy,
       prm,
@@ -248,7 +266,8 @@ def search_round(
   stepped = new > 0
   cut_off = stepped & (stopped < 0)  # no delimiter/EOS in the step, or buffer full
   dec = dec.replace(done=dec.done | cut_off)
-  budget = st.budget.add_decode(before_len, dec.length).add_prm(before_len, new)
+  budget = st.budget.add_decode(before_len, dec.length)
+  budget = budget.add_prm(prm_before, prm_cache["index"] - prm_before)
   rank_values = values
   if evaluate is not None:
     rank_values, dec, prm_cache, budget = evaluate(

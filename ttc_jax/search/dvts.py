@@ -35,6 +35,8 @@ def dvts(
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
     final_completion: bool = False,
+    prm_prompts=None,
+    prm_prompt_lengths=None,
 ) -> SearchResult:
   """DVTS with N beams in N/M subtrees of M beams (M divides N)."""
   if m < 1 or n % m:
@@ -56,4 +58,6 @@ def dvts(
       params=params,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
   )

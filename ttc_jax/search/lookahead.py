@@ -65,8 +65,9 @@ def rollout_values(
         stop_ids=sampling.token_ids(delimiter_id),
     )
     n = nxt.length - roll.length
+    before = cache["index"]
     v, cache = beam_round.extend_prm(prm, cache, nxt.tokens, roll.length, n, max_step_tokens)
-    bud = bud.add_decode(roll.length, nxt.length).add_prm(roll.length, n)
+    bud = bud.add_decode(roll.length, nxt.length).add_prm(before, cache["index"] - before)
     return j + 1, nxt, cache, jnp.where(n > 0, v, values), bud
 
   init = (jnp.int32(0), stepped, prm_cache, step_values, budget)
@@ -93,6 +94,8 @@ def lookahead_search(
     params: SamplingParams | None = None,
     compact_levels: int = beam.COMPACT_LEVELS,
     final_completion: bool = False,
+    prm_prompts=None,
+    prm_prompt_lengths=None,
 ) -> SearchResult:
   """Beam search (N beams, width M) ranking each step by the PRM after k greedy steps."""
   if m < 1 or n % m:
@@ -116,4 +119,6 @@ def lookahead_search(
       evaluate=rollout_values,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      prm_prompts=prm_prompts,
+      prm_prompt_lengths=prm_prompt_lengths,
   )

@@ -12,14 +12,17 @@ Invariants between rounds (tests check them):
   * policy: `tokens[r, :length[r]]` is row r's prompt + steps; its cache holds
     the first length - 1 tokens (the last one is pending, see `sampling`).
   * PRM: the cache holds exactly the tokens scored so far, i.e. all of them:
-    `prm_cache["index"] == policy.length`.
+    `prm_cache["index"] == policy.length` for a PRM that reads the policy's
+    prompts and tokens (a value model); an external PRM reads its own prompt
+    and longer step ends (`prm_steps.StepTagPRM`), so its index runs ahead.
   * a beam that is done (EOS, buffer full or a cut-off step) is never
     extended again and is its own parent in every later reorder.
 
 Budget accounting counts useful work only: each generated token costs one
 policy forward (of the token before it), the prompt is prefilled once per
 question (not once per beam), and each token the PRM reads costs one PRM
-forward; a token at position p attends p + 1 keys. Padding rows and masked
+forward (an external PRM's own prompt and step tags included: what its cache index
+advanced by); a token at position p attends p + 1 keys. Padding rows and masked
 slots that the fixed-shape kernels also compute are not counted.
 """
 
@@ -119,7 +122,8 @@ class SearchState:
     marks beams finished for good (EOS, full buffer, or a step cut off at
     max_step_tokens); `decode` never extends them.
   prm_cache: PRM KV cache over B*W rows with S slots (room for one more
-    step when the buffer is full); index[r] == policy.length[r].
+    step when the buffer is full); index[r] == policy.length[r] for a PRM reading
+    the policy's tokens (see the invariants above).
   score: float32[B, W] ranking value of each beam's newest step (the PRM value
     at its end; lookahead search: at the end of its greedy rollout); 0 before
     the first step.

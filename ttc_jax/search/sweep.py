@@ -28,7 +28,7 @@ import numpy as np
 
 from ttc_jax import evaluation, parallel
 from ttc_jax.sampling import SamplingParams
-from ttc_jax.search import beam, dvts, lookahead
+from ttc_jax.search import beam, bridge, dvts, lookahead
 from ttc_jax.search import state as search_state
 from ttc_jax.search.budgets import METHODS, plan
 from ttc_jax.selection import best_of_n
@@ -63,6 +63,13 @@ class SearchSettings:
 
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
+  if isinstance(prm, bridge.BridgedPRM):  # another vocabulary: rounds on the host
+    n, m = spec["n"], spec["m"]
+    groups, keep = (n // m, 1) if method == "dvts" else (1, n // m)
+    return bridge.bridged_search(
+        policy, prm, toks, lens, rng, n=n, groups=groups, keep=keep, lookahead=spec["k"], **kw
+    )
+  kw = {k: v for k, v in kw.items() if k != "questions"}
   if method.startswith("beam"):
     return beam.beam_search(policy, prm, toks, lens, rng, n=spec["n"], m=spec["m"], **kw)
   if method.startswith("lookahead"):
@@ -103,6 +110,24 @@ def kernel_args(
       compact_levels=compact_levels,
       final_completion=final_completion,
   )
+
+
+def prm_prompt_arrays(prm, problems: Sequence[dict], width: int | None = None) -> dict:
+  """{prm_prompts int32[B, P'], prm_prompt_lengths int32[B]} for a PRM that reads its own
+  prompt format (`prm_steps.StepTagPRM.prompt_ids`, from each problem's question), padded
+  to `width` (default: the longest rounded up to a multiple of 8); {} for a PRM that reads
+  the policy's prompts."""
+  if isinstance(prm, bridge.BridgedPRM):  # it writes its prompts from the questions itself
+    return dict(questions=[p.get("question", p["prompt"]) for p in problems])
+  fn = getattr(prm, "prompt_ids", None)
+  if fn is None:
+    return {}
+  ids = [list(fn(p.get("question", p["prompt"]))) for p in problems]
+  width = width or int(math.ceil(max(len(x) for x in ids) / 8) * 8)
+  toks = np.zeros((len(ids), width), np.int32)
+  for r, x in enumerate(ids):
+    toks[r, : len(x)] = x
+  return dict(prm_prompts=toks, prm_prompt_lengths=np.asarray([len(x) for x in ids], np.int32))
 
 
 def run_method(
@@ -154,6 +179,7 @@ def run_method(
       compact_levels=compact_levels,
       final_completion=final_completion,
   )
+  prm_width = np.shape(prm_prompt_arrays(prm, problems).get("prm_prompts", np.zeros((0, 0))))[1]
   records: list[dict] = []
   t0 = time.perf_counter()
   for i, s in enumerate(range(0, len(problems), chunk)):
@@ -164,11 +190,15 @@ def run_method(
       rows = int(math.ceil(rows / d) * d)
     part += [part[-1]] * (rows - real)
     toks, lens = tokenizer.encode_batch([p["prompt"] for p in part], plen, add_bos=True)
+    call = dict(kw, **prm_prompt_arrays(prm, part, prm_width))
     if mesh is not None:
       toks = jax.device_put(toks, parallel.data_sharding(mesh, 2))
       lens = jax.device_put(lens, parallel.data_sharding(mesh, 1))
+      for k in ("prm_prompts", "prm_prompt_lengths"):
+        if k in call:
+          call[k] = jax.device_put(call[k], parallel.data_sharding(mesh, call[k].ndim))
     with parallel.use_mesh(mesh):
-      res = _run_kernel(method, policy, prm, toks, lens, jax.random.fold_in(rng, i), spec, kw)
+      res = _run_kernel(method, policy, prm, toks, lens, jax.random.fold_in(rng, i), spec, call)
     picked = search_state.select_answers(res, tokenizer, extract_answer, equivalent)
     cost = jax.device_get(
         dict(
