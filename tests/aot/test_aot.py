@@ -109,7 +109,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
           "--topology",
           "v5e:2x2",
           "--programs",
-          "policy_train,search.beam_m4.*",
+          "policy_train,search.beam_m4.*,eval_sampler",
           "--out",
           str(out),
       ]
@@ -118,7 +118,13 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   rep = json.loads(out.read_text())
   assert rep["devices"] == 4 and rep["device_kind"] == "TPU v5 lite"
   assert rep["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1, "devices": 4}
-  assert sorted(rep["programs"]) == ["policy_train", "search.beam_m4.4"]
+  assert sorted(rep["programs"]) == ["eval_sampler", "policy_train", "search.beam_m4.4"]
+  sampler = rep["programs"]["eval_sampler"]
+  assert sampler["parts"]["eval_sampler.prefill"]["flops"] > 0
+  assert (
+      sampler["loops"]["eval_sampler.decode_step"]["iterations"]
+      == sampler["shapes"]["max_new_tokens"]
+  )
   train = rep["programs"]["policy_train"]
   for key in ("argument_bytes", "output_bytes", "temp_bytes", "total_bytes_per_device", "flops"):
     assert train[key] > 0, key

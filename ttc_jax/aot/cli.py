@@ -84,6 +84,9 @@ def compile_program(prog, chip) -> dict:
     )
   rec = analysis.analyze(compiled, chip)
   rec["shapes"], rec["compile_seconds"] = prog.shapes, time.perf_counter() - t0
+  if prog.parts:
+    rec["parts"] = {part.name: compile_program(part, chip) for part in prog.parts}
+    rec["fits"] = rec["fits"] and all(p["fits"] for p in rec["parts"].values())
   if prog.loops:
     rec["loops"] = {}
     whole = dict(flops=rec["flops"], bytes_accessed=rec["bytes_accessed"])

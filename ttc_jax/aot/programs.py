@@ -10,7 +10,9 @@ entry point the pipeline calls (`train.trainer.train_step`, `sampling.generate_s
 traced under an outer `jax.jit`: what compiles here is what the pipeline runs.
 
 `loops`: for a program with loops whose bodies the compiler counts once (decode, search rounds),
-each body compiled alone as its own program, with the number of times it runs at most.
+each body compiled alone as its own program, with the number of times it runs at most;
+`parts`: pieces that run once inside the program (a sampler's prefill), compiled alone so
+their own figures show (the program's totals already hold them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Program:
   args: tuple
   shapes: dict = dataclasses.field(default_factory=dict)
   loops: list = dataclasses.field(default_factory=list)  # [(body Program, iterations)]
+  parts: list = dataclasses.field(default_factory=list)  # Programs run once inside this one
   mesh: Any = None  # lowered with this mesh (and the logical rules) active
 
   def lower(self):
@@ -181,10 +184,19 @@ def generate_program(
   )
   rows, buf = prompts * num_samples, prompt_len + max_new_tokens
   body = decode_step_program(f"{name}.decode_step", graphdef, state, rows, buf, mesh)
+  prefill = prefill_program(f"{name}.prefill", graphdef, state, prompts, prompt_len, buf, mesh)
   shapes = dict(
       prompts=prompts, prompt_len=prompt_len, num_samples=num_samples, max_new_tokens=max_new_tokens
   )
-  return Program(name, jax.jit(run), args, shapes, loops=[(body, max_new_tokens)], mesh=mesh)
+  return Program(
+      name,
+      jax.jit(run),
+      args,
+      shapes,
+      loops=[(body, max_new_tokens)],
+      parts=[prefill],
+      mesh=mesh,
+  )
 
 
 def score_program(name: str, graphdef, state, rows: int, seq_len: int, mesh) -> Program:
