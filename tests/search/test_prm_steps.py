@@ -88,7 +88,7 @@ def _model_card_scores(assets, prm: str, steps=STEPS):
   return probs[[i for i, t in enumerate(ids) if t == raw.token_to_id("<extra_0>")]]
 
 
-def _search(assets, search_prm, final_completion=False, max_rounds=6):
+def _search(assets, search_prm, final_completion=False, max_rounds=6, method="beam_m4"):
   tok = assets["tok"]
   problems = [dict(prompt=assets["prompt"], question=QUESTION, answer="7")]
   plen, kw = sweep.kernel_args(
@@ -96,9 +96,9 @@ def _search(assets, search_prm, final_completion=False, max_rounds=6):
   )
   toks, lens = tok.encode_batch([assets["prompt"]], plen, add_bos=True)
   kw.update(sweep.prm_prompt_arrays(search_prm, problems), final_completion=final_completion)
-  spec = sweep.plan("beam_m4", 4)
+  spec = sweep.plan(method, 4)
   return sweep._run_kernel(
-      "beam_m4", assets["policy"], search_prm, toks, lens, jax.random.key(0), spec, kw
+      method, assets["policy"], search_prm, toks, lens, jax.random.key(0), spec, kw
   )
 
 
@@ -139,8 +139,11 @@ def test_bridge_re_encodes_steps_with_the_prms_own_tokenizer(assets):
   assert res.prm_tokens[0] > 0 and res.prm_flops[0] > 0
 
 
-@pytest.mark.parametrize("final_completion", [False, True])
-def test_bridge_equals_the_kernel_on_a_shared_vocabulary(assets, final_completion):
+@pytest.mark.parametrize(
+    "method,final_completion",
+    [("beam_m4", False), ("beam_m4", True), ("lookahead_k1", False), ("dvts", True)],
+)
+def test_bridge_equals_the_kernel_on_a_shared_vocabulary(assets, method, final_completion):
   """With one vocabulary and text that re-encodes to the policy's tokens, the host bridge is
   the kernel: same beams, steps, scores and budgets (also with the final completion)."""
   loaded = text_context.load_external_prm(_cfg(assets, "prm"), None)
@@ -150,9 +153,10 @@ def test_bridge_equals_the_kernel_on_a_shared_vocabulary(assets, final_completio
   branch = {t - 1: {ids[t]: 0.5, tok.encode(d)[0]: 0.5} for t, d in ((four, "5"), (seven, "8"))}
   vocab = -(-tok.vocab_size // 8) * 8
   branching = dict(assets, policy=ScriptedLM(ids, vocab, choices=branch))
-  fast = _search(branching, text_context.search_prm(loaded, tok), final_completion, rounds)
-  host = _search(branching, bridge.BridgedPRM(loaded, tok), final_completion, rounds)
-  texts = {tok.decode(np.asarray(fast.tokens[0, i, : int(fast.lengths[0, i])])) for i in range(4)}
+  fast = _search(branching, text_context.search_prm(loaded, tok), final_completion, rounds, method)
+  host = _search(branching, bridge.BridgedPRM(loaded, tok), final_completion, rounds, method)
+  n = fast.tokens.shape[1]
+  texts = {tok.decode(np.asarray(fast.tokens[0, i, : int(fast.lengths[0, i])])) for i in range(n)}
   assert len(texts) > 1  # the beams really differ
   for f in ("tokens", "lengths", "num_steps", "finished", "rounds", "generated_tokens"):
     np.testing.assert_array_equal(np.asarray(getattr(host, f)), np.asarray(getattr(fast, f)), f)
@@ -174,3 +178,45 @@ def test_step_rewrites_and_vocabulary_checks(assets):
   assert table[tok.newline_id] == ((tag,), 0) and table[tok.EOS] == ((tag,), 0)
   assert prm_steps.shares_vocabulary(tok, prm_tok) and not prm_steps.shares_vocabulary(prm_tok, tok)
   assert prm_steps.piece_ids(prm_tok, "") == []
+
+
+def test_math_shepherd_format_in_the_kernel(assets, tmp_path):
+  """A token_prob PRM (Math-Shepherd: "{question} " then "step ки" lines, P(+) vs P(-) at
+  ки): the kernel's rewritten "\\n" steps (".\\n" -> "." " ки" "\\n", read at ки) score what
+  the host scoring of the same lines in that format gives."""
+  import torch
+  import transformers
+
+  raw = HFTokenizer.from_file(str(assets["root"] / "policy"))._tok
+  raw.add_tokens(["ки"])  # a plain token, as in Math-Shepherd's vocabulary
+  _save_tokenizer(raw, tmp_path / "shepherd")
+  conf = transformers.LlamaConfig(
+      vocab_size=-(-raw.get_vocab_size() // 8) * 8,
+      hidden_size=32,
+      intermediate_size=48,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      max_position_embeddings=512,
+  )
+  torch.manual_seed(5)
+  transformers.LlamaForCausalLM(conf).save_pretrained(str(tmp_path / "shepherd"))
+  cfg = _cfg(assets, "prm")
+  cfg.hf.update(prm=str(tmp_path / "shepherd"), prm_type="token_prob", prm_step_tag="ки")
+  loaded = text_context.load_external_prm(cfg, None)
+  tok = HFTokenizer.from_file(str(assets["root"] / "policy"), step_delimiter="\n")
+  lines = SOLUTION.replace("\n\n", "\n")
+  ids = tok.encode(assets["prompt"]) + tok.encode(lines) + [tok.EOS]
+  sp = text_context.search_prm(loaded, tok)
+  dot = tok.encode(".\n")[0]
+  tag = loaded.model.step_token_id
+  assert sp.prompt_ids(QUESTION) == loaded.tokenizer.encode(QUESTION + " ")
+  table = prm_steps.step_rewrites(tok, loaded.tokenizer, loaded.model, "ки")
+  assert table[dot][0][-2:] == (tag, tok.newline_id) and table[dot][1] == len(table[dot][0]) - 2
+  shepherd = dict(assets, tok=tok, policy=ScriptedLM(ids, -(-tok.vocab_size // 8) * 8))
+  res = _search(shepherd, sp)
+  assert bool(res.finished.all()) and (np.asarray(res.num_steps) == 4).all()
+  want, _ = processbench_load.score_items(loaded, [dict(problem=QUESTION, steps=lines.split("\n"))])
+  np.testing.assert_allclose(res.step_scores[0, 0, :4], want[0], atol=2e-5)
+  host = _search(shepherd, bridge.BridgedPRM(loaded, tok))
+  np.testing.assert_allclose(host.step_scores, res.step_scores, atol=2e-5)

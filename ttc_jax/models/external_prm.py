@@ -60,7 +60,7 @@ from ttc_jax.models.transformer import Cache, Transformer
 class StepFormat:
   """How a PRM expects a solution: the prompt, then per step its text, `before_tag`, the
   step tag (its score is read there) and, before the next step, `between`; `bos`: a BOS
-  token first."""
+  token first (when the tokenizer has one: `add_bos`)."""
 
   before_tag: str = ""
   between: str = ""
@@ -95,7 +95,7 @@ class _StepPRM(nnx.Module):
           f"remaps {self.delimiter_ids} to the step tag)"
       )
     fmt = fmt or self.step_format
-    start = [tokenizer.BOS] if fmt.bos else []
+    start = [tokenizer.BOS] if fmt.bos and getattr(tokenizer, "add_bos", True) else []
     if tag_text:
       text = prompt + fmt.between.join(s + fmt.before_tag + tag_text for s in steps)
       ids = start + list(tokenizer.encode(text))
