@@ -100,6 +100,15 @@ def current_mesh() -> Mesh | None:
   return _CURRENT[-1][0]
 
 
+def batch_shards(mesh: Mesh | None = None) -> int:
+  """How many devices the batch axis is split over on `mesh` (default: the current one; 1
+  without a mesh): the product of the mesh axes the `batch` rule maps to."""
+  mesh = current_mesh() if mesh is None else mesh
+  if mesh is None:
+    return 1
+  return _axis_size(mesh, dict(current_rules()).get("batch"))
+
+
 def current_rules() -> tuple:
   return _CURRENT[-1][1]
 

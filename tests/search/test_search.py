@@ -387,6 +387,23 @@ def test_compacting_finished_rows_changes_nothing(models, beam_seed0):
     beam.search(*models, toks, lens, jax.random.key(0), compact_levels=-1, **kw)
 
 
+def test_no_compaction_across_devices_on_a_mesh(models):
+  """Compaction gathers rows across the batch: on a data-split mesh it is off (one program
+  for every compact_levels), alone it switches over row counts (lax.switch -> case)."""
+  toks, lens = _prompts()
+  kw = dict(n=N, groups=1, keep=N // M, params=T1, **KW)
+
+  def text(levels):
+    f = lambda t, n: beam.search(*models, t, n, jax.random.key(0), compact_levels=levels, **kw)
+    return jax.jit(f).lower(toks, lens).as_text()
+
+  assert text(2).count("stablehlo.case") > text(0).count("stablehlo.case")
+  with parallel.use_mesh(parallel.make_mesh((8, 1, 1))):
+    assert parallel.batch_shards() == 8
+    assert text(2).count("stablehlo.case") == text(0).count("stablehlo.case")
+  assert parallel.batch_shards() == 1
+
+
 def test_lookahead_k0_is_beam_search_and_k_is_traced(models, beam_seed0):
   kw = dict(n=N, m=M, params=T1, **KW)
   res0 = lookahead.lookahead_search(*models, *_prompts(), jax.random.key(0), k=0, **kw)

@@ -19,7 +19,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from ttc_jax import sampling
+from ttc_jax import parallel, sampling
 from ttc_jax.sampling import DecodeState, SamplingParams
 from ttc_jax.search import state as search_state
 from ttc_jax.search.state import Budget, SearchState
@@ -141,10 +141,18 @@ def sample_and_score(
   gathered straight from their parents and written back in place, while
   finished rows, their own parents, are not copied at all. Each row samples
   with its own row's noise, so the result is the same for every c.
+
+  Under a mesh that splits rows over devices there is no compaction: gathering the active
+  rows of all devices into R/2^j rows is a cross-device gather, so GSPMD replicates the
+  compacted batch and its caches on every device (on a TPU v5e-8, arith_paper's beam search
+  at 2,048 rows: 14.2 GiB per device and 552 collectives with c=2, 5.1 GiB and 2 without;
+  docs/accelerators.md).
   """
   b, w = parents.shape
   r = b * w
   sizes = [r >> j for j in range(compact_levels + 1) if r % (1 << j) == 0]
+  if parallel.batch_shards() > 1:
+    sizes = sizes[:1]
 
   def run(dec, cache, rows):
     dec_out, stopped = sampling.decode(
