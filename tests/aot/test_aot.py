@@ -190,3 +190,11 @@ def test_hf_shapes_give_the_published_parameter_counts():
   for name, billions in expect.items():
     cfg = config_from_hf(io_utils.read_json(f"configs/hf_shapes/{name}/config.json"))
     assert cfg.num_params / 1e9 == pytest.approx(billions, abs=0.01), name
+
+
+def test_missing_libtpu_exits_2_with_the_install_line(monkeypatch, capsys):
+  import sys
+
+  monkeypatch.setitem(sys.modules, "libtpu", None)  # `import libtpu` raises ImportError
+  assert cli.main(["--config", SMOKE, "--topology", "v5e-8"]) == 2
+  assert 'pip install "jax[tpu]==0.10.2"' in capsys.readouterr().err
