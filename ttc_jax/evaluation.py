@@ -95,7 +95,7 @@ def sample_texts(
           jax.random.fold_in(rng, i),
           num_samples=num_samples,
           max_new_tokens=max_new_tokens,
-          eos_id=tokenizer.EOS,
+          eos_id=getattr(tokenizer, "eos_ids", tokenizer.EOS),  # every id ending an answer
           stop_ids=stop_ids,
           params=params,
       )

@@ -56,7 +56,7 @@ def test_round_trip_bit_identical(tmp_path, trained):
   ck.close()
 
 
-@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 1, 8)])
+@pytest.mark.parametrize("shape", [(2, 2, 2), (1, 2, 4)])  # tensor divides the 4 KV heads
 def test_restore_onto_another_mesh(tmp_path, trained, shape):
   ck = Checkpointer(str(tmp_path / "ck"), async_save=False)
   ck.save(2, trained.state)
