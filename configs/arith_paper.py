@@ -74,12 +74,17 @@ def get_config():
       max_rounds=40,
       max_step_tokens=24,
       max_new_tokens=200,
-      max_beams=16384,
+      # rows per kernel call: the most that fits a TPU v5e-8 (16 GiB per chip) for every
+      # method (lookahead k=1 needs the most: 11.8 GiB per device at 4,096 rows, 18.0 at
+      # 8,192; python -m ttc_jax.aot, docs/accelerators.md)
+      max_beams=4096,
       compact_levels=2,
-  )  # long searches: row compaction pays for its compiles
+  )  # long searches on one device: row compaction pays for its compiles (off on a mesh)
   # Revisions at the paper's scale: 64 samples per training question, chains to 64 attempts.
   r = c.revision
-  r.update(max_len=1280, max_new_tokens=200, max_rows=8192)
+  # max_rows: chain rows per call, the most that fits a v5e-8 (1,536: 12.4 GiB per device;
+  # 1,792 is the largest, 8,192 needed 51.7)
+  r.update(max_len=1280, max_new_tokens=200, max_rows=1536)
   r.data.update(
       questions_per_level=2000,
       samples_per_question=64,
@@ -120,6 +125,7 @@ def get_config():
       eval_every=100,
       checkpoint_every=100,
       eval_contexts=512,
+      microbatches=4,  # 1,024 rollouts x 1,279 tokens: 9.1 GiB per v5e device (25.1 at 1)
   )
   r.eval.update(questions_per_level=100, budgets=(1, 2, 4, 8, 16, 32, 64), score_batch=1024)
   # The FLOPs-matched comparison against a model about 14x larger (the paper's M).
