@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ttc_jax.models import prefix_cache
 from ttc_jax.models.ops import write_rows
 from ttc_jax.models.transformer import init_cache
 
@@ -130,17 +131,27 @@ def sample_token(
 
 
 def prefill(
-    model, prompts: jax.Array, prompt_lengths: jax.Array, buffer_len: int, cache_dtype=None
+    model,
+    prompts: jax.Array,
+    prompt_lengths: jax.Array,
+    buffer_len: int,
+    cache_dtype=None,
+    cache_len: int | None = None,
 ) -> DecodeState:
   """Feeds prompts[B, P] (right-padded, lengths[B] >= 1) into a fresh cache.
 
-  All prompt tokens but the last enter the cache; the last one is pending.
+  All prompt tokens but the last enter the cache; the last one is pending. The cache has
+  `cache_len` slots (default `buffer_len`; at least P), stored in `cache_dtype` (default the
+  model's compute dtype).
   """
   b, p = prompts.shape
   chex.assert_shape(prompt_lengths, (b,))
   if buffer_len < p:
     raise ValueError(f"buffer_len={buffer_len} shorter than prompts ({p})")
-  cache = init_cache(model.cfg, b, buffer_len, cache_dtype)
+  cache_len = buffer_len if cache_len is None else cache_len
+  if cache_len < p:
+    raise ValueError(f"cache_len={cache_len} shorter than prompts ({p})")
+  cache = init_cache(model.cfg, b, cache_len, cache_dtype)
   positions = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
   mask = positions < (prompt_lengths - 1)[:, None]
   _, cache = model(prompts, positions, cache, attention_mask=mask)
@@ -159,14 +170,16 @@ def prefill(
 
 
 def repeat_state(state: DecodeState, n: int) -> DecodeState:
-  """Repeats each sequence n times along the batch: [B, ...] -> [B*n, ...]."""
-  return jax.tree.map(lambda x: jnp.repeat(x, n, axis=0), state)
+  """Repeats each sequence n times along the batch: [B, ...] -> [B*n, ...] (a shared prompt
+  cache's prefix stays as it is, `prefix_cache.map_rows`)."""
+  return prefix_cache.map_rows(lambda x: jnp.repeat(x, n, axis=0), state)
 
 
 def gather_state(state, idx: jax.Array):
   """Reorders/selects sequences (beams) with int32 idx[B'] over the batch axis of every
-  leaf (a `DecodeState`, a KV cache or any pytree of [B, ...] arrays)."""
-  return jax.tree.map(lambda x: jnp.take(x, idx, axis=0), state)
+  leaf (a `DecodeState`, a KV cache or any pytree of [B, ...] arrays; a shared prompt
+  cache's prefix, per question, is left alone: `prefix_cache.map_rows`)."""
+  return prefix_cache.map_rows(lambda x: jnp.take(x, idx, axis=0), state)
 
 
 def token_ids(ids: int | Sequence[int]) -> tuple[int, ...]:
@@ -205,7 +218,8 @@ def decode(
   """Runs up to `max_new_tokens` decode steps; see the module docstring.
 
   `max_length` (int32[B], optional): a sequence whose length reaches it is done
-  (truncated) as if its buffer ended there.
+  (truncated) as if its buffer ended there. A shared-prefix cache (`prefix_cache`) ends a
+  sequence the same way where its suffix is full (`prefix_cache.room`).
 
   `rows`/`total_rows`: the state holds rows `rows` of a larger batch; each
   samples with that row's noise (`sample_token`). Returns the new state and
@@ -214,6 +228,9 @@ def decode(
   """
   b, buf = state.tokens.shape
   stop_arr = jnp.asarray(tuple(stop_ids) or (-1,), jnp.int32)
+  room = prefix_cache.room(state.cache)
+  if room is not None:
+    max_length = room if max_length is None else jnp.minimum(max_length, room)
   eos_arr = jnp.asarray(token_ids(eos_id), jnp.int32)
 
   def cond(carry):

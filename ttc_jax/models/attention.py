@@ -106,6 +106,7 @@ def attend(
     impl: str = "reference",
     cached: bool = False,
     kv_chunk: int | None = None,
+    prefix: tuple | None = None,
 ) -> jax.Array:
   """softmax(q k^T / sqrt(D) | mask) v per query head -> [B,T,H,D] in q's dtype.
 
@@ -114,8 +115,16 @@ def attend(
   new tokens were written, and `mask.visible` [B,T,S]. H is a multiple of Kh (GQA). `impl`
   is resolved by `resolve_attention` on the current mesh's platform; `kv_chunk` (default
   `KV_CHUNK`) is the online-softmax chunk of the cached accelerator path. Differentiable.
+
+  `prefix` (with a cache; `prefix_cache`): (pk [G,Kh,D,P], pv [G,Kh,P,D], visible [G,P]),
+  keys/values shared by the R/G consecutive rows of each group (a question's prompt), read
+  before the rows' own k/v (their suffix) in one softmax over both blocks.
   """
   impl = resolve_attention(impl, parallel.current_mesh(), q.dtype)
+  if cached and prefix is not None:
+    if impl == "reference":
+      return _reference_prefixed(q, k, v, mask.visible, *prefix)
+    return _cached_chunked(q, k, v, mask.visible, kv_chunk or KV_CHUNK, prefix)
   if cached:
     if impl == "reference":
       return _reference_cached(q, k, v, mask.visible)
@@ -162,6 +171,41 @@ def _reference_cached(q, k, v, visible):
   return jnp.einsum("bkgts,bksd->btkgd", probs, v).reshape(b, t, h, hd)
 
 
+def _reference_prefixed(q, k, v, visible, pk, pv, pvis):
+  """`_reference_cached` over (shared prefix) + (own suffix): the prefix scores of the n rows
+  of a group against its [G,...] prefix (rows reshaped to [G, n], no per-row copy), one
+  float32 softmax over both blocks, then the two P.V parts summed."""
+  b, t, h, hd = q.shape
+  kvh, g, nq = k.shape[1], h // k.shape[1], pk.shape[0]
+  n = b // nq
+  qg = q.reshape(b, t, kvh, g, hd)
+  qq = qg.reshape(nq, n, t, kvh, g, hd)
+  dt = q.dtype
+  if t == 1:
+    ls = jnp.sum(qg[:, 0, :, :, :, None] * k[:, :, None], 3)  # [B,Kh,G,C]
+    lp = jnp.sum(qq[:, :, 0, :, :, :, None] * pk[:, None, :, None], 4)  # [Q,n,Kh,G,P]
+    lp = jnp.where(pvis[:, None, None, None, :], lp.astype(jnp.float32), NEG_INF)
+    ls = jnp.where(visible[:, 0, None, None, :], ls.astype(jnp.float32), NEG_INF)
+    p = pk.shape[-1]
+    logits = jnp.concatenate([lp.reshape(b, kvh, g, p), ls], -1) * hd**-0.5
+    probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+    pp, ps = probs[..., :p].reshape(nq, n, kvh, g, p), probs[..., p:]
+    out_p = jnp.sum(pp[..., None] * pv[:, None, :, None], 4).reshape(b, kvh, g, hd)
+    out_s = jnp.sum(ps[..., None] * v[:, :, None], 3)
+    return (out_p + out_s).reshape(b, 1, h, hd)
+  lp = jnp.einsum("qntkgd,qkdp->qnkgtp", qq, pk).astype(jnp.float32)
+  lp = jnp.where(pvis[:, None, None, None, None, :], lp, NEG_INF)
+  ls = jnp.einsum("btkgd,bkds->bkgts", qg, k).astype(jnp.float32)
+  ls = jnp.where(visible[:, None, None], ls, NEG_INF)
+  p = pk.shape[-1]
+  logits = jnp.concatenate([lp.reshape(b, kvh, g, t, p), ls], -1) * hd**-0.5
+  probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+  pp, ps = probs[..., :p].reshape(nq, n, kvh, g, t, p), probs[..., p:]
+  out_p = jnp.einsum("qnkgtp,qkpd->qntkgd", pp, pv).reshape(b, t, kvh, g, hd)
+  out_s = jnp.einsum("bkgts,bksd->btkgd", ps, v)
+  return (out_p + out_s).reshape(b, t, h, hd)
+
+
 # --- through a cache, accelerators ------------------------------------------------------
 
 
@@ -171,9 +215,26 @@ def _scores(qg, k, visible):
   return jnp.where(visible[:, None, None], logits * qg.shape[-1] ** -0.5, NEG_INF)
 
 
-def _cached_chunked(q, k, v, visible, chunk):
+def _prefix_block(qg, pk, pv, pvis):
+  """Online-softmax carry (max, sum, acc) [B,Kh,G,T](,D) of the shared prefix block: the
+  rows' queries reshaped to [G, n] groups and contracted against the [G,...] prefix."""
+  b, t, kvh, g, hd = qg.shape
+  nq, p = pk.shape[0], pk.shape[-1]
+  qq = qg.reshape(nq, b // nq, t, kvh, g, hd)
+  sc = jnp.einsum("qntkgd,qkdp->qnkgtp", qq, pk, preferred_element_type=jnp.float32)
+  sc = jnp.where(pvis[:, None, None, None, None, :], sc * hd**-0.5, NEG_INF)
+  m = sc.max(-1)
+  e = jnp.exp(sc - m[..., None])
+  acc = jnp.einsum(
+      "qnkgtp,qkpd->qnkgtd", e.astype(qg.dtype), pv, preferred_element_type=jnp.float32
+  )
+  return m.reshape(b, kvh, g, t), e.sum(-1).reshape(b, kvh, g, t), acc.reshape(b, kvh, g, t, hd)
+
+
+def _cached_chunked(q, k, v, visible, chunk, prefix=None):
   """Attention over the cache in its layouts; an online softmax over `chunk`-slot pieces
-  (a scan, then the remainder) when S > chunk, so one score block is live at a time."""
+  (a scan, then the remainder) when S > chunk, so one score block is live at a time. A
+  shared `prefix` (see `attend`) is the first block of the online softmax."""
   b, t, h, hd = q.shape
   kvh, s = k.shape[1], k.shape[-1]
   qg = q.reshape(b, t, kvh, h // kvh, hd)
@@ -185,7 +246,7 @@ def _cached_chunked(q, k, v, visible, chunk):
   def finish(out):  # [B,Kh,G,T,D] -> [B,T,H,D]
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd).astype(dt)
 
-  if s <= chunk:
+  if s <= chunk and prefix is None:
     return finish(pv(jax.nn.softmax(_scores(qg, k, visible), axis=-1), v))
 
   def block(carry, kc, vc, mc):
@@ -206,8 +267,11 @@ def _cached_chunked(q, k, v, visible, chunk):
       jnp.zeros((b, kvh, g, t), jnp.float32),
       jnp.zeros((b, kvh, g, t, hd), jnp.float32),
   )
+  if prefix is not None:
+    carry = _prefix_block(qg, *prefix)
   n = s // chunk
-  carry, _ = jax.lax.scan(step, carry, jnp.arange(n))
+  if n:
+    carry, _ = jax.lax.scan(step, carry, jnp.arange(n))
   if s % chunk:
     tail = slice(n * chunk, s)
     carry = block(carry, k[..., tail], v[:, :, tail], visible[..., tail])

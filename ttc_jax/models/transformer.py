@@ -17,6 +17,10 @@ index advances by the number of real tokens (attention_mask.sum(-1), or T).
 Slots past a sequence's index hold stale values that are never attended to
 before being overwritten, so beams can be reordered by gathering every leaf
 on its leading axis.
+
+A shared-prefix cache (`prefix_cache`: the prompt once per question, each row's
+own tokens in a suffix) is called the same way, with the same `index` meaning;
+rows are then gathered with `prefix_cache.map_rows`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ttc_jax import parallel
-from ttc_jax.models import attention
+from ttc_jax.models import attention, prefix_cache
 from ttc_jax.models.config import ModelConfig, to_dtype
 from ttc_jax.models.ops import dense, write_rows
 
@@ -128,9 +132,10 @@ class Attention(nnx.Module):
       self.v_bias = _param(rngs, z, (kv, hd), ("kv_heads", "head_dim"), pd)
     self.cfg = cfg
 
-  def __call__(self, x, rot, mask, layer_cache, write_index):
+  def __call__(self, x, rot, mask, layer_cache, write_index, prefix=None):
     """x: [B,T,d]; rot: `rope_tables` of the positions; mask: `attention.AttentionMask`
-    ([B,T,S] visibility); layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None.
+    ([B,T,S] visibility); layer_cache {"k": [B,Kh,D,S], "v": [B,Kh,S,D]} or None; prefix:
+    a shared prompt block (k, v, visible) read before the cache (`prefix_cache.read`).
 
     `cfg.attention` picks the implementation (`ttc_jax.models.attention`); decoding reads
     the cache in place in every one of them."""
@@ -161,7 +166,11 @@ class Attention(nnx.Module):
       )
       layer_cache = {"k": k_all, "v": v_all}
       k, v = k_all.astype(dt), v_all.astype(dt)  # [B,Kh,D,S], [B,Kh,S,D]
-    out = attention.attend(q, k, v, mask, impl=cfg.attention, cached=layer_cache is not None)
+    if prefix is not None:
+      prefix = (prefix[0].astype(dt), prefix[1].astype(dt), prefix[2])
+    out = attention.attend(
+        q, k, v, mask, impl=cfg.attention, cached=layer_cache is not None, prefix=prefix
+    )
     out = dense(out, self.o[...].astype(dt), 2)
     return out, layer_cache
 
@@ -196,8 +205,8 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.embed_dim, cfg.norm_eps, pd, rngs=rngs)
     self.mlp = MLP(cfg, rngs=rngs)
 
-  def __call__(self, x, rot, mask, layer_cache, write_index):
-    a, layer_cache = self.attn(self.attn_norm(x), rot, mask, layer_cache, write_index)
+  def __call__(self, x, rot, mask, layer_cache, write_index, prefix=None):
+    a, layer_cache = self.attn(self.attn_norm(x), rot, mask, layer_cache, write_index, prefix)
     x = x + a
     x = x + self.mlp(self.mlp_norm(x))
     return parallel.constrain(x, ("batch", "length", "act_embed")), layer_cache
@@ -251,25 +260,31 @@ class Transformer(nnx.Module):
     cfg = self.cfg
     x = jnp.take(self.embed[...], tokens, axis=0).astype(to_dtype(cfg.dtype))
     x = parallel.constrain(x, ("batch", "length", "act_embed"))
+    prefixes = (None,) * len(self.blocks)
     if cache is None:
-      mask, index = _training_mask(tokens, attention_mask, segment_ids), None
+      mask, index, write_index = _training_mask(tokens, attention_mask, segment_ids), None, None
+    elif prefix_cache.is_shared(cache):
+      index = cache["index"]
+      write_index, visible, prefixes = prefix_cache.read(cache, tokens.shape[1])
+      mask = attention.AttentionMask(visible)
     else:
       index = cache["index"]
       s = cache["layers"][0]["k"].shape[-1]
       q_pos = index[:, None] + jnp.arange(tokens.shape[1])[None]  # [B,T]
       mask = attention.AttentionMask(jnp.arange(s)[None, None, :] <= q_pos[:, :, None])
+      write_index = index
     rot = rope_tables(positions, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling)
     new_layers = []
     for i, block in enumerate(self.blocks):
       lc = None if cache is None else cache["layers"][i]
-      x, lc = block(x, rot, mask, lc, index)
+      x, lc = block(x, rot, mask, lc, write_index, prefixes[i])
       new_layers.append(lc)
     x = self.final_norm(x)
     if cache is not None:
       n_new = (
           tokens.shape[1] if attention_mask is None else attention_mask.astype(jnp.int32).sum(-1)
       )
-      cache = {"index": index + n_new, "layers": tuple(new_layers)}
+      cache = dict(cache, index=index + n_new, layers=tuple(new_layers))
     return x, cache
 
   def logits(self, h: jax.Array) -> jax.Array:

@@ -65,6 +65,8 @@ from ttc_jax.search.state import SearchResult
 
 # Default `compact_levels` of the kernels: rounds run on R, R/2 or R/4 rows.
 COMPACT_LEVELS = 2
+# Default `share_prefix` of the kernels: prompt caches held once per question.
+SHARE_PREFIX = True
 
 
 def run_search(
@@ -90,6 +92,8 @@ def run_search(
     prm_prompts: jax.Array | None = None,
     prm_prompt_lengths: jax.Array | None = None,
     prm_cache_len: int | None = None,
+    share_prefix: bool = False,
+    cache_dtype=None,
 ) -> SearchResult:
   """The whole search, traceable: rounds in a `lax.while_loop` (see module docstring),
   then, with `final_completion`, `beam_round.completion_round`. The PRM reads
@@ -106,6 +110,8 @@ def run_search(
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
       prm_cache_len=prm_cache_len,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )
   round_fn = functools.partial(
       search_round,
@@ -168,6 +174,8 @@ def run_search(
         "compact_levels",
         "final_completion",
         "prm_cache_len",
+        "share_prefix",
+        "cache_dtype",
     ),
 )
 def _search(
@@ -193,6 +201,8 @@ def _search(
     prm_prompts=None,
     prm_prompt_lengths=None,
     prm_cache_len=None,
+    share_prefix=False,
+    cache_dtype=None,
 ):
   policy, prm = (nnx.merge(g, s) for g, s in zip(graphdefs, states))
   return run_search(
@@ -217,6 +227,8 @@ def _search(
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
       prm_cache_len=prm_cache_len,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )
 
 
@@ -242,6 +254,8 @@ def search(
     final_completion: bool = False,
     prm_prompts=None,
     prm_prompt_lengths=None,
+    share_prefix: bool = SHARE_PREFIX,
+    cache_dtype: str | None = None,
 ) -> SearchResult:
   """Validates arguments and runs the jitted kernel (shared by beam, lookahead, DVTS).
 
@@ -258,6 +272,11 @@ def search(
   the first step, in its own format (an external PRM, `prm_steps.StepTagPRM`); default the
   policy's prompts. The PRM cache is sized for the PRM's longer steps (`extend_width`,
   `extra_per_step` of a StepTagPRM).
+  `share_prefix` (default `SHARE_PREFIX`): the prompts' KV caches are held once per question
+  and read by all its beams, each beam caching only its own tokens (`models.prefix_cache`;
+  results equal the unshared layout's, False, up to float rounding, except that a beam never
+  generates more than max_new_tokens tokens). `cache_dtype`: "" / None (each model's compute
+  dtype), "bfloat16" or "float32": how both KV caches are stored (`cache_storage_dtype`).
   """
   prompts = jnp.asarray(prompts, jnp.int32)
   prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
@@ -314,6 +333,8 @@ def search(
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
       prm_cache_len=p_prm + max_new_tokens + width + extra,
+      share_prefix=bool(share_prefix),
+      cache_dtype=search_state.cache_storage_dtype(cache_dtype, policy.cfg, prm.cfg),
   )
 
 
@@ -336,6 +357,8 @@ def beam_search(
     final_completion: bool = False,
     prm_prompts=None,
     prm_prompt_lengths=None,
+    share_prefix: bool = SHARE_PREFIX,
+    cache_dtype: str | None = None,
 ) -> SearchResult:
   """PRM beam search with N beams and beam width M (M divides N); see the module docstring.
 
@@ -363,4 +386,6 @@ def beam_search(
       final_completion=final_completion,
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )

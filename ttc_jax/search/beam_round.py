@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ttc_jax import parallel, sampling
+from ttc_jax.models import prefix_cache
 from ttc_jax.sampling import DecodeState, SamplingParams
 from ttc_jax.search import state as search_state
 from ttc_jax.search.state import Budget, SearchState
@@ -79,29 +80,51 @@ def init_state(
     prm_prompts: jax.Array | None = None,
     prm_prompt_lengths: jax.Array | None = None,
     prm_cache_len: int | None = None,
+    share_prefix: bool = False,
+    cache_dtype=None,
 ) -> SearchState:
   """Prefills each prompt once (policy and PRM), then copies it into `width` slots.
 
   The PRM reads `prm_prompts` [B, P'] (its own prompt format; default: the policy's
   prompts) as plain text (`prm.extend_prompt` where it has one) into a cache of
-  `prm_cache_len` slots (default P + max_new_tokens + max_step_tokens)."""
+  `prm_cache_len` slots (default P + max_new_tokens + max_step_tokens).
+
+  `share_prefix`: both caches are shared-prefix caches (`models.prefix_cache`): the prompt
+  once per question (policy [B,Kh,D,P-1] per layer, PRM [B,Kh,D,P']) and per beam a suffix
+  for the rest (policy max_new_tokens + 1 slots, PRM prm_cache_len - P'); each beam then
+  generates at most max_new_tokens tokens (a plain cache lets a shorter prompt's beams run
+  to the buffer's end). Otherwise every slot holds a copy of its prompt's caches.
+  `cache_dtype`: the caches' storage dtype (default: each model's compute dtype)."""
   b, p = prompts.shape
   chex.assert_shape(prompt_lengths, (b,))
   buf = p + max_new_tokens
-  dec = sampling.prefill(policy, prompts, prompt_lengths, buf)
+  prm_len = prm_cache_len or buf + max_step_tokens
   if prm_prompts is None:
     prm_prompts, prm_prompt_lengths = prompts, prompt_lengths
-  prm_cache = prm.init_cache(b, prm_cache_len or buf + max_step_tokens)
-  _, _, prm_cache = getattr(prm, "extend_prompt", prm.extend)(
-      prm_cache, prm_prompts, prm_prompt_lengths
-  )
+  p_prm = prm_prompts.shape[1]
+  extend_prompt = getattr(prm, "extend_prompt", prm.extend)
+  if share_prefix:
+    dec = sampling.prefill(policy, prompts, prompt_lengths, buf, cache_dtype, cache_len=p)
+    prm_cache = prm.init_cache(b, p_prm, cache_dtype)
+    _, _, prm_cache = extend_prompt(prm_cache, prm_prompts, prm_prompt_lengths)
+    pol_cache = prefix_cache.share(
+        dec.cache, prompt_lengths - 1, width, max_new_tokens + 1, slots=max(p - 1, 1)
+    )
+    policy_state = sampling.repeat_state(dec.replace(cache={}), width).replace(cache=pol_cache)
+    prm_cache = prefix_cache.share(prm_cache, prm_prompt_lengths, width, prm_len - p_prm)
+  else:
+    dec = sampling.prefill(policy, prompts, prompt_lengths, buf, cache_dtype)
+    prm_cache = prm.init_cache(b, prm_len, cache_dtype)
+    _, _, prm_cache = extend_prompt(prm_cache, prm_prompts, prm_prompt_lengths)
+    policy_state = sampling.repeat_state(dec, width)
+    prm_cache = jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), prm_cache)
   budget = Budget.zeros(b).add_decode(
       jnp.ones_like(prompt_lengths), prompt_lengths, generated=False
   )
   budget = budget.add_prm(jnp.zeros_like(prm_prompt_lengths), prm_prompt_lengths)
   return SearchState(
-      policy=sampling.repeat_state(dec, width),
-      prm_cache=jax.tree.map(lambda x: jnp.repeat(x, width, axis=0), prm_cache),
+      policy=policy_state,
+      prm_cache=prm_cache,
       score=jnp.zeros((b, width), jnp.float32),
       step_scores=jnp.zeros((b, width, max_rounds), jnp.float32),
       num_steps=jnp.zeros((b, width), jnp.int32),
@@ -112,7 +135,16 @@ def init_state(
 
 
 def _put_rows(tree, idx: jax.Array, part):
-  return jax.tree.map(lambda x, y: x.at[idx].set(y), tree, part)
+  return prefix_cache.map_rows(lambda x, y: x.at[idx].set(y), tree, part)
+
+
+def _with_question(dec: DecodeState, cache: dict, question: jax.Array | None):
+  """Both caches with (question int32[R']) or without (None) each row's question."""
+  if question is None:
+    f = prefix_cache.without_question
+  else:
+    f = lambda c: prefix_cache.with_question(c, question)
+  return dec.replace(cache=f(dec.cache)), f(cache)
 
 
 def sample_and_score(
@@ -186,7 +218,10 @@ def sample_and_score(
       dec, cache = operands
       idx = order[:size]  # every active row; the rest finished, own parents
       src = flat[idx]
-      d, stopped, values, c = run(*sampling.gather_state((dec, cache), src), idx)
+      # rows of several questions: each reads its own question's prompt (shared caches)
+      d, c = _with_question(*sampling.gather_state((dec, cache), src), src // w)
+      d, stopped, values, c = run(d, c, idx)
+      d, c = _with_question(d, c, None)
       return (
           _put_rows(dec, idx, d),
           jnp.full((r,), -1, jnp.int32).at[idx].set(stopped),

@@ -37,6 +37,8 @@ def dvts(
     final_completion: bool = False,
     prm_prompts=None,
     prm_prompt_lengths=None,
+    share_prefix: bool = beam.SHARE_PREFIX,
+    cache_dtype: str | None = None,
 ) -> SearchResult:
   """DVTS with N beams in N/M subtrees of M beams (M divides N)."""
   if m < 1 or n % m:
@@ -60,4 +62,6 @@ def dvts(
       final_completion=final_completion,
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )

@@ -96,6 +96,8 @@ def lookahead_search(
     final_completion: bool = False,
     prm_prompts=None,
     prm_prompt_lengths=None,
+    share_prefix: bool = beam.SHARE_PREFIX,
+    cache_dtype: str | None = None,
 ) -> SearchResult:
   """Beam search (N beams, width M) ranking each step by the PRM after k greedy steps."""
   if m < 1 or n % m:
@@ -121,4 +123,6 @@ def lookahead_search(
       final_completion=final_completion,
       prm_prompts=prm_prompts,
       prm_prompt_lengths=prm_prompt_lengths,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )

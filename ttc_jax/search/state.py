@@ -37,9 +37,32 @@ import jax.numpy as jnp
 import numpy as np
 
 from ttc_jax import parallel
+from ttc_jax.models import prefix_cache
 from ttc_jax.models.config import ModelConfig
 from ttc_jax.sampling import DecodeState
 from ttc_jax.selection import best_of_n
+
+CACHE_DTYPES = ("", "bfloat16", "float32")
+
+
+def cache_storage_dtype(name: str | None, *cfgs: ModelConfig) -> str | None:
+  """The kernels' `cache_dtype` as a static name: None for "" / None (each model's compute
+  dtype), else "bfloat16" or "float32". Caches are never stored narrower than a model
+  computes: "bfloat16" needs every model of `cfgs` to compute in bfloat16 (there it is the
+  default; under a float32 model it would round keys/values and change results), so it
+  raises ValueError otherwise; "float32" under a bfloat16 model stores the bfloat16 values
+  exactly (same results, twice the memory). Raises ValueError for other names."""
+  name = "" if name is None else str(name)
+  if name not in CACHE_DTYPES:
+    raise ValueError(f"cache_dtype={name!r} is not one of {list(CACHE_DTYPES)}")
+  wide = [c.dtype for c in cfgs if jnp.dtype(c.dtype) != jnp.dtype(jnp.bfloat16)]
+  if name == "bfloat16" and wide:
+    raise ValueError(
+        f"cache_dtype='bfloat16' with a model computing in {wide[0]}: caches are not stored "
+        "narrower than the model computes; set the model's dtype to bfloat16 (its caches are "
+        "then bfloat16 by default) or leave cache_dtype ''"
+    )
+  return name or None
 
 
 def _per_question(x: jax.Array, b: int) -> jax.Array:
@@ -155,7 +178,8 @@ def take_beams(tree: Any, parents: jax.Array, flat: bool = True) -> Any:
 
   parents: int32[B, W], indices within each question. Leaves are [B*W, ...]
   (rows b*W + w; `flat=True`) or [B, W, ...]. The gather is batched over
-  questions, so under SPMD it stays local to the question's shard.
+  questions, so under SPMD it stays local to the question's shard. A shared prompt cache's
+  prefix (`prefix_cache`, per question) is not gathered: the beams of a question share it.
   """
   b, w = parents.shape
 
@@ -165,19 +189,33 @@ def take_beams(tree: Any, parents: jax.Array, flat: bool = True) -> Any:
     out = jax.vmap(lambda xq, pq: jnp.take(xq, pq, axis=0))(xb, parents)
     return out.reshape(x.shape)
 
-  return jax.tree.map(one, tree)
+  return prefix_cache.map_rows(one, tree)
 
 
 def _constrain_cache(cache: dict) -> dict:
-  """Rows over the batch mesh axes, KV heads over `tensor` (as `cache_shardings`)."""
-  layers = tuple(
-      {
-          "k": parallel.constrain(lc["k"], ("cache_batch", "kv_heads", None, "cache_length")),
-          "v": parallel.constrain(lc["v"], ("cache_batch", "kv_heads", "cache_length", None)),
-      }
-      for lc in cache["layers"]
+  """Rows over the batch mesh axes, KV heads over `tensor` (as `cache_shardings`); a shared
+  prompt cache's prefix by question the same way."""
+
+  def layers(ls):
+    return tuple(
+        {
+            "k": parallel.constrain(lc["k"], ("cache_batch", "kv_heads", None, "cache_length")),
+            "v": parallel.constrain(lc["v"], ("cache_batch", "kv_heads", "cache_length", None)),
+        }
+        for lc in ls
+    )
+
+  out = dict(
+      cache,
+      index=parallel.constrain(cache["index"], ("cache_batch",)),
+      layers=layers(cache["layers"]),
   )
-  return dict(cache, index=parallel.constrain(cache["index"], ("cache_batch",)), layers=layers)
+  if prefix_cache.is_shared(cache):
+    pre = cache[prefix_cache.PREFIX]
+    out[prefix_cache.PREFIX] = dict(
+        length=parallel.constrain(pre["length"], ("cache_batch",)), layers=layers(pre["layers"])
+    )
+  return out
 
 
 def constrain_state(state: SearchState) -> SearchState:
