@@ -138,6 +138,12 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   assert search["totals"]["flops"] == pytest.approx(search["flops"] + extra)
   assert 0 < search["totals"]["flop_fraction"] <= 1
   assert json.loads(capsys.readouterr().out) == rep
+  from ttc_jax.aot import table
+
+  md = table.markdown(rep)
+  row = next(line for line in md.splitlines() if line.startswith("| policy_train |"))
+  assert "rows=16" in row and "seq_len=64" in row and "| yes |" in row
+  assert md.count("\n| ") == 3  # one row per program
 
 
 def test_a_program_over_hbm_exits_1(capsys):

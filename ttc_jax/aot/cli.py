@@ -32,6 +32,7 @@ def parse_args(argv):
   p.add_argument("--config", required=True, help="config file defining get_config()")
   p.add_argument("--topology", required=True, help="v4-8, v5e-8, v5p-8, v6e-8 or libtpu's v5e:2x4")
   p.add_argument("--out", default=None, help="also write the JSON report to this file")
+  p.add_argument("--markdown", default=None, help="also write the report as a Markdown table")
   p.add_argument("--programs", default="*", help="comma-separated globs of program names")
   p.add_argument(
       "--prompt-len",
@@ -233,6 +234,10 @@ def main(argv=None) -> int:
   print(text)
   if args.out:
     io_utils.atomic_write_text(args.out, text + "\n")
+  if args.markdown and rep:
+    from ttc_jax.aot import table
+
+    io_utils.atomic_write_text(args.markdown, table.markdown(rep))
   for name, p in rep.get("programs", {}).items():
     if not p["fits"]:
       need = p["total_bytes_per_device"] - rep["hbm_bytes_per_device"]

@@ -89,7 +89,8 @@ def train_program(
   graphdef, state = abstract_module(lambda: _with_optimizer(make(), tx), mesh)
   step = functools.partial(train_step, graphdef, loss_fn=loss_fn, microbatches=microbatches)
   args = (state, {k: batch_array(s, d, mesh) for k, (s, d) in batch.items()})
-  shapes = {k: list(s) for k, (s, _) in batch.items()} | {"microbatches": microbatches}
+  rows, seq_len = batch["inputs"][0]
+  shapes = dict(rows=rows, seq_len=seq_len, microbatches=microbatches)
   return Program(name, jax.jit(step, donate_argnums=0), args, shapes, mesh=mesh)
 
 
