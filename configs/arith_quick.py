@@ -123,6 +123,10 @@ def get_config() -> ml_collections.ConfigDict:
       # shape compiles 3-5 s longer with it and 2048-row calls seldom fit in half;
       # eval_search measured 355 s without, 425-435 s with (docs/benchmarks.md)
       compact_levels=0,
+      # prompt KV caches held once per question (memory only; ttc_jax.models.prefix_cache) and
+      # stored in the model's compute dtype ("" ; "bfloat16" for bfloat16 models, "float32")
+      share_prefix=True,
+      cache_dtype="",
   )
   # Revisions (paper §6): trajectories of wrong-then-right attempts from policy samples, SFT of
   # the revision model, SFT chains on other training questions (ORM data and RL contexts), an

@@ -95,6 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
       # beams still unfinished after max_rounds (or cut off at max_step_tokens) get one
       # completion to EOS before answers are read (search-and-learn's last iteration)
       final_completion=True,
+      # prompt KV caches held once per question, read by all its beams (memory only), stored
+      # in each model's compute dtype ("" ; or "bfloat16" for bfloat16 models, "float32")
+      share_prefix=True,
+      cache_dtype="",
   )
   # Compute-optimal analysis (paper §3.2, §7) without revisions: difficulty bins of the
   # searched questions, 2-fold CV of the per-bin strategy; pretrain_tokens: the checkpoints'

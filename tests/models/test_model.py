@@ -123,3 +123,47 @@ def test_write_rows_equals_vmapped_dynamic_update_slice(width):
       xt, upd.swapaxes(2, 3), start
   )
   np.testing.assert_array_equal(write_rows(xt, start, upd.swapaxes(2, 3), axis=2), want_t)
+
+
+@pytest.mark.parametrize("impl,chunk", [("reference", None), ("xla", None), ("xla", 3)])
+def test_shared_prefix_cache_equals_a_plain_cache(impl, chunk, monkeypatch):
+  """A prompt held once per question (`prefix_cache`) and read by n rows: the same logits as
+  n plain copies, for ragged prompts (one empty), ragged appends, one-token decode, and rows
+  gathered across questions (compaction); `chunk` runs the accelerator path's online
+  softmax over several suffix chunks after the prefix block."""
+  from ttc_jax.models import attention, prefix_cache
+
+  if chunk:
+    monkeypatch.setattr(attention, "KV_CHUNK", chunk)
+  cfg = tiny_config(attention=impl)
+  model = create_model(cfg, 2)
+  q, n, p, c = 3, 2, 6, 8
+  toks, lens = _tokens(q, p, seed=4), jnp.asarray([6, 3, 0], jnp.int32)
+  mask = _pos(q, p) < lens[:, None]
+  _, plain = model(toks, _pos(q, p), init_cache(cfg, q, p + c), attention_mask=mask)
+  _, pre = model(toks, _pos(q, p), init_cache(cfg, q, p), attention_mask=mask)
+  plain = jax.tree.map(lambda x: jnp.repeat(x, n, 0), plain)
+  shared = prefix_cache.share(pre, lens, n, c)
+  assert shared["layers"][0]["k"].shape == (q * n, cfg.num_kv_heads, cfg.head_dim, c)
+  new, ext = _tokens(q * n, 3, seed=5), jnp.asarray([3, 1, 2, 0, 3, 2], jnp.int32)
+  real = jnp.arange(3)[None] < ext[:, None]
+  pos = plain["index"][:, None] + jnp.arange(3)[None]
+  a, plain = model(new, pos, plain, attention_mask=real)
+  b, shared = model(new, pos, shared, attention_mask=real)
+  np.testing.assert_allclose(
+      np.asarray(b)[np.asarray(real)], np.asarray(a)[np.asarray(real)], atol=1e-5
+  )
+  np.testing.assert_array_equal(shared["index"], plain["index"])
+  rows = jnp.asarray([5, 0, 3, 2])
+  gathered = prefix_cache.map_rows(lambda x: x[rows], shared)
+  gathered = prefix_cache.with_question(gathered, rows // n)
+  for cache, idx in ((shared, None), (gathered, rows)):
+    ref = plain if idx is None else jax.tree.map(lambda x: x[idx], plain)
+    tok = new[:, :1] if idx is None else new[idx, :1]
+    at = ref["index"][:, None]
+    a1, _ = model(tok, at, ref)
+    b1, out = model(tok, at, cache)
+    np.testing.assert_allclose(b1, a1, atol=1e-5)
+    assert out["prefix"] is cache["prefix"] or jax.tree.all(
+        jax.tree.map(lambda x, y: bool((x == y).all()), out["prefix"], cache["prefix"])
+    )

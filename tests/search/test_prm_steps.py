@@ -88,7 +88,9 @@ def _model_card_scores(assets, prm: str, steps=STEPS):
   return probs[[i for i, t in enumerate(ids) if t == raw.token_to_id("<extra_0>")]]
 
 
-def _search(assets, search_prm, final_completion=False, max_rounds=6, method="beam_m4"):
+def _search(
+    assets, search_prm, final_completion=False, max_rounds=6, method="beam_m4", share_prefix=True
+):
   tok = assets["tok"]
   problems = [dict(prompt=assets["prompt"], question=QUESTION, answer="7")]
   plen, kw = sweep.kernel_args(
@@ -96,6 +98,7 @@ def _search(assets, search_prm, final_completion=False, max_rounds=6, method="be
   )
   toks, lens = tok.encode_batch([assets["prompt"]], plen, add_bos=True)
   kw.update(sweep.prm_prompt_arrays(search_prm, problems), final_completion=final_completion)
+  kw.update(share_prefix=share_prefix)
   spec = sweep.plan(method, 4)
   return sweep._run_kernel(
       method, assets["policy"], search_prm, toks, lens, jax.random.key(0), spec, kw
@@ -117,6 +120,12 @@ def test_fast_path_reads_steps_in_the_prm_format(assets):
   assert (np.asarray(res.num_steps) == 4).all()
   want = _model_card_scores(assets, "prm")
   np.testing.assert_allclose(res.step_scores[0, 0, :4], want, atol=2e-5)
+  # the PRM's own (longer) prompt held once per question, or copied per beam: the same search
+  plain = _search(assets, sp, final_completion=True, share_prefix=False)
+  shared = _search(assets, sp, final_completion=True)
+  for f in ("tokens", "lengths", "num_steps", "prm_tokens", "prm_flops"):
+    np.testing.assert_array_equal(getattr(plain, f), getattr(shared, f), err_msg=f)
+  np.testing.assert_allclose(plain.step_scores, shared.step_scores, atol=1e-5)
   # the host scoring of samples (score_samples, processbench) reads the same format
   got, _ = processbench_load.score_items(loaded, [dict(problem=QUESTION, steps=STEPS)])
   np.testing.assert_allclose(got[0], want, atol=2e-5)

@@ -108,3 +108,12 @@ def validate_search(search: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.search.{f} must be positive, got {search[f]}")
   if "compact_levels" in search and int(search.compact_levels) < 0:
     raise ConfigError(f"config.search.compact_levels must be >= 0, got {search.compact_levels}")
+  if "cache_dtype" in search and str(search.cache_dtype) not in ("", "bfloat16", "float32"):
+    raise ConfigError(
+        f"config.search.cache_dtype={search.cache_dtype!r}: use '' (each model's compute "
+        "dtype), 'bfloat16' (models computing in bfloat16) or 'float32'"
+    )
+  if "share_prefix" in search and not isinstance(search.share_prefix, bool):
+    raise ConfigError(
+        f"config.search.share_prefix must be True or False, got {search.share_prefix!r}"
+    )

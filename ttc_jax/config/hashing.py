@@ -8,10 +8,12 @@ from typing import Any
 
 import ml_collections
 
-# Search fields that change how fast a stage runs, never what it computes (the kernels
-# return the same results for every value; tests/search/test_search.py): left out of stage hashes,
-# so turning them does not invalidate finished stages.
-SEARCH_SPEED_FIELDS = ("compact_levels",)
+# Search fields that change how fast a stage runs (or its memory), never what it computes (the
+# kernels return the same results for every value, up to float rounding;
+# tests/search/test_search.py, test_prefix_cache.py): left out of stage hashes, so turning them
+# does not invalidate finished stages. cache_dtype stores caches at most as narrow as the
+# models compute (bfloat16 under a float32 model is refused), so it never rounds them.
+SEARCH_SPEED_FIELDS = ("compact_levels", "share_prefix", "cache_dtype")
 
 
 # Fields of config.train that change speed, not results (up to float summation order).

@@ -146,7 +146,9 @@ class SearchState:
     max_step_tokens); `decode` never extends them.
   prm_cache: PRM KV cache over B*W rows with S slots (room for one more
     step when the buffer is full); index[r] == policy.length[r] for a PRM reading
-    the policy's tokens (see the invariants above).
+    the policy's tokens (see the invariants above). With `share_prefix` both caches
+    are `models.prefix_cache` layouts: the prompt once per question ([B, ...] under
+    "prefix"), per row only the suffix (policy max_new_tokens + 1, PRM S - P' slots).
   score: float32[B, W] ranking value of each beam's newest step (the PRM value
     at its end; lookahead search: at the end of its greedy rollout); 0 before
     the first step.

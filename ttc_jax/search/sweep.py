@@ -45,7 +45,10 @@ class SearchSettings:
   rows (questions x N beams) per kernel call; compact_levels: the kernels' cache compaction
   levels (speed only, `beam.COMPACT_LEVELS`); final_completion: beams not finished after
   the rounds get one completion to EOS before answers are read (`beam.search`; on in the
-  text configs, off by default and for the embedded task).
+  text configs, off by default and for the embedded task); share_prefix: the kernels hold each
+  prompt's KV caches once per question (`beam.SHARE_PREFIX`; memory only, False keeps a copy
+  per beam); cache_dtype: how KV caches are stored ("" = each model's compute dtype,
+  "bfloat16", "float32"; `state.cache_storage_dtype`).
   """
 
   methods: tuple[str, ...]
@@ -60,12 +63,15 @@ class SearchSettings:
   max_beams: int
   compact_levels: int = beam.COMPACT_LEVELS
   final_completion: bool = False
+  share_prefix: bool = beam.SHARE_PREFIX
+  cache_dtype: str = ""
 
 
 def _run_kernel(method: str, policy, prm, toks, lens, rng, spec: dict, kw: dict):
   if isinstance(prm, bridge.BridgedPRM):  # another vocabulary: rounds on the host
     n, m = spec["n"], spec["m"]
     groups, keep = (n // m, 1) if method == "dvts" else (1, n // m)
+    kw = {k: v for k, v in kw.items() if k not in ("share_prefix", "cache_dtype")}
     return bridge.bridged_search(
         policy, prm, toks, lens, rng, n=n, groups=groups, keep=keep, lookahead=spec["k"], **kw
     )
@@ -92,6 +98,8 @@ def kernel_args(
     top_p: float = 1.0,
     compact_levels: int = beam.COMPACT_LEVELS,
     final_completion: bool = False,
+    share_prefix: bool = beam.SHARE_PREFIX,
+    cache_dtype: str = "",
 ) -> tuple[int, dict]:
   """(P, kernel keyword arguments) for searching `prompts`: P is the padded prompt width (the
   longest with BOS, rounded up to a multiple of 8); solutions get what is left of max_len.
@@ -109,6 +117,8 @@ def kernel_args(
       params=params,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )
 
 
@@ -150,6 +160,8 @@ def run_method(
     max_beams: int = 2048,
     compact_levels: int = beam.COMPACT_LEVELS,
     final_completion: bool = False,
+    share_prefix: bool = beam.SHARE_PREFIX,
+    cache_dtype: str = "",
     mesh=None,
 ) -> tuple[list[dict], dict] | None:
   """Searches every problem (dicts with prompt, answer) with `method` at `budget`.
@@ -178,6 +190,8 @@ def run_method(
       top_p=top_p,
       compact_levels=compact_levels,
       final_completion=final_completion,
+      share_prefix=share_prefix,
+      cache_dtype=cache_dtype,
   )
   prm_width = np.shape(prm_prompt_arrays(prm, problems).get("prm_prompts", np.zeros((0, 0))))[1]
   records: list[dict] = []
@@ -300,6 +314,8 @@ def evaluate_search(
           max_beams=sc.max_beams,
           compact_levels=sc.compact_levels,
           final_completion=sc.final_completion,
+          share_prefix=sc.share_prefix,
+          cache_dtype=sc.cache_dtype,
           mesh=mesh,
       )
       if out is None:
