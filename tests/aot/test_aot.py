@@ -143,7 +143,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   md = table.markdown(rep)
   row = next(line for line in md.splitlines() if line.startswith("| policy_train |"))
   assert "rows=16" in row and "seq_len=64" in row and "| yes |" in row
-  assert md.count("\n| ") == 3  # one row per program
+  assert md.count("\n| ") == 1 + 3  # the header, then one row per program
 
 
 def test_a_program_over_hbm_exits_1(capsys):
