@@ -112,8 +112,11 @@ def compile_program(prog, chip) -> dict:
   return rec
 
 
-def check(cfg, topology: str, globs: str = "*", prompt_len=None) -> dict:
-  """The report for `cfg` on `topology` (see the module docstring)."""
+def check(
+    cfg, topology: str, globs: str = "*", prompt_len=None, partial: str | None = None
+) -> dict:
+  """The report for `cfg` on `topology` (see the module docstring); `partial`: a file the
+  report so far is written to after each program (a long check that is stopped keeps it)."""
   from ttc_jax.aot import chips
 
   topo, devices = chips.topology_devices(topology)
@@ -143,6 +146,8 @@ def check(cfg, topology: str, globs: str = "*", prompt_len=None) -> dict:
         file=sys.stderr,
         flush=True,
     )
+    if partial:
+      io_utils.atomic_write_json(partial, report)
   report["fits"] = all(p["fits"] for p in report["programs"].values())
   return report
 
@@ -225,7 +230,10 @@ def main(argv=None) -> int:
       rep = out["report"] or {}
       ok = out["max_fitting"] is not None
     else:
-      out = rep = check(cfg, args.topology, args.programs, args.prompt_len)
+      partial = f"{args.out}.partial" if args.out else None
+      out = rep = check(cfg, args.topology, args.programs, args.prompt_len, partial)
+      if partial and os.path.exists(partial):
+        os.remove(partial)
       ok = rep["fits"]
   except (config_lib.ConfigError, AotInputError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
