@@ -110,6 +110,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
           "v5e:2x2",
           "--programs",
           "policy_train,search.beam_m4.*,eval_sampler",
+          "--compare-unshared",
           "--out",
           str(out),
       ]
@@ -118,7 +119,15 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   rep = json.loads(out.read_text())
   assert rep["devices"] == 4 and rep["device_kind"] == "TPU v5 lite"
   assert rep["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1, "devices": 4}
-  assert sorted(rep["programs"]) == ["eval_sampler", "policy_train", "search.beam_m4.4"]
+  assert sorted(rep["programs"]) == [
+      "eval_sampler",
+      "policy_train",
+      "search.beam_m4.4",
+      "search.beam_m4.4.unshared",
+  ]
+  shared, plain = rep["programs"]["search.beam_m4.4"], rep["programs"]["search.beam_m4.4.unshared"]
+  assert shared["shapes"]["share_prefix"] and not plain["shapes"]["share_prefix"]
+  assert shared["argument_bytes"] == plain["argument_bytes"]  # the same weights and prompts
   sampler = rep["programs"]["eval_sampler"]
   assert sampler["parts"]["eval_sampler.prefill"]["flops"] > 0
   assert (
@@ -143,7 +152,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   md = table.markdown(rep)
   row = next(line for line in md.splitlines() if line.startswith("| policy_train |"))
   assert "rows=16" in row and "seq_len=64" in row and "| yes |" in row
-  assert md.count("\n| ") == 1 + 3  # the header, then one row per program
+  assert md.count("\n| ") == 1 + 4  # the header, then one row per program
 
 
 def test_a_program_over_hbm_exits_1(capsys):

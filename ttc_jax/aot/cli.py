@@ -41,6 +41,12 @@ def parse_args(argv):
       help="prompt tokens of sampler and search calls (default: what max_len leaves)",
   )
   p.add_argument(
+      "--compare-unshared",
+      action="store_true",
+      help="also compile each search kernel with unshared prompt caches (<name>.unshared), "
+      "for the memory prefix sharing saves",
+  )
+  p.add_argument(
       "--find-max",
       default=None,
       metavar="FIELD",
@@ -54,12 +60,12 @@ def parse_args(argv):
   return args, rest
 
 
-def build_programs(cfg, mesh, globs: str, prompt_len):
+def build_programs(cfg, mesh, globs: str, prompt_len, unshared: bool = False):
   from ttc_jax import config as config_lib
   from ttc_jax.aot import plan
 
   text = cfg.task.get("name") in config_lib.TEXT_TASKS
-  progs = (plan.text_programs if text else plan.arith_programs)(cfg, mesh, prompt_len)
+  progs = (plan.text_programs if text else plan.arith_programs)(cfg, mesh, prompt_len, unshared)
   pats = [g.strip() for g in globs.split(",") if g.strip()]
   return [q for q in progs if any(fnmatch.fnmatch(q.name, g) for g in pats)]
 
@@ -113,7 +119,12 @@ def compile_program(prog, chip) -> dict:
 
 
 def check(
-    cfg, topology: str, globs: str = "*", prompt_len=None, partial: str | None = None
+    cfg,
+    topology: str,
+    globs: str = "*",
+    prompt_len=None,
+    partial: str | None = None,
+    unshared: bool = False,
 ) -> dict:
   """The report for `cfg` on `topology` (see the module docstring); `partial`: a file the
   report so far is written to after each program (a long check that is stopped keeps it)."""
@@ -122,7 +133,7 @@ def check(
   topo, devices = chips.topology_devices(topology)
   chip = chips.chip_of(devices)
   mesh = chips.topology_mesh(devices, tuple(cfg.mesh.shape))
-  progs = build_programs(cfg, mesh, globs, prompt_len)
+  progs = build_programs(cfg, mesh, globs, prompt_len, unshared)
   if not progs:
     raise AotInputError(f"no program matches --programs {globs!r}")
   report = dict(
@@ -231,7 +242,9 @@ def main(argv=None) -> int:
       ok = out["max_fitting"] is not None
     else:
       partial = f"{args.out}.partial" if args.out else None
-      out = rep = check(cfg, args.topology, args.programs, args.prompt_len, partial)
+      out = rep = check(
+          cfg, args.topology, args.programs, args.prompt_len, partial, args.compare_unshared
+      )
       if partial and os.path.exists(partial):
         os.remove(partial)
       ok = rep["fits"]

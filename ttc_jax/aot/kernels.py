@@ -40,10 +40,14 @@ def search_program(
     eos_id: int,
     delimiter_id: int,
     compact_levels: int,
+    share_prefix: bool,
     mesh,
+    suffix: str = "",
 ) -> Program | None:
   """`method` at generation budget `budget` over `questions` prompts per call (None when the
-  budget does not fit the method); policy / prm: (graphdef, abstract state)."""
+  budget does not fit the method); policy / prm: (graphdef, abstract state); share_prefix:
+  the kernels' prompt caches held once per question (`models.prefix_cache`), also in the
+  loop bodies; `suffix` ends the program's name (".unshared" for the other layout)."""
   spec = plan(method, budget)
   if spec is None:
     return None
@@ -55,6 +59,7 @@ def search_program(
       eos_id=eos_id,
       delimiter_id=delimiter_id,
       compact_levels=compact_levels,
+      share_prefix=share_prefix,
   )
 
   def run(s_pol, s_prm, toks, lens, rng, params):
@@ -71,9 +76,12 @@ def search_program(
   )
   n, k = spec["n"], spec.get("k", 0)
   rows, buf = questions * n, prompt_len + max_new_tokens
-  name = f"search.{method}.{budget}"
-  decode = decode_step_program(f"{name}.policy_decode_step", g_pol, s_pol, rows, buf, mesh)
-  extend = prm_extend_program(f"{name}.prm_step", g_prm, s_prm, rows, max_step_tokens, buf, mesh)
+  name = f"search.{method}.{budget}{suffix}"
+  prefix = (questions, prompt_len) if share_prefix else None
+  decode = decode_step_program(f"{name}.policy_decode_step", g_pol, s_pol, rows, buf, mesh, prefix)
+  extend = prm_extend_program(
+      f"{name}.prm_step", g_prm, s_prm, rows, max_step_tokens, buf, mesh, prefix
+  )
   shapes = dict(questions=questions, beams=n, rows=rows, prompt_len=prompt_len) | kw
   loops = [(decode, max_rounds * max_step_tokens * (1 + k)), (extend, max_rounds * (1 + k))]
   return Program(name, jax.jit(run), args, shapes, loops=loops, mesh=mesh)

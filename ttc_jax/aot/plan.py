@@ -66,8 +66,12 @@ def _value(cfg: ModelConfig):
   return lambda: reward.ValueModel(cfg, rngs=nnx.Rngs(0))
 
 
-def search_programs(cfg, policy, prm, mesh, *, eos_id, delimiter_id, prompt_len=None) -> list:
-  """Each method of `cfg.search` at its largest budget that fits it."""
+def search_programs(
+    cfg, policy, prm, mesh, *, eos_id, delimiter_id, prompt_len=None, unshared=False
+) -> list:
+  """Each method of `cfg.search` at its largest budget that fits it; with `unshared` and
+  `search.share_prefix` on, each also in the unshared cache layout (`<name>.unshared`), to
+  compare their memory in one run."""
   s = cfg.search
   pol_cfg = nnx.merge(*policy).cfg
   out = []
@@ -81,23 +85,27 @@ def search_programs(cfg, policy, prm, mesh, *, eos_id, delimiter_id, prompt_len=
     p = _round_up(_prompt(pol_cfg, max_new, prompt_len), 8)
     max_new = min(max_new, pol_cfg.max_len - p)
     questions = _round_up(max(1, int(s.max_beams) // n), _batch_axes(mesh))
-    out.append(
-        kernels.search_program(
-            method,
-            budget,
-            policy,
-            prm,
-            questions=questions,
-            prompt_len=p,
-            max_rounds=int(s.max_rounds),
-            max_step_tokens=int(s.max_step_tokens),
-            max_new_tokens=max_new,
-            eos_id=eos_id,
-            delimiter_id=delimiter_id,
-            compact_levels=int(s.get("compact_levels", 0)),
-            mesh=mesh,
-        )
-    )
+    shared = bool(s.get("share_prefix", True))
+    for share, suffix in [(shared, "")] + ([(False, ".unshared")] if unshared and shared else []):
+      out.append(
+          kernels.search_program(
+              method,
+              budget,
+              policy,
+              prm,
+              questions=questions,
+              prompt_len=p,
+              max_rounds=int(s.max_rounds),
+              max_step_tokens=int(s.max_step_tokens),
+              max_new_tokens=max_new,
+              eos_id=eos_id,
+              delimiter_id=delimiter_id,
+              compact_levels=int(s.get("compact_levels", 0)),
+              share_prefix=share,
+              mesh=mesh,
+              suffix=suffix,
+          )
+      )
   return out
 
 
@@ -130,7 +138,7 @@ def _train(name, make, section, where, batch, mesh, value: bool = False) -> Prog
   return train_program(name, make, tx, lm_loss, batch, mesh, microbatches=micro)
 
 
-def arith_programs(cfg, mesh, prompt_len: int | None = None) -> list[Program]:
+def arith_programs(cfg, mesh, prompt_len: int | None = None, unshared=False) -> list[Program]:
   """The embedded task's pipeline (ttc_jax/pipeline/arith.py): training stages, samplers,
   value scoring, search, revision chains and the RL step."""
   from ttc_jax.pipeline import compute_optimal as co_stage, revision as rev_stage
@@ -157,7 +165,14 @@ def arith_programs(cfg, mesh, prompt_len: int | None = None) -> list[Program]:
       ),
   ]
   out += search_programs(
-      cfg, policy, prm, mesh, eos_id=tok.EOS, delimiter_id=tok.newline_id, prompt_len=prompt_len
+      cfg,
+      policy,
+      prm,
+      mesh,
+      eos_id=tok.EOS,
+      delimiter_id=tok.newline_id,
+      prompt_len=prompt_len,
+      unshared=unshared,
   )
   sft = r.sft
   out.append(
@@ -258,7 +273,7 @@ def hf_prm_module(cfg, policy_cfg: ModelConfig):
   return lambda: external_prm.ClassifierPRM(mc, dims, step_token_id=0, rngs=nnx.Rngs(0))
 
 
-def text_programs(cfg, mesh, prompt_len: int | None = None) -> list[Program]:
+def text_programs(cfg, mesh, prompt_len: int | None = None, unshared=False) -> list[Program]:
   """The text pipeline (ttc_jax/pipeline/text.py) for a policy and PRM given by config.json
   (a checkpoint directory or configs/hf_shapes/<name>): the eval sampler, PRM scoring and the
   search kernels. Token ids do not change shapes: EOS is config.json's, the step delimiter a
@@ -281,5 +296,7 @@ def text_programs(cfg, mesh, prompt_len: int | None = None) -> list[Program]:
           mesh,
       ),
   ]
-  out += search_programs(cfg, policy, prm, mesh, eos_id=eos, delimiter_id=1, prompt_len=prompt_len)
+  out += search_programs(
+      cfg, policy, prm, mesh, eos_id=eos, delimiter_id=1, prompt_len=prompt_len, unshared=unshared
+  )
   return out

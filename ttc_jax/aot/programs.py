@@ -27,7 +27,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from ttc_jax import parallel, sampling
-from ttc_jax.models import transformer
+from ttc_jax.models import prefix_cache, transformer
 from ttc_jax.sampling import SamplingParams
 from ttc_jax.train.trainer import train_step
 
@@ -107,17 +107,35 @@ def lm_batch(rows: int, seq_len: int) -> dict:
   }
 
 
-def decode_step_program(name: str, graphdef, state, rows: int, cache_len: int, mesh) -> Program:
-  """One decode token for `rows` sequences over a `cache_len` cache: a decode loop's body."""
+def abstract_cache(cfg, rows: int, cache_len: int, mesh, prefix=None, dtype=None):
+  """An abstract KV cache of `rows` sequences on `mesh`: plain with `cache_len` slots, or with
+  `prefix=(questions, prompt_len)` shared (`models.prefix_cache`): the prompt once per
+  question and `cache_len - prompt_len` suffix slots per row."""
+
+  def make():
+    if prefix is None:
+      return transformer.init_cache(cfg, rows, cache_len, dtype)
+    questions, p = prefix
+    plain = transformer.init_cache(cfg, questions, p, dtype)
+    length = jnp.full((questions,), p, jnp.int32)
+    return prefix_cache.share(plain, length, rows // questions, cache_len - p)
+
+  cache = jax.eval_shape(make)
+  with parallel.use_mesh(mesh):
+    return jax.tree.map(_sds, cache, transformer.cache_shardings(cache, mesh))
+
+
+def decode_step_program(
+    name: str, graphdef, state, rows: int, cache_len: int, mesh, prefix=None
+) -> Program:
+  """One decode token for `rows` sequences over a `cache_len` cache (shared with `prefix`, see
+  `abstract_cache`): a decode loop's body."""
 
   def step(state, cache, tokens, positions, active):
     model = nnx.merge(graphdef, state)
     return model(tokens, positions, cache, attention_mask=active)
 
-  model_cfg = _cfg(graphdef, state)
-  cache = jax.eval_shape(lambda: transformer.init_cache(model_cfg, rows, cache_len))
-  with parallel.use_mesh(mesh):
-    cache = jax.tree.map(_sds, cache, transformer.cache_shardings(cache, mesh))
+  cache = abstract_cache(_cfg(graphdef, state), rows, cache_len, mesh, prefix)
   args = (
       state,
       cache,
@@ -214,16 +232,15 @@ def score_program(name: str, graphdef, state, rows: int, seq_len: int, mesh) -> 
   return Program(name, jax.jit(run), args, dict(rows=rows, seq_len=seq_len), mesh=mesh)
 
 
-def prm_extend_program(name: str, graphdef, state, rows: int, tokens: int, cache_len: int, mesh):
+def prm_extend_program(
+    name: str, graphdef, state, rows: int, tokens: int, cache_len: int, mesh, prefix=None
+):
   """A PRM's `extend` of `rows` cached sequences by up to `tokens` tokens (one search step)."""
 
   def run(state, cache, toks, lengths):
     return nnx.merge(graphdef, state).extend(cache, toks, lengths)
 
-  cfg = _cfg(graphdef, state)
-  cache = jax.eval_shape(lambda: transformer.init_cache(cfg, rows, cache_len))
-  with parallel.use_mesh(mesh):
-    cache = jax.tree.map(_sds, cache, transformer.cache_shardings(cache, mesh))
+  cache = abstract_cache(_cfg(graphdef, state), rows, cache_len, mesh, prefix)
   args = (
       state,
       cache,
