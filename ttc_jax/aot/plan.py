@@ -10,7 +10,6 @@ generated tokens (the largest shape a call can take) unless `prompt_len` is give
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -235,8 +234,7 @@ def rl_programs(cfg, rev_cfg: ModelConfig, revision: tuple, tok, mesh) -> list[P
   batch |= {k: ((n,), f32) for k in ("advantages", "rewards", "correct")} | {
       "gen_tokens": ((n,), i32)
   }
-  loss = functools.partial(rl.rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
-  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
+  loss, tx = rl.update_rule(s)
   step = train_program("rl_train", _lm(rev_cfg), tx, loss, batch, mesh, s.microbatches)
   return [rollout, step]
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -95,6 +95,14 @@ def rl_loss(model, batch, *, loss: str, clip_eps: float, kl_coef: float):
   return value, metrics
 
 
+def update_rule(s: RLSettings) -> tuple[Callable, Any]:
+  """(Trainer loss, optimiser) of the RL update under settings `s` (`train_rl`; ttc_jax.aot
+  compiles the same step)."""
+  loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
+  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
+  return loss_fn, tx
+
+
 def train_rl(
     model,
     ref_model,
@@ -119,8 +127,7 @@ def train_rl(
   model, metrics.jsonl}; returns the last metrics.
   """
   s = settings
-  loss_fn = functools.partial(rl_loss, loss=s.loss, clip_eps=s.clip_eps, kl_coef=s.kl_coef)
-  tx = optim.make_optimizer(s.lr, s.steps, s.warmup_steps, 0.0, s.clip_norm, 0.9, 0.95, 1.0)
+  loss_fn, tx = update_rule(s)
   trainer = Trainer(
       model,
       tx,
