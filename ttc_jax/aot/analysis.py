@@ -78,15 +78,19 @@ def oom_figures(message: str) -> dict[str, Any] | None:
   return dict(required_bytes=int(req), available_bytes=int(avail), what=m.group(1))
 
 
-def loop_totals(whole: dict, body: dict, iterations: int, chip: Chip) -> dict[str, Any]:
-  """Whole-program flops/bytes with the loop body counted `iterations` times: the compiler's
-  figures count it once, so (iterations - 1) more bodies are added."""
-  extra = max(iterations - 1, 0)
-  flops = whole["flops"] + extra * body["flops"]
-  nbytes = whole["bytes_accessed"] + extra * body["bytes_accessed"]
+def loop_totals(whole: dict, bodies: list[tuple[dict, int]], chip: Chip) -> dict[str, Any]:
+  """Whole-program flops/bytes with each loop body counted as often as it runs: the
+  compiler's figures count a body once, so (iterations - 1) more of each are added. Returns
+  flops, bytes_accessed, roofline_seconds and flop_fraction (the share of the roofline time
+  the FLOPs alone would take: 1 when compute-bound)."""
+  flops, nbytes = whole["flops"], whole["bytes_accessed"]
+  for body, iterations in bodies:
+    flops += max(iterations - 1, 0) * body["flops"]
+    nbytes += max(iterations - 1, 0) * body["bytes_accessed"]
+  seconds = roofline_seconds(flops, nbytes, chip)
   return dict(
-      iterations=int(iterations),
       flops=flops,
       bytes_accessed=nbytes,
-      roofline_seconds=roofline_seconds(flops, nbytes, chip),
+      roofline_seconds=seconds,
+      flop_fraction=flops / chip.peak_flops_per_device / max(seconds, 1e-30),
   )

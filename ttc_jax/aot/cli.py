@@ -95,26 +95,14 @@ def compile_program(prog, chip) -> dict:
     rec["parts"] = {part.name: compile_program(part, chip) for part in prog.parts}
     rec["fits"] = rec["fits"] and all(p["fits"] for p in rec["parts"].values())
   if prog.loops:
-    rec["loops"] = {}
-    whole = dict(flops=rec["flops"], bytes_accessed=rec["bytes_accessed"])
+    rec["loops"], bodies = {}, []
     for body, iterations in prog.loops:
-      b = compile_program(body, chip)
+      b = rec["loops"][body.name] = compile_program(body, chip)
       b["iterations"] = iterations
-      rec["loops"][body.name] = b
-      if "flops" in b:
-        extra = max(iterations - 1, 0)
-        whole = dict(
-            flops=whole["flops"] + extra * b["flops"],
-            bytes_accessed=whole["bytes_accessed"] + extra * b["bytes_accessed"],
-        )
       rec["fits"] = rec["fits"] and b["fits"]
-    rec["totals"] = dict(
-        whole,
-        roofline_seconds=analysis.roofline_seconds(whole["flops"], whole["bytes_accessed"], chip),
-    )
-    rec["totals"]["flop_fraction"] = (
-        whole["flops"] / chip.peak_flops_per_device / max(rec["totals"]["roofline_seconds"], 1e-30)
-    )
+      if "flops" in b:  # an out-of-memory body has no cost figures
+        bodies.append((b, iterations))
+    rec["totals"] = analysis.loop_totals(rec, bodies, chip)
   return rec
 
 
