@@ -3,13 +3,33 @@ search of --find-max, bad input, and a tiny config compiled for a TPU topology (
 libtpu is absent: it is in the test extras)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+
+from conftest import REPO_ROOT
 
 from ttc_jax.aot import analysis, chips, cli
 from ttc_jax.aot.chips import AotInputError, resolve_topology
 
 SMOKE = "configs/arith_smoke.py"
+
+
+def _aot(*args):
+  """`python -m ttc_jax.aot ARGS` in its own process: libtpu stays out of the test workers
+  (loaded next to XLA:CPU's persistent-cache reads it crashed them) -> (rc, stdout, stderr)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  out = subprocess.run(
+      [sys.executable, "-m", "ttc_jax.aot", *args],
+      cwd=REPO_ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=900,
+  )
+  return out.returncode, out.stdout, out.stderr
 
 
 def test_cloud_slice_names_resolve_to_libtpu_grids():
@@ -93,17 +113,18 @@ def test_bad_input_exits_2(capsys):
   assert "error" in capsys.readouterr().err
 
 
-def test_unknown_topology_exits_2(capsys):
+def test_unknown_topology_exits_2():
   pytest.importorskip("libtpu")
-  assert cli.main(["--config", SMOKE, "--topology", "v9z-8x8"]) == 2
-  assert "unknown TPU topology 'v9z-8x8'" in capsys.readouterr().err
+  rc, _, err = _aot("--config", SMOKE, "--topology", "v9z-8x8")
+  assert rc == 2
+  assert "unknown TPU topology 'v9z-8x8'" in err
 
 
-def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
+def test_smoke_programs_compile_for_a_tpu_topology(tmp_path):
   pytest.importorskip("libtpu")
   out = tmp_path / "aot.json"
-  rc = cli.main(
-      [
+  rc, stdout, _ = _aot(
+      *[
           "--config",
           SMOKE,
           "--topology",
@@ -146,7 +167,7 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   extra = sum((b["iterations"] - 1) * b["flops"] for b in loops.values())
   assert search["totals"]["flops"] == pytest.approx(search["flops"] + extra)
   assert 0 < search["totals"]["flop_fraction"] <= 1
-  assert json.loads(capsys.readouterr().out) == rep
+  assert json.loads(stdout) == rep
   from ttc_jax.aot import table
 
   md = table.markdown(rep)
@@ -155,10 +176,10 @@ def test_smoke_programs_compile_for_a_tpu_topology(tmp_path, capsys):
   assert md.count("\n| ") == 1 + 4  # the header, then one row per program
 
 
-def test_a_program_over_hbm_exits_1(capsys):
+def test_a_program_over_hbm_exits_1():
   pytest.importorskip("libtpu")
-  rc = cli.main(
-      [
+  rc, stdout, stderr = _aot(
+      *[
           "--config",
           SMOKE,
           "--topology",
@@ -168,12 +189,11 @@ def test_a_program_over_hbm_exits_1(capsys):
           "--config.verify.score_batch=4000000",
       ]
   )
-  captured = capsys.readouterr()
   assert rc == 1
-  rep = json.loads(captured.out)
+  rep = json.loads(stdout)
   prog = rep["programs"]["prm_score"]
   assert not prog["fits"] and prog["total_bytes_per_device"] > rep["hbm_bytes_per_device"]
-  assert "does not fit: prm_score needs" in captured.err
+  assert "does not fit: prm_score needs" in stderr
 
 
 def test_hf_configs_need_only_config_json_for_aot():
