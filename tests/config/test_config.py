@@ -47,6 +47,11 @@ def test_overrides_are_typed():
         ("--config.train.seq_len=4096", "exceeds model.max_len"),
         ("--config.labels.rollouts=0", "labels.rollouts must be positive"),
         ("--config.prm.label=soft-ish", "prm.label must be"),
+        (
+            "--config.verify.ablation=('exakt',)",
+            r"verify\.ablation: unknown label source\(s\) \['exakt'\]",
+        ),
+        ("--config.verify.ablation=('exact','exact')", "lists a label source twice"),
         ("--config.orm.heldout_fraction=1.5", "orm.heldout_fraction"),
         ("--config.prm.seq_len=4096", "prm.seq_len=4096 exceeds"),
         ("--config.verify.aggregation=mean", "verify.aggregation"),

@@ -60,6 +60,61 @@ def test_prm_and_orm_rows():
     prm_data.examples_from_records(TOK, [rec], "rm")
 
 
+def test_exact_label_rows_are_the_checkers_0_1_targets():
+  rec = dict(_record("1+2*3", ["2*3=6", "1+6=8", "Answer: 8"], [0.5, 0.5, 0.25], False))
+  rec["exact"] = [True, False, False]  # prm/labels.py: prefix_correct, then all_correct
+  (ex,) = prm_data.examples_from_records(TOK, [rec], "prm", "exact")
+  _, ends = prm_data.solution_tokens(TOK, rec["prompt"], rec["steps"])
+  assert ex["value_targets"].dtype == np.float32
+  assert ex["value_targets"][ends].tolist() == [1.0, 0.0, 0.0]
+  assert np.flatnonzero(ex["value_mask"]).tolist() == ends
+  with pytest.raises(ValueError, match="no 'exact' step labels"):
+    prm_data.examples_from_records(
+        TOK, [_record("1+2", ["Answer: 3"], [1.0], True)], "prm", "exact"
+    )
+  with pytest.raises(ValueError, match="unknown label type 'exakt'"):
+    prm_data.examples_from_records(TOK, [rec], "prm", "exakt")
+
+
+def test_label_sources_name_record_keys_and_label_stays_equivalent():
+  import ml_collections
+
+  from ttc_jax import config as config_lib
+
+  assert config_lib.LABEL_SOURCES == {
+      "monte_carlo": "soft",
+      "exact": "exact",
+      "monte_carlo_hard": "hard",
+  }
+  assert set(config_lib.LABEL_SOURCES.values()) == set(prm_data.LABELS)
+  for label, source in (("soft", "monte_carlo"), ("hard", "monte_carlo_hard"), ("exact", "exact")):
+    assert config_lib.label_source(dict(label=label)) == source
+    assert config_lib.record_label(dict(label_source=source)) == label
+    assert config_lib.record_label(dict(label=label, label_source=source)) == label
+    # the stage hashes see one `label` field however it was written
+    assert (
+        config_lib.prm_section(dict(steps=2, label=label))
+        == config_lib.prm_section(dict(steps=2, label_source=source))
+        == config_lib.prm_section(dict(steps=2, label=label, label_source=source))
+        == dict(steps=2, label=label)
+    )
+  assert config_lib.label_source(dict()) == "monte_carlo"
+  with pytest.raises(
+      config_lib.ConfigError, match=r"prm\.label='soft' and config\.prm\.label_source='exact'"
+  ):
+    config_lib.label_source(dict(label="soft", label_source="exact"))
+  with pytest.raises(config_lib.ConfigError, match="label_source must be one of"):
+    config_lib.label_source(dict(label_source="human"))
+  cfg = config_lib.load_config("configs/arith_smoke.py")
+  cfg.prm.label_source = "exact"  # contradicts the config's label="soft"
+  with pytest.raises(config_lib.ConfigError, match="contradict"):
+    config_lib.validate(cfg)
+  del cfg.prm["label"]
+  config_lib.validate(cfg)  # label_source alone
+  assert config_lib.ablation_sources(cfg) == ()  # the smoke config's ("exact",) is the main one
+  assert isinstance(cfg.prm, ml_collections.ConfigDict)
+
+
 def test_heldout_split_is_by_question_and_deterministic():
   recs = [_record(f"{i}+{j}", ["Answer: 1"], [1.0], True) for i in range(20) for j in range(3)]
   tr, he = prm_data.split_records(recs, 0.25)

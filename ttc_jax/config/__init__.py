@@ -19,14 +19,18 @@ from ttc_jax.config.hashing import (
     RL_SPEED_FIELDS,
     SEARCH_SPEED_FIELDS,
     TRAIN_SPEED_FIELDS,
+    VERIFY_EXTRA_FIELDS,
     config_hash,
     model_section,
+    prm_section,
     revision_section,
     revision_sft_section,
     rl_section,
     search_section,
     train_section,
+    verify_section,
 )
+from ttc_jax.config.labels import LABEL_SOURCES, ablation_sources, label_source, record_label
 from ttc_jax.config.loading import apply_overrides, load_config, load_config_file
 from ttc_jax.config.revision import validate_revision
 from ttc_jax.config.text import validate_text
@@ -40,6 +44,13 @@ __all__ = [
     "SEARCH_SPEED_FIELDS",
     "TEXT_TASKS",
     "TRAIN_SPEED_FIELDS",
+    "VERIFY_EXTRA_FIELDS",
+    "LABEL_SOURCES",
+    "ablation_sources",
+    "label_source",
+    "record_label",
+    "prm_section",
+    "verify_section",
     "VALUE_TRAIN_FIELDS",
     "ConfigError",
     "apply_overrides",

@@ -7,6 +7,7 @@ import ml_collections
 
 from ttc_jax.config.common import VALUE_TRAIN_FIELDS, validate_mesh, validate_search
 from ttc_jax.config.errors import ConfigError
+from ttc_jax.config.labels import ablation_sources, label_source
 from ttc_jax.tasks.arith import parse_levels
 
 REQUIRED = ("name", "seed", "task", "model", "mesh", "train", "eval")
@@ -96,8 +97,8 @@ def validate_verifiers(cfg: ml_collections.ConfigDict) -> None:
       )
     if not 0 < cfg[sec].heldout_fraction < 1:
       raise ConfigError(f"config.{sec}.heldout_fraction must lie in (0, 1)")
-  if cfg.prm.label not in ("soft", "hard"):
-    raise ConfigError(f"config.prm.label must be 'soft' or 'hard', got {cfg.prm.label!r}")
+  label_source(cfg.prm)  # known values; label and label_source agree
+  ablation_sources(cfg)
   if "search" in cfg:
     validate_search(cfg.search)
   if cfg.verify.aggregation not in ("last", "min", "prod"):

@@ -8,6 +8,8 @@ from typing import Any
 
 import ml_collections
 
+from ttc_jax.config.labels import record_label
+
 # Search fields that change how fast a stage runs (or its memory), never what it computes (the
 # kernels return the same results for every value, up to float rounding;
 # tests/search/test_search.py, test_prefix_cache.py): left out of stage hashes, so turning them
@@ -77,6 +79,26 @@ def revision_section(revision: Any) -> dict:
   if "rl" in d:
     d["rl"] = rl_section(d["rl"])
   return d
+
+
+# config.verify fields that choose extra work of their own stage (`verifier_ablation`), never
+# what the other stages reading `verify` compute: left out of their hashes.
+VERIFY_EXTRA_FIELDS = ("ablation",)
+
+
+def prm_section(prm: Any) -> dict:
+  """`config.prm` for stage hashes: `label_source` resolved into `label` (the record key), so
+  `label_source="monte_carlo"` hashes like `label="soft"`, and both like a config of either."""
+  d = _as_dict(prm)
+  if "label_source" in d or "label" in d:
+    d["label"] = record_label(d)
+    d.pop("label_source", None)
+  return d
+
+
+def verify_section(verify: Any) -> dict:
+  """`config.verify` for stage hashes: without `VERIFY_EXTRA_FIELDS`."""
+  return _hashed(verify, VERIFY_EXTRA_FIELDS)
 
 
 def config_hash(section: Any) -> str:

@@ -33,7 +33,7 @@ from ttc_jax.train.loop import FitSettings
 
 # Fields of a section that the pipeline reads itself (not the library's settings).
 LABEL_PIPELINE_FIELDS = ("questions_per_level", "seed")
-VALUE_PIPELINE_FIELDS = ("label", "use_rollouts")  # prm, orm, revision.orm
+VALUE_PIPELINE_FIELDS = ("label", "label_source", "use_rollouts")  # prm, orm, revision.orm
 SFT_PIPELINE_FIELDS = ("replay_fraction", "replay_foreign_fraction")
 RL_PIPELINE_FIELDS = ("contexts", "heldout_fraction", "eval_contexts")
 SEARCH_PIPELINE_FIELDS = ("questions_per_level", "questions")  # arith, text

@@ -10,7 +10,8 @@ the last step. Training, evaluation and search all use this one convention
 (`step_end_positions`), so a value read during search, when the sampler stops
 at a delimiter, is the value the model was trained to give there.
 
-A PRM gets a target at every step end (soft or hard Monte Carlo label); an
+A PRM gets a target at every step end (soft or hard Monte Carlo label, or the
+task checker's exact label: 1.0 while every step so far is right, else 0.0); an
 ORM only at the last one (whether the final answer is right).
 """
 
@@ -22,7 +23,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 KINDS = ("prm", "orm")
-LABELS = ("soft", "hard")
+LABELS = ("soft", "hard", "exact")  # record keys of per-step targets (prm/labels.py)
+# config.prm.label_source -> the record key it trains on (config/labels.py checks configs)
+LABEL_SOURCES = {"monte_carlo": "soft", "exact": "exact", "monte_carlo_hard": "hard"}
+SOURCE_OF_LABEL = {v: k for k, v in LABEL_SOURCES.items()}
 
 
 def solution_tokens(tokenizer, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -107,6 +111,13 @@ def examples_from_records(
     raise ValueError(f"unknown value model kind {kind!r}; expected one of {KINDS}")
   if label not in LABELS:
     raise ValueError(f"unknown label type {label!r}; expected one of {LABELS}")
+  if kind == "prm" and label == "exact":
+    missing = sum("exact" not in r for r in records)
+    if missing:
+      raise ValueError(
+          f"{missing} of {len(records)} labelled records have no 'exact' step labels (labelled "
+          "without the task's checker): they cannot train a PRM on exact labels"
+      )
   out = []
 
   def add(prompt, steps, targets, labelled):
@@ -120,7 +131,7 @@ def examples_from_records(
   for r in records:
     k = len(r["steps"])
     if kind == "prm":
-      add(r["prompt"], r["steps"], r[label], None)
+      add(r["prompt"], r["steps"], [float(y) for y in r[label]], None)
     else:
       add(
           r["prompt"],
@@ -135,7 +146,8 @@ def examples_from_records(
       tgt = [0.0] * n
       mask = [False] * n
       if kind == "prm":
-        tgt[: j + 1], mask[: j + 1] = list(r[label][: j + 1]), [True] * (j + 1)
+        tgt[: j + 1] = [float(y) for y in r[label][: j + 1]]
+        mask[: j + 1] = [True] * (j + 1)
       tgt[-1], mask[-1] = float(ok), True
       add(r["prompt"], lines, tgt, mask)
   return out
