@@ -101,11 +101,15 @@ def get_config() -> ml_collections.ConfigDict:
       use_rollouts=False,
   )
   # PRM: soft MC labels (the fraction of rollouts right, the paper's choice) at every step
-  # end; "hard" (any rollout right) is the alternative, compared in docs/results.md.
+  # end; "hard" (any rollout right) is the alternative, compared in docs/results.md. Equivalent:
+  # label_source="monte_carlo" ("monte_carlo_hard", "exact"; ttc_jax/config/labels.py).
   c.prm = dict(value_train, label="soft")
   c.orm = dict(value_train)  # ORM: final-answer correctness at the last step
   # Verifier evaluation on the eval_policy samples (eval.num_samples per question).
-  c.verify = dict(aggregation="last", threshold=0.5, score_batch=256)
+  # ablation: label sources of further PRMs trained like the main one (stage verifier_ablation,
+  # ttc_jax/pipeline/ablation.py): "exact" = the task checker's step labels (human-label
+  # analogue), "monte_carlo_hard"; not in the other stages' hashes
+  c.verify = dict(aggregation="last", threshold=0.5, score_batch=256, ablation=("exact",))
   # Step-level search kernels on a subset of the held-out questions (ttc_jax/search/sweep.py).
   c.search = dict(
       questions_per_level=20,

@@ -43,11 +43,14 @@ def _record(pipe, calls) -> dict:
   return seen
 
 
-def arith_hashes(config_path: str) -> dict:
+def arith_hashes(config_path: str, edit=None) -> dict:
+  """The arith stage hashes of a config file (`edit(cfg)` changes it first)."""
   from ttc_jax import config as config_lib
   from ttc_jax.pipeline import Pipeline
 
   cfg = config_lib.load_config(os.path.join(ROOT, config_path))
+  if edit is not None:
+    edit(cfg)
   pipe = Pipeline.__new__(Pipeline)
   pipe.cfg = cfg
   calls = [
@@ -59,6 +62,7 @@ def arith_hashes(config_path: str) -> dict:
       lambda p: p._value_stage("orm"),
       Pipeline.stage_eval_verifiers,
       Pipeline.stage_eval_search,
+      Pipeline.stage_verifier_ablation,
       Pipeline.stage_revision_data,
       Pipeline.stage_revision_sft,
       Pipeline.stage_revision_chains,
@@ -107,6 +111,37 @@ def test_stage_hashes_are_unchanged(name, tmp_path):
     pinned = json.load(f)[name]
   got = arith_hashes(ARITH[name]) if name in ARITH else text_hashes(TEXT[name], str(tmp_path))
   assert got == pinned
+
+
+def _label_source_only(cfg):
+  del cfg.prm["label"]
+  cfg.prm.label_source = "monte_carlo"
+
+
+def _both_fields(cfg):
+  cfg.prm.label_source = "monte_carlo"
+
+
+def _more_ablation(cfg):
+  cfg.verify.ablation = ("exact", "monte_carlo_hard")
+
+
+def _no_ablation(cfg):
+  del cfg.verify["ablation"]
+
+
+@pytest.mark.parametrize("edit", [_label_source_only, _both_fields, _more_ablation, _no_ablation])
+def test_label_source_and_ablation_leave_other_stage_hashes_alone(edit):
+  """prm.label_source equal to what prm.label said hashes as before, and verify.ablation is in
+  no stage's hash but verifier_ablation's."""
+  pinned = arith_hashes(ARITH["quick"])
+  got = arith_hashes(ARITH["quick"], edit)
+  same = edit in (_label_source_only, _both_fields)
+  assert {k: v for k, v in got.items() if not (k == "verifier_ablation" and not same)} == {
+      k: v for k, v in pinned.items() if not (k == "verifier_ablation" and not same)
+  }
+  if not same:
+    assert got["verifier_ablation"] != pinned["verifier_ablation"]
 
 
 if __name__ == "__main__":

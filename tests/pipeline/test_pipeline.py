@@ -191,6 +191,67 @@ def test_compute_optimal_report_contract(smoke_run):
     assert "## Compute-optimal scaling" in f.read()
 
 
+def test_verifier_ablation_report_contract(smoke_run):
+  """verify.ablation=("exact",): a second PRM on the checker's step labels, evaluated,
+  searched with and analysed like the main (monte_carlo) one."""
+  with open(os.path.join(smoke_run, "report.json")) as f:
+    rep = json.load(f)
+  ab = rep["verifier_ablation"]
+  assert set(ab) == {"monte_carlo", "exact"} and rep["verifier_ablation_main"] == "monte_carlo"
+  assert rep["verify"]["label_source"] == "monte_carlo" and rep["verify"]["label"] == "soft"
+  # the main source's figures are the main PRM's
+  assert ab["monte_carlo"]["step_auroc"] == rep["prm"]["step_auroc"]
+  assert ab["monte_carlo"]["first_error_accuracy"] == rep["prm"]["first_error_accuracy"]
+  for src, r in ab.items():
+    assert r["step_auroc"] is None or 0.0 <= r["step_auroc"] <= 1.0, src
+    assert 0.0 <= r["first_error_accuracy"] <= 1.0, src
+    for m in ("beam_m4", "dvts", "prm_best_of_n_weighted", "majority"):
+      assert set(r["curves"][m]) == {"4"}, (src, m)
+      assert all(0.0 <= v <= 1.0 for v in r["curves"][m].values())
+    co = r["compute_optimal"]["search"]
+    for m in ("oracle", "predicted", "best_of_n_weighted"):
+      assert set(co[m]) == {"1", "2", "4"}, (src, m)
+      assert all(0.0 <= v <= 1.0 for v in co[m].values())
+    assert r["efficiency_max_ratio"] is None or r["efficiency_max_ratio"] > 0
+    assert r["search_gain_budget"] == 4 and set(r["search_gain_by_bin"]) <= {"0", "1"}
+    assert all(-1.0 <= g <= 1.0 for g in r["search_gain_by_bin"].values())
+  # same questions and the same best-of-N baseline for every source; oracle bins alike
+  assert ab["exact"]["curves"]["majority"] == ab["monte_carlo"]["curves"]["majority"]
+  assert ab["exact"]["compute_optimal"]["questions"] == rep["compute_optimal"]["questions"]
+  # on the same questions, the main source's analysis is the compute_optimal stage's
+  assert (
+      ab["monte_carlo"]["compute_optimal"]["search"]["oracle"]
+      == rep["compute_optimal"]["search"]["oracle"]
+  )
+  assert ab["exact"]["train"]["train_labels"] > 0
+  for f in (
+      "plots/verifier_ablation.png",
+      "prm_exact/model",
+      "stages/verifier_ablation.json",
+      "verifier_ablation/monte_carlo/analysis.json",
+  ) + tuple(
+      f"verifier_ablation/exact/{n}"
+      for n in ("eval.json", "scores.jsonl", "results.jsonl", "analysis.json")
+  ):
+    assert os.path.exists(os.path.join(smoke_run, f)), f
+  assert rep["wall_seconds"]["verifier_ablation"] >= 0
+  with open(os.path.join(smoke_run, "report.md")) as f:
+    assert "## Verifier ablation" in f.read()
+
+
+def test_search_gain_is_the_best_method_minus_best_of_n_at_the_largest_common_budget():
+  from ttc_jax.report.ablation import search_gain
+
+  by_bin = {
+      "best_of_n_weighted": {"0": {"1": 0.5, "4": 0.6, "16": 0.7}, "1": {"1": 0.1, "4": 0.2}},
+      "beam_m4": {"0": {"4": 0.9, "64": 1.0}, "1": {"4": 0.1}},
+      "dvts": {"0": {"4": 0.65}, "1": {"4": 0.4}},
+  }
+  g, gains = search_gain(by_bin)
+  assert g == 4 and gains == pytest.approx({"0": 0.3, "1": 0.2})
+  assert search_gain({"best_of_n_weighted": {"0": {"1": 0.5}}}) == (None, {})
+
+
 def test_compute_optimal_policy_from_the_run(smoke_run):
   import jax
   from ttc_jax import config as config_lib

@@ -54,6 +54,66 @@ def _read(workdir: str, *parts: str) -> list[dict]:
   return io_utils.read_jsonl(path)
 
 
+def _search_family(samples, scores, results, questions, co: StudySettings, equivalent):
+  """(sample rows, difficulty measures, search-family analysis) over `questions`: oracle bins
+  from the policy samples, predicted bins from the PRM scores (key "prm"), best-of-N weighted
+  (baseline) and the search kernels' results."""
+  rows = tables.by_question(samples, questions, "eval_policy samples")
+  final = tables.final_scores(scores, questions, "prm", co.aggregation)
+  measures = dict(
+      oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
+      predicted=difficulty.predicted_score(final),
+  )
+  bon_budgets = list(co.best_of_n_budgets)
+  search = tables.search_table(results, questions)
+  search[tables.BASELINE] = tables.best_of_n_table(rows, final, questions, bon_budgets, equivalent)
+  s_budgets = sorted(set(search[tables.BASELINE]) | {n for m in search.values() for n in m})
+  s_order = [tables.BASELINE] + [m for m in METHODS if m in search]
+  analysed = analysis.analyse(
+      search,
+      s_order,
+      s_budgets,
+      {n: tables.BASELINE for n in search[tables.BASELINE]},
+      measures,
+      num_bins=co.num_bins,
+      num_folds=co.num_folds,
+      seed=co.seed,
+  )
+  return rows, measures, analysed
+
+
+def search_study(
+    samples: list[dict],
+    scores: list[dict],
+    results: list[dict],
+    settings: StudySettings,
+    equivalent=arith.equivalent,
+    questions: list[str] | None = None,
+) -> dict:
+  """The search family alone, from in-memory rows (eval_policy samples, scores.jsonl rows of
+  one PRM, search results.jsonl rows guided by it): {questions, search}, as strict JSON.
+  `questions` (default: those common to the three) fixes the analysed questions, e.g. to
+  compare PRMs on the same ones. The verifier ablation's analysis of each PRM."""
+  if questions is None:
+    questions = search_questions(samples, scores, results)
+  if len(questions) < settings.num_bins * settings.num_folds:
+    raise ValueError(
+        f"only {len(questions)} questions are common to the search and policy evaluations: "
+        f"too few for {settings.num_bins} bins x {settings.num_folds} folds"
+    )
+  _, _, search = _search_family(samples, scores, results, questions, settings, equivalent)
+  return io_utils.as_json(dict(questions=len(questions), search=search))
+
+
+def search_questions(samples: list[dict], scores: list[dict], results: list[dict]) -> list[str]:
+  """The questions common to policy samples, PRM scores and search results."""
+  return tables.common_questions(
+      [r["question"] for r in results],
+      [r["question"] for r in samples],
+      [r["question"] for r in scores],
+  )
+
+
 def run_study(
     workdir: str,
     settings: StudySettings,
@@ -93,31 +153,9 @@ def run_study(
         f"only {len(questions)} questions are common to the search, revision and "
         f"policy evaluations: too few for {co.num_bins} bins x {co.num_folds} folds"
     )
-  rows = tables.by_question(samples, questions, "eval_policy samples")
-  final = tables.final_scores(scores, questions, "prm", co.aggregation)
-  measures = dict(
-      oracle=difficulty.oracle_pass_at_1([r["sample_correct"] for r in rows]),
-      predicted=difficulty.predicted_score(final),
-  )
+  rows, measures, search = _search_family(samples, scores, results, questions, co, equivalent)
   kw = dict(num_bins=co.num_bins, num_folds=co.num_folds, seed=co.seed)
-
-  # Search family: best-of-N weighted (baseline) and the search kernels.
-  bon_budgets = list(co.best_of_n_budgets)
-  search = tables.search_table(results, questions)
-  search[tables.BASELINE] = tables.best_of_n_table(rows, final, questions, bon_budgets, equivalent)
-  s_budgets = sorted(set(search[tables.BASELINE]) | {n for m in search.values() for n in m})
-  s_order = [tables.BASELINE] + [m for m in METHODS if m in search]
-  out = dict(
-      questions=len(questions),
-      search=analysis.analyse(
-          search,
-          s_order,
-          s_budgets,
-          {n: tables.BASELINE for n in search[tables.BASELINE]},
-          measures,
-          **kw,
-      ),
-  )
+  out = dict(questions=len(questions), search=search)
 
   # Revision family: C x L splits with the revision ORM; parallel (N x 1) is the baseline.
   r_budgets = list(co.revision_budgets) if revisions else []

@@ -8,6 +8,8 @@
   <workdir>/prm/, <workdir>/orm/     stages `prm`, `orm`: checkpoints/, best/, model/, metrics.jsonl
   <workdir>/verifiers/               stage `eval_verifiers`: eval.json, scores.jsonl
   <workdir>/search/                  stage `eval_search`: eval.json, results.jsonl
+  <workdir>/prm_<source>/, verifier_ablation/  stage `verifier_ablation` (verify.ablation:
+                                     PRMs on other step labels; pipeline/ablation.py)
   <workdir>/revision_*/              revision stages (ttc_jax/pipeline/revision*.py)
   <workdir>/large_*/, compute_optimal/  the compute-optimal study (pipeline/compute_optimal.py)
   <workdir>/stages/<name>.json       a finished stage: config hash, wall seconds, outputs
@@ -29,7 +31,7 @@ import ml_collections
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils, report
 from ttc_jax.models.config import ModelConfig
-from ttc_jax.pipeline import compute_optimal, policy, revision, revision_data, verifiers
+from ttc_jax.pipeline import ablation, compute_optimal, policy, revision, revision_data, verifiers
 from ttc_jax.pipeline.arith_context import make_context
 from ttc_jax.pipeline.context import RunContext
 from ttc_jax.pipeline.stage import Stage, StagedRun, by_name
@@ -94,6 +96,13 @@ STAGES: tuple[Stage, ...] = (
         verifiers.eval_search,
         ("eval_verifiers",),
         ("search",),
+    ),
+    Stage(
+        "verifier_ablation",
+        ablation.ablation_sections,
+        ablation.verifier_ablation,
+        ("eval_verifiers", "eval_search"),
+        ("verifier_ablation",),
     ),
     Stage("revision_data", _rev(), revision_data.revision_data, ("policy",), ("revision_data",)),
     Stage(
@@ -200,6 +209,9 @@ class Pipeline(StagedRun):
   def stage_eval_search(self) -> dict:
     return self._run(STAGE["eval_search"])
 
+  def stage_verifier_ablation(self) -> dict:
+    return self._run(STAGE["verifier_ablation"])
+
   def stage_revision_data(self) -> dict:
     return self._run(STAGE["revision_data"])
 
@@ -291,6 +303,9 @@ class Pipeline(StagedRun):
           eval=self.stage_eval_verifiers(),
       )
     search = self.stage_eval_search() if "search" in self.cfg else None
+    ablated = None
+    if verifiers_out is not None and config_lib.ablation_sources(self.cfg):
+      ablated = self.stage_verifier_ablation()
     rev = None
     if "revision" in self.cfg:
       rev = dict(
@@ -320,6 +335,7 @@ class Pipeline(StagedRun):
         search=search,
         revision=rev,
         compute_optimal=optimal,
+        verifier_ablation=ablated,
     )
     io_utils.atomic_write_json(self.path("config.json"), self.cfg.to_dict())
     report.write_report(self.workdir, rep)

@@ -8,6 +8,8 @@ import os
 import jax
 
 from ttc_jax import io_utils
+from ttc_jax.prm.data import LABEL_SOURCES, SOURCE_OF_LABEL
+from ttc_jax.report import ablation as ablation_report
 from ttc_jax.report import compute_optimal as co_report
 from ttc_jax.report import revision as revision_report
 from ttc_jax.report import search as search_report
@@ -30,6 +32,7 @@ def build_report(
     search: dict | None = None,
     revision: dict | None = None,
     compute_optimal: dict | None = None,
+    verifier_ablation: dict | None = None,
 ) -> dict:
   """Assembles the report dict. Keys named in issues are a stable contract."""
   overall, by_level = ev["overall"], ev["by_level"]
@@ -71,7 +74,13 @@ def build_report(
     rep.update(sections)
     rep["curves"].update(curves)
     rep["curves_by_level"].update(by_level)
-    rep["verify"] = dict(aggregation=cfg.verify.aggregation, label=cfg.prm.label)
+    # (the config checks guarantee label and label_source agree when both are set)
+    source = cfg.prm.get("label_source") or SOURCE_OF_LABEL[cfg.prm.get("label", "soft")]
+    rep["verify"] = dict(
+        aggregation=cfg.verify.aggregation,
+        label=cfg.prm.get("label") or LABEL_SOURCES[source],
+        label_source=source,
+    )
   if search is not None:
     rep["search"], curves, by_level = search_report.section(search)
     merge_curves(rep, curves, by_level)
@@ -80,6 +89,8 @@ def build_report(
     merge_curves(rep, curves, by_level)
   if compute_optimal is not None:
     rep.update(co_report.section(compute_optimal))
+  if verifier_ablation is not None:
+    rep.update(ablation_report.section(verifier_ablation))
   return rep
 
 
@@ -121,6 +132,8 @@ def _plot(workdir: str, rep: dict) -> list[str]:
     paths += revision_report.plot(rep, workdir)
   if "compute_optimal" in rep:
     paths += co_report.plot(rep, workdir)
+  if "verifier_ablation" in rep:
+    paths.append(ablation_report.plot(rep, workdir))
   return paths
 
 
@@ -161,6 +174,8 @@ def _markdown(rep: dict) -> str:
       )
   if "compute_optimal" in rep:
     lines += co_report.markdown(rep)
+  if "verifier_ablation" in rep:
+    lines += ablation_report.markdown(rep)
   lines += [
       "",
       "Wall seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in rep["wall_seconds"].items()),

@@ -39,12 +39,10 @@ def section(co: dict) -> dict:
   fams = [(f, b) for f, b in FAMILIES if f in a]
   for fam, base in fams:
     f = a[fam]
-    out[fam] = {m: f[m]["curve"] for m in MEASURES}
-    out[fam][base] = f["baseline"]
+    out[fam], out["efficiency_vs_best_of_n"][fam] = family_figures(f, base)
     out[fam]["in_sample_best"] = {m: f[m]["in_sample_best"] for m in MEASURES}
     for key in ("choices", "cv_choices", "by_bin", "baseline_by_bin"):
       out[key][fam] = {m: f[m][key] for m in MEASURES}
-    out["efficiency_vs_best_of_n"][fam] = {m: f[m]["efficiency_vs_baseline"] for m in MEASURES}
   out["bin_sizes"] = {m: a["search"][m]["bin_sizes"] for m in MEASURES}
   out["thresholds"] = {m: a["search"][m]["thresholds"] for m in MEASURES}
   out["strategies_by_bin"] = {fam: a[fam]["oracle"]["strategies_by_bin"] for fam, _ in fams}
@@ -61,6 +59,15 @@ def section(co: dict) -> dict:
   )
   extra = {k: a[k] for k in ("flops_matched", "flops_matched_revision", "flops") if k in a}
   return dict(compute_optimal=out, large_model=large, **extra)
+
+
+def family_figures(f: dict, base: str) -> tuple[dict, dict]:
+  """({oracle, predicted, <base>}: {N: accuracy}, {oracle, predicted}: efficiency vs the
+  baseline incl. max_ratio) of one family's analysis (`compute_optimal.analysis.analyse`; the
+  verifier ablation's analyses have the same curve and efficiency fields)."""
+  curves = {m: f[m]["curve"] for m in MEASURES}
+  curves[base] = f["baseline"]
+  return curves, {m: f[m]["efficiency_vs_baseline"] for m in MEASURES}
 
 
 def _by_bin_axes(fig_title: str, nbins: int):
