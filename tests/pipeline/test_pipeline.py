@@ -239,6 +239,35 @@ def test_verifier_ablation_report_contract(smoke_run):
     assert "## Verifier ablation" in f.read()
 
 
+def test_interrupted_verifier_ablation_resumes_after_finished_sources(smoke_run, capsys):
+  """Without the stage marker (an interrupted stage), a source with done.json is not trained
+  again and the stage's outputs are the same; another config's done.json is refused."""
+  from ttc_jax import config as config_lib
+  from ttc_jax.pipeline import Pipeline
+
+  marker = os.path.join(smoke_run, "stages", "verifier_ablation.json")
+  with open(marker) as f:
+    before = json.load(f)
+  os.remove(marker)
+  pipe = Pipeline(config_lib.load_config(SMOKE), smoke_run, progress=False)
+  try:
+    assert pipe.stage_verifier_ablation() == before["outputs"]
+    assert "exact: done before; skipped" in capsys.readouterr().out
+    done = os.path.join(smoke_run, "verifier_ablation", "exact", "done.json")
+    with open(done) as f:
+      rec = json.load(f)
+    with open(done, "w") as f:
+      json.dump(dict(rec, hash="0" * 16), f)
+    os.remove(marker)
+    with pytest.raises(StageMismatchError, match="another config"):
+      pipe.stage_verifier_ablation()
+    with open(done, "w") as f:
+      json.dump(rec, f)
+  finally:
+    with open(marker, "w") as f:
+      json.dump(before, f)
+
+
 def test_search_gain_is_the_best_method_minus_best_of_n_at_the_largest_common_budget():
   from ttc_jax.report.ablation import search_gain
 

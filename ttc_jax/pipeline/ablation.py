@@ -31,6 +31,7 @@ from ttc_jax.compute_optimal import study
 from ttc_jax.pipeline import compute_optimal as co_stage
 from ttc_jax.pipeline import verifiers
 from ttc_jax.pipeline.context import RunContext
+from ttc_jax.pipeline.stage import StageMismatchError
 
 EVAL_KEYS = ("step_auroc", "first_error_accuracy", "first_error_accuracy_fixed", "threshold")
 
@@ -67,9 +68,15 @@ def _source(ctx: RunContext, source: str, inputs: dict, digest: str) -> dict:
   done before with the same stage hash)."""
   d = ctx.path("verifier_ablation", source)
   done = os.path.join(d, "done.json")
-  if os.path.exists(done) and io_utils.read_json(done).get("hash") == digest:
+  if os.path.exists(done):
+    rec = io_utils.read_json(done)
+    if rec.get("hash") != digest:
+      raise StageMismatchError(
+          f"{done} was written by another config (hash {rec.get('hash')} != {digest}); use a "
+          f"new --workdir or delete {d} and {ctx.path(f'prm_{source}')}"
+      )
     print(f"[verifier_ablation] {source}: done before; skipped")
-    return io_utils.read_json(done)["summary"]
+    return rec["summary"]
   prm_dir = ctx.path(f"prm_{source}")
   train = verifiers.fit_value_model(
       ctx, "prm", config_lib.LABEL_SOURCES[source], prm_dir, prm_sections(ctx.cfg, source)
