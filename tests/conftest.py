@@ -69,3 +69,32 @@ def smoke_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("smoke"))
   assert run.main(["--config", SMOKE_CONFIG, "--workdir", workdir, "--no_progress"]) == 0
   return workdir
+
+
+# Every XLA:CPU executable a process keeps maps memory regions of its own (about 60 for a
+# tiny program at opt level 0, hundreds for a search kernel), and a test worker keeps every
+# program it compiled in JAX's in-memory caches. A worker reached Linux's default limit of
+# 65,530 mappings per process (vm.max_map_count) after a few hundred tests, and the next
+# compile or persistent-cache write then aborted or segfaulted (the whole suite in CI and
+# here; a crashed xdist worker also hangs the run). Past MAX_MAPPINGS the caches are emptied
+# between tests, freeing those executables (later tests recompile, mostly from the
+# persistent cache).
+MAX_MAPPINGS = 30000
+
+
+def _mappings() -> int:
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return f.read().count(b"\n")
+  except OSError:  # not Linux: no such limit to watch
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def _bounded_mappings():
+  yield
+  if _mappings() > MAX_MAPPINGS:
+    import gc
+
+    jax.clear_caches()
+    gc.collect()
