@@ -46,6 +46,7 @@ from ttc_jax.models.reward import create_value_model
 from ttc_jax.models.transformer import create_model
 from ttc_jax.sampling import SamplingParams
 from ttc_jax.search import beam, reference, sweep
+from ttc_jax.search import state as search_state
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
@@ -197,6 +198,8 @@ def run(
   else:
     policy, prm, prompts, lens, kw, desc = _random_setup(preset, questions, max_step_tokens, seed)
   params = kw.pop("params")
+  # the host-loop reference holds no KV caches: their layout and dtype are the kernel's alone
+  ref_kw = {k: v for k, v in kw.items() if k not in ("share_prefix", "cache_dtype")}
   b = prompts.shape[0]
   key = jax.random.key(seed)
   out: dict[str, Any] = dict(
@@ -224,7 +227,7 @@ def run(
 
     def ref():
       r = reference.reference_search(
-          policy, prm, prompts, lens, key, n=n, groups=1, keep=n // m, params=params, **kw
+          policy, prm, prompts, lens, key, n=n, groups=1, keep=n // m, params=params, **ref_kw
       )
       res["ref"] = r
       return r
@@ -284,6 +287,9 @@ def run(
     if pk:
       row["fraction_of_peak"] = row["flops_per_s"] / pk["flops_per_s"]
     (gp, sp), (gr, sr) = nnx.split(policy), nnx.split(prm)
+    # the jitted kernel takes the storage dtype resolved, as beam.search passes it
+    storage = search_state.cache_storage_dtype(kw.get("cache_dtype"), policy.cfg, prm.cfg)
+    kernel_kw = dict(kw, cache_dtype=storage)
     compiled = beam._search.lower(
         (gp, gr),
         (sp, sr),
@@ -297,7 +303,7 @@ def run(
         keep=n // m,
         evaluate=None,
         compact_levels=beam.COMPACT_LEVELS,
-        **kw,
+        **kernel_kw,
     ).compile()
     row["kernel_memory"] = _memory(compiled)
     out["per_n"][str(n)] = row

@@ -342,13 +342,14 @@ def test_cut_off_step_ends_the_beam(scripted):
 # --- compilation, sharding, strategy equivalences ------------------------------------------
 
 
-def test_one_compilation_for_a_sweep_of_sampling_knobs(models, beam_seed0):
-  size = beam._search._cache_size()
-  for t, k, p in [(0.0, 0, 1.0), (0.5, 3, 1.0), (1.3, 0, 0.9)]:
+def test_one_compilation_for_a_sweep_of_sampling_knobs(models):
+  sizes = []
+  for t, k, p in [(0.7, 0, 1.0), (0.0, 0, 1.0), (0.5, 3, 1.0), (1.3, 0, 0.9)]:
     beam.beam_search(
         *models, *_prompts(), jax.random.key(0), n=N, m=M, params=SamplingParams.make(t, k, p), **KW
     )
-  assert beam._search._cache_size() == size
+    sizes.append(beam._search._cache_size())  # the first call may compile (caches emptied)
+  assert sizes[0] >= 1 and sizes[1:] == [sizes[0]] * 3
 
 
 def test_mesh_results_equal_single_device(models, beam_seed0):
