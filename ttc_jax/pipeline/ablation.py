@@ -27,7 +27,7 @@ import os
 
 from ttc_jax import config as config_lib
 from ttc_jax import io_utils
-from ttc_jax.compute_optimal import study
+from ttc_jax.compute_optimal import study, tables
 from ttc_jax.pipeline import compute_optimal as co_stage
 from ttc_jax.pipeline import verifiers
 from ttc_jax.pipeline.context import RunContext
@@ -129,10 +129,9 @@ def _analyses(ctx: RunContext, main: str, extra: tuple[str, ...]) -> dict[str, d
   for src in extra:
     scores[src] = io_utils.read_jsonl(ctx.path("verifier_ablation", src, "scores.jsonl"))
     results[src] = io_utils.read_jsonl(ctx.path("verifier_ablation", src, "results.jsonl"))
-  common = None
-  for src in scores:
-    qs = study.search_questions(samples, scores[src], results[src])
-    common = qs if common is None else [q for q in common if q in set(qs)]
+  common = tables.common_questions(
+      *(study.search_questions(samples, scores[src], results[src]) for src in scores)
+  )
   settings = co_stage.study_settings(ctx.cfg, revisions=False, large=False)
   return {
       src: study.search_study(
